@@ -1,0 +1,92 @@
+/**
+ * Every error seqcast raises is a SeqcastError with a stable string `code` (documented in docs/API.md).
+ * Match on `code`, not on the class: codes are the contract.
+ */
+export const ErrorCodes = {
+  BAD_ARGUMENT: 'EBAD_ARGUMENT',
+  NOT_JOINED: 'ENOT_JOINED',
+  DIRECTORY_UNREACHABLE: 'EDIRECTORY_UNREACHABLE',
+  DIRECTORY_LOST: 'EDIRECTORY_LOST',
+  DUPLICATE_MEMBER: 'EDUPLICATE_MEMBER',
+  MESSAGE_TOO_LARGE: 'EMESSAGE_TOO_LARGE',
+  EXPELLED: 'EEXPELLED',
+  JOIN_TIMEOUT: 'EJOIN_TIMEOUT',
+  BAD_REQUEST: 'EBAD_REQUEST',
+  PROTOCOL: 'EPROTOCOL',
+  FRAME: 'EFRAME',
+} as const
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]
+
+export class SeqcastError extends Error {
+  readonly code: ErrorCode
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.code = code
+    this.name = new.target.name
+  }
+}
+
+/** A bad argument or option: a programmer error. */
+export class ArgumentError extends SeqcastError {
+  constructor(message: string) {
+    super(ErrorCodes.BAD_ARGUMENT, message)
+  }
+}
+
+/** The group handle was never joined, has left, or was closed. */
+export class NotJoinedError extends SeqcastError {
+  constructor(message = 'the group handle is not joined (it has left or was closed)') {
+    super(ErrorCodes.NOT_JOINED, message)
+  }
+}
+
+/** The directory could not be reached, or the connection to it was lost. */
+export class DirectoryError extends SeqcastError {
+  constructor(code: typeof ErrorCodes.DIRECTORY_UNREACHABLE | typeof ErrorCodes.DIRECTORY_LOST, message: string, cause?: unknown) {
+    super(code, message, { cause })
+  }
+}
+
+/** Another live member of the group already uses this member id. */
+export class DuplicateMemberError extends SeqcastError {
+  constructor(message: string) {
+    super(ErrorCodes.DUPLICATE_MEMBER, message)
+  }
+}
+
+export class MessageTooLargeError extends SeqcastError {
+  constructor(size: number, max: number) {
+    super(ErrorCodes.MESSAGE_TOO_LARGE, `message of ${size} bytes exceeds maxMessage (${max} bytes)`)
+  }
+}
+
+/** The directory removed this member from the group (it was suspected, e.g. paused past the timeout). */
+export class ExpelledError extends SeqcastError {
+  constructor(message: string) {
+    super(ErrorCodes.EXPELLED, message)
+  }
+}
+
+export class JoinTimeoutError extends SeqcastError {
+  constructor(message: string) {
+    super(ErrorCodes.JOIN_TIMEOUT, message)
+  }
+}
+
+/** The directory refused a request as malformed, or a peer broke the protocol. */
+export class ProtocolError extends SeqcastError {
+  constructor(code: typeof ErrorCodes.BAD_REQUEST | typeof ErrorCodes.PROTOCOL | typeof ErrorCodes.FRAME, message: string) {
+    super(code, message)
+  }
+}
+
+/** Map an `error` frame from the directory to the matching class. */
+export function errorFromCode(code: string, message: string): SeqcastError {
+  switch (code) {
+    case ErrorCodes.DUPLICATE_MEMBER: return new DuplicateMemberError(message)
+    case ErrorCodes.EXPELLED: return new ExpelledError(message)
+    case ErrorCodes.BAD_REQUEST: return new ProtocolError(ErrorCodes.BAD_REQUEST, message)
+    default: return new ProtocolError(ErrorCodes.PROTOCOL, `${code}: ${message}`)
+  }
+}
