@@ -1,0 +1,736 @@
+/**
+ * One member of one group: the whole data-path protocol (PROTOCOL.md §4, §5), free of sockets and timers.
+ *
+ * Inputs: `datagram()` (from the group's UDP sockets), `directory()` (frames from the directory), `tick()` (the one
+ * periodic timer), `flush()` (end of an event-loop turn, requested through `env.scheduleFlush`), `submit()`.
+ * Outputs go through `EngineEnv`. The simulator in test/fixtures drives exactly this class.
+ *
+ * Reading guide: ordering lives in sequencer.ts; here, `advance()` is the hold-back queue (what may be delivered),
+ * `nack()`/`serveNack()` the repair logic, `onCommit()`/`install()` the view change, `gc()` stability.
+ */
+import {
+  decode, DataPacker, encodeAck, encodeNack, fragmentRoom, groupIdOf, Kind, nackItemsPerDatagram, SEQ_WINDOW,
+  type Datagram, type DataEntry, type DataRange, type Run, type SlotRange, encodeOrder, runsPerDatagram,
+} from './wire.js'
+import { SlotLog, VIEW_SENDER } from './slotlog.js'
+import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
+import type { EngineOptions } from './options.js'
+import type { Frame } from './frame.js'
+import { errorFromCode, ExpelledError, MessageTooLargeError, NotJoinedError, type SeqcastError } from './errors.js'
+import { logger } from './log.js'
+
+const logView = logger('view')
+const logRepair = logger('repair')
+
+export type Delivery =
+  | { type: 'message'; group: string; sender: string; seq: number; data: Uint8Array }
+  | { type: 'view'; group: string; viewId: number; members: string[]; sequencer: string; seq: number }
+
+/** Where the member is in its life. */
+export type Lifecycle = 'joining' | 'joined' | 'leaving' | 'left' | 'failed'
+/** Where the member is in the view-change protocol. */
+export type ViewState = 'none' | 'active' | 'flushing' | 'installing'
+
+export interface EngineEnv {
+  now(): number
+  /** Send a datagram: `to` null = multicast to the group, else the member's unicast "ip:port". */
+  send(buf: Buffer, to: string | null): void
+  toDirectory(frame: Frame): void
+  deliver(d: Delivery): void
+  /** Ask for `flush()` at the end of the current event-loop turn. */
+  scheduleFlush(): void
+  /** The send window has room again. */
+  windowOpened(): void
+  /** The lifecycle changed: joined, left or failed (with the error). */
+  lifecycle(state: Lifecycle, err?: SeqcastError): void
+}
+
+interface MemberRec {
+  no: number
+  id: string
+  addr: string
+}
+
+interface ViewRec {
+  viewId: number
+  members: MemberRec[]
+  byNo: Map<number, MemberRec>
+  sequencer: number
+  /** The last slot of the previous view. */
+  cut: number
+  /** The view's own slot. */
+  start: number
+  holder: number
+  /** This member is not in the view: it is leaving, and its stream ends at `cut`. */
+  excluded: boolean
+}
+
+export interface EngineStats {
+  sent: number
+  delivered: number
+  datagramsIn: number
+  datagramsOut: number
+  dropped: number
+  foreign: number
+  duplicates: number
+  nacksSent: number
+  nacksServed: number
+  retransmitted: number
+  resent: number
+  ordered: number
+  views: number
+  violations: number
+}
+
+const LOG_CAPACITY = 4 * SEQ_WINDOW
+const NACK_SCAN = 4096
+
+export class Engine implements SequencerHost {
+  readonly groupId: number
+  me = 0
+  lifecycle: Lifecycle = 'joining'
+  viewState: ViewState = 'none'
+  readonly log = new SlotLog(LOG_CAPACITY)
+  readonly stats: EngineStats = {
+    sent: 0, delivered: 0, datagramsIn: 0, datagramsOut: 0, dropped: 0, foreign: 0, duplicates: 0, nacksSent: 0,
+    nacksServed: 0, retransmitted: 0, resent: 0, ordered: 0, views: 0, violations: 0,
+  }
+
+  /** Contiguous slots held (ordering and data). */
+  have = 0
+  /** Last slot delivered to the application. */
+  delivered = 0
+  /** Highest slot every member has, as announced by the sequencer. */
+  stable = 0
+  /** Slots ≤ this are freed. */
+  private gcDone = 0
+  /** Highest slot known to exist. */
+  private knownTop = 0
+  /** While flushing, `have` may not pass this (the value reported in `prepared`). */
+  private frozenAt = 0
+  retainedBytes = 0
+
+  private current: ViewRec | null = null
+  /** Views committed but not yet reached by `have`, by increasing start. */
+  private pending: ViewRec[] = []
+  /** Views whose boundary `delivered` has not yet passed. */
+  private toDeliver: ViewRec[] = []
+  /** Every view whose slots may still be in the log, by increasing start. */
+  private known: ViewRec[] = []
+  private names = new Map<number, string>()
+  private readonly senders = new Map<number, SenderState>()
+  private readonly partial = new Map<number, Uint8Array[]>()
+  private role: SequencerRole | null = null
+
+  // Own messages: msgIds 1 … nextMsgId-1 were submitted.
+  private nextMsgId = 1
+  private transmitted = 0
+  /** Highest own msgId seen in an accepted ORDER entry. */
+  private announced = 0
+  private stableOwn = 0
+  private ownUnstableBytes = 0
+  private lastProgressAt = 0
+  private windowWasFull = false
+
+  private lastAckSent = 0
+  private lastTickHave = -1
+  private lastNackAt = -Infinity
+  private leaveRequested = false
+
+  constructor(
+    readonly group: string,
+    readonly memberId: string,
+    readonly opts: EngineOptions,
+    private readonly env: EngineEnv,
+  ) {
+    this.groupId = groupIdOf(group)
+  }
+
+  get maxDatagram(): number {
+    return this.opts.maxDatagram
+  }
+
+  get maxUnstableBytes(): number {
+    return this.opts.maxUnstableBytes
+  }
+
+  get view(): { viewId: number; members: string[]; sequencer: string } | null {
+    const v = this.current
+    if (!v) return null
+    return { viewId: v.viewId, members: v.members.map((m) => m.id), sequencer: this.names.get(v.sequencer) ?? '' }
+  }
+
+  get isSequencer(): boolean {
+    return this.role !== null
+  }
+
+  now(): number {
+    return this.env.now()
+  }
+
+  sender(no: number): SenderState | undefined {
+    return this.senders.get(no)
+  }
+
+  multicast(buf: Buffer): void {
+    this.stats.datagramsOut++
+    this.env.send(buf, null)
+  }
+
+  ownOrdered(msgId: number): void {
+    if (msgId > this.announced) {
+      this.announced = msgId
+      this.lastProgressAt = this.env.now()
+    }
+  }
+
+  private senderState(no: number): SenderState {
+    let s = this.senders.get(no)
+    if (!s) {
+      s = { store: new Map(), ordered: 0 }
+      this.senders.set(no, s)
+    }
+    return s
+  }
+
+  private unicast(buf: Buffer, no: number): void {
+    const addr = this.addrOf(no)
+    if (addr === undefined) return
+    this.stats.datagramsOut++
+    this.env.send(buf, addr)
+  }
+
+  private addrOf(no: number): string | undefined {
+    for (let i = this.known.length - 1; i >= 0; i--) {
+      const m = this.known[i]!.byNo.get(no)
+      if (m) return m.addr
+    }
+    return undefined
+  }
+
+  private viewById(viewId: number): ViewRec | undefined {
+    for (let i = this.known.length - 1; i >= 0; i--) if (this.known[i]!.viewId === viewId) return this.known[i]
+    return undefined
+  }
+
+  /** The last slot view `v` may own: the cut of the next known view, or unbounded. */
+  private endOf(v: ViewRec): number {
+    const i = this.known.indexOf(v)
+    return i >= 0 && i + 1 < this.known.length ? this.known[i + 1]!.cut : Infinity
+  }
+
+  // ---------------------------------------------------------------- sending
+
+  /** Accepts a message if the send window has room; false means "wait for windowOpened". */
+  submit(data: Uint8Array): boolean {
+    if (this.lifecycle !== 'joined') throw new NotJoinedError()
+    if (data.length > this.opts.maxMessage) throw new MessageTooLargeError(data.length, this.opts.maxMessage)
+    const room = fragmentRoom(this.opts.maxDatagram)
+    const frags = Math.max(1, Math.ceil(data.length / room))
+    const outstanding = this.nextMsgId - 1 - this.stableOwn
+    if (outstanding > 0 && (outstanding + frags > this.opts.sendWindow || this.ownUnstableBytes + data.length > this.opts.sendWindowBytes)) {
+      this.windowWasFull = true
+      return false
+    }
+    const own = this.senderState(this.me)
+    const copy = Buffer.from(data) // the application may reuse its buffer once grp_send resolves
+    for (let i = 0; i < frags; i++) {
+      const payload = frags === 1 ? copy : copy.subarray(i * room, Math.min(copy.length, (i + 1) * room))
+      const msgId = this.nextMsgId++
+      own.store.set(msgId, { msgId, more: i < frags - 1, payload })
+    }
+    this.ownUnstableBytes += data.length
+    this.stats.sent++
+    this.env.scheduleFlush()
+    return true
+  }
+
+  /** Multicasts own messages not yet sent, packed into as few datagrams as possible. */
+  private transmit(): void {
+    const last = this.nextMsgId - 1
+    if (this.transmitted >= last || this.viewState !== 'active' || !this.current) return
+    const own = this.senderState(this.me)
+    if (this.announced >= this.transmitted) this.lastProgressAt = this.env.now()
+    const header = { groupId: this.groupId, viewId: this.current.viewId, sender: this.me }
+    let packer = new DataPacker(header, this.opts.maxDatagram)
+    for (let m = this.transmitted + 1; m <= last; m++) {
+      const e = own.store.get(m)!
+      if (!packer.add(m, e.more, e.payload)) {
+        this.multicast(packer.finish())
+        packer = new DataPacker(header, this.opts.maxDatagram)
+        packer.add(m, e.more, e.payload)
+      }
+    }
+    if (packer.entries > 0) this.multicast(packer.finish())
+    this.transmitted = last
+    this.role?.dataArrived(this.me)
+  }
+
+  /** Own messages sent but not seen ordered for `resendMs`: send them again to the sequencer. */
+  private resend(now: number): void {
+    if (this.viewState !== 'active' || !this.current || this.role) return
+    if (this.announced >= this.transmitted || now - this.lastProgressAt < this.opts.resendMs) return
+    this.lastProgressAt = now
+    const n = this.sendData(this.me, this.announced + 1, this.transmitted - this.announced, this.current.sequencer)
+    this.stats.resent += n
+    logRepair('resend %d own messages from msgId %d to sequencer %d', n, this.announced + 1, this.current.sequencer)
+  }
+
+  /** Unicasts DATA for messages first … first+n-1 of `author` that this member holds; returns how many. */
+  private sendData(author: number, first: number, n: number, to: number): number {
+    const s = this.senders.get(author)
+    if (!s || !this.current) return 0
+    const header = { groupId: this.groupId, viewId: this.current.viewId, sender: author }
+    let packer = new DataPacker(header, this.opts.maxDatagram)
+    let count = 0
+    for (let m = first; m < first + n; m++) {
+      const e = s.store.get(m)
+      if (!e) continue
+      if (!packer.add(m, e.more, e.payload)) {
+        this.unicast(packer.finish(), to)
+        packer = new DataPacker(header, this.opts.maxDatagram)
+        packer.add(m, e.more, e.payload)
+      }
+      count++
+    }
+    if (packer.entries > 0) this.unicast(packer.finish(), to)
+    return count
+  }
+
+  // ---------------------------------------------------------------- receiving
+
+  datagram(buf: Uint8Array): void {
+    this.stats.datagramsIn++
+    if (this.lifecycle === 'left' || this.lifecycle === 'failed' || this.me === 0) return
+    const d = decode(buf, this.groupId)
+    if (d.kind === 0) {
+      this.stats.dropped++
+      return
+    }
+    if (d.sender === this.me) return // our own multicast, looped back
+    switch (d.kind) {
+      case Kind.DATA: this.onData(d); break
+      case Kind.ORDER: this.onOrder(d); break
+      case Kind.ACK: this.onAck(d); break
+      case Kind.NACK: this.serveNack(d); break
+    }
+    this.env.scheduleFlush()
+  }
+
+  private knowsSender(no: number): boolean {
+    return this.names.has(no)
+  }
+
+  private onData(d: Extract<Datagram, { kind: 1 }>): void {
+    if (!this.viewById(d.viewId) || !this.knowsSender(d.sender)) {
+      this.stats.foreign++
+      return
+    }
+    const s = this.senderState(d.sender)
+    const limit = 2 * this.opts.sendWindow + 0xffff
+    for (const e of d.entries) {
+      if (e.msgId <= s.ordered || s.store.has(e.msgId)) {
+        this.stats.duplicates++
+        continue
+      }
+      if (s.store.size >= limit) {
+        this.stats.dropped++
+        continue
+      }
+      s.store.set(e.msgId, e)
+    }
+    this.role?.dataArrived(d.sender)
+  }
+
+  private onOrder(d: Extract<Datagram, { kind: 2 }>): void {
+    const v = this.viewById(d.viewId)
+    if (!v) {
+      this.stats.foreign++
+      return
+    }
+    if (d.stable > this.stable) this.stable = Math.min(d.stable, this.have)
+    const end = this.endOf(v)
+    const ceiling = this.gcDone + LOG_CAPACITY
+    let slot = d.firstSlot
+    for (const r of d.runs) {
+      for (let k = 0; k < r.count; k++, slot++) {
+        if (slot <= this.have || slot <= v.start || slot > end || slot >= ceiling) continue
+        const m = r.firstMsgId + k
+        if (this.log.has(slot)) {
+          if (this.log.sender(slot) !== r.sender || this.log.msgId(slot) !== m) this.stats.violations++
+          else this.stats.duplicates++
+          continue
+        }
+        this.log.set(slot, r.sender, m, v.viewId)
+        if (r.sender === this.me) this.ownOrdered(m)
+      }
+    }
+    const top = Math.min(slot - 1, end)
+    if (top > this.knownTop && top > v.start) this.knownTop = top
+  }
+
+  private onAck(d: Extract<Datagram, { kind: 3 }>): void {
+    if (this.role && this.current && d.viewId === this.current.viewId && this.current.byNo.has(d.sender)) {
+      this.role.ack(d.sender, d.have)
+    }
+  }
+
+  // ---------------------------------------------------------------- the hold-back queue
+
+  /** Advances `have` over every slot now complete, then delivers what the mode allows. */
+  private advance(): void {
+    const limit = this.viewState === 'flushing' ? this.frozenAt : Infinity
+    for (;;) {
+      const next = this.pending[0]
+      if (next && this.have === next.cut) {
+        this.install(next)
+        continue
+      }
+      const s = this.have + 1
+      if (s > limit || !this.log.has(s)) break
+      const author = this.log.sender(s)
+      const st = this.senders.get(author)
+      const e = st?.store.get(this.log.msgId(s))
+      if (!e) break
+      this.have = s
+      if (st!.ordered === 0 && e.msgId > 1) {
+        // First message of this sender since we joined: what it sent before was ordered before our view.
+        for (const m of st!.store.keys()) if (m < e.msgId) st!.store.delete(m)
+      }
+      st!.ordered = e.msgId
+      this.retainedBytes += e.payload.length
+    }
+    if (this.role) this.setStable(this.role.stableGiven(this.have))
+    this.deliver()
+  }
+
+  private deliver(): void {
+    let limit = this.have
+    if (this.opts.delivery === 'safe') {
+      const lastInstalled = this.toDeliver.length > 0 ? this.toDeliver[this.toDeliver.length - 1]!.start : 0
+      limit = Math.min(this.have, Math.max(this.stable, lastInstalled))
+    }
+    while (this.delivered < limit) {
+      const b = this.toDeliver[0]
+      if (b && this.delivered === b.cut) {
+        if (b.excluded) break // a leaver's stream ends at the cut
+        this.toDeliver.shift()
+        this.delivered = b.start
+        this.stats.views++
+        this.env.deliver({
+          type: 'view', group: this.group, viewId: b.viewId, members: b.members.map((m) => m.id),
+          sequencer: b.byNo.get(b.sequencer)!.id, seq: b.start,
+        })
+        continue
+      }
+      const s = ++this.delivered
+      const author = this.log.sender(s)
+      const e = this.senders.get(author)!.store.get(this.log.msgId(s))!
+      let parts = this.partial.get(author)
+      if (e.more) {
+        if (!parts) this.partial.set(author, (parts = []))
+        parts.push(e.payload)
+        continue
+      }
+      let data = e.payload
+      if (parts) {
+        parts.push(data)
+        data = Buffer.concat(parts)
+        this.partial.delete(author)
+      }
+      this.stats.delivered++
+      this.env.deliver({ type: 'message', group: this.group, sender: this.names.get(author) ?? String(author), seq: s, data })
+    }
+    this.gc()
+  }
+
+  private setStable(stable: number): void {
+    if (stable > this.stable) {
+      this.stable = stable
+      this.gc()
+    }
+  }
+
+  /** Frees every slot both stable and delivered: its ordering, its data, and for own messages, window room. */
+  private gc(): void {
+    const upTo = Math.min(this.stable, this.delivered)
+    if (upTo <= this.gcDone) return
+    let freedOwn = false
+    for (let s = this.gcDone + 1; s <= upTo; s++) {
+      if (!this.log.has(s)) continue
+      const author = this.log.sender(s)
+      if (author !== VIEW_SENDER) {
+        const m = this.log.msgId(s)
+        const st = this.senders.get(author)
+        const e = st?.store.get(m)
+        if (e) {
+          st!.store.delete(m)
+          this.retainedBytes -= e.payload.length
+          if (author === this.me) {
+            this.stableOwn = m
+            this.ownUnstableBytes -= e.payload.length
+            freedOwn = true
+          }
+        }
+      }
+      this.log.delete(s)
+    }
+    this.gcDone = upTo
+    while (this.known.length > 1 && this.known[1]!.start <= upTo) this.known.shift()
+    if (freedOwn) {
+      if (this.lifecycle === 'leaving') this.maybeRequestLeave()
+      if (this.windowWasFull) {
+        this.windowWasFull = false
+        this.env.windowOpened()
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- repair
+
+  /** If delivery has been blocked for a whole tick, ask the repair source for what is missing. */
+  private nack(now: number): void {
+    const blocked = this.have === this.lastTickHave
+    this.lastTickHave = this.have
+    const next = this.pending[0]
+    const top = this.viewState === 'flushing' ? Math.min(this.knownTop, this.frozenAt) : Math.max(this.knownTop, next ? next.cut : 0)
+    if (!blocked || this.have >= top || now - this.lastNackAt < this.opts.nackIntervalMs) return
+    const source = this.pending.length > 0 ? this.pending[this.pending.length - 1]!.holder : this.current?.sequencer
+    if (source === undefined || source === this.me) return
+    const slots: SlotRange[] = []
+    const data: DataRange[] = []
+    const scanTo = Math.min(top, this.have + NACK_SCAN, next ? next.cut : Infinity)
+    for (let s = this.have + 1; s <= scanTo; s++) {
+      if (!this.log.has(s)) {
+        const last = slots[slots.length - 1]
+        if (last && last.firstSlot + last.n === s && last.n < 0xffff) last.n++
+        else slots.push({ firstSlot: s, n: 1 })
+        continue
+      }
+      const author = this.log.sender(s)
+      const m = this.log.msgId(s)
+      if (this.senders.get(author)?.store.has(m)) continue
+      const last = data[data.length - 1]
+      if (last && last.sender === author && last.firstMsgId + last.n === m && last.n < 0xffff) last.n++
+      else data.push({ sender: author, firstMsgId: m, n: 1 })
+    }
+    if (slots.length + data.length === 0) return
+    this.lastNackAt = now
+    const per = nackItemsPerDatagram(this.opts.maxDatagram)
+    const header = { groupId: this.groupId, viewId: this.current?.viewId ?? this.pending[0]!.viewId, sender: this.me }
+    this.unicast(encodeNack(header, slots.slice(0, per), data.slice(0, Math.max(0, per - slots.length))), source)
+    this.stats.nacksSent++
+    logRepair('nack to %d: %d slot ranges, %d data ranges (have %d, top %d)', source, slots.length, data.length, this.have, top)
+  }
+
+  /** Answers a NACK with what this member holds: ORDER per view for slots, DATA for messages. */
+  private serveNack(d: Extract<Datagram, { kind: 4 }>): void {
+    if (!this.knowsSender(d.sender) || !this.viewById(d.viewId)) {
+      this.stats.foreign++
+      return
+    }
+    this.stats.nacksServed++
+    for (const r of d.slots) this.sendSlots(r.firstSlot, r.n, d.sender)
+    for (const r of d.data) this.stats.retransmitted += this.sendData(r.sender, r.firstMsgId, r.n, d.sender)
+  }
+
+  private sendSlots(first: number, n: number, to: number): void {
+    let runs: Run[] = []
+    let runFirst = 0
+    let runView = -1
+    const flush = (): void => {
+      if (runs.length === 0) return
+      const per = runsPerDatagram(this.opts.maxDatagram)
+      const header = { groupId: this.groupId, viewId: runView, sender: this.me }
+      let slot = runFirst
+      for (let i = 0; i < runs.length; i += per) {
+        const chunk = runs.slice(i, i + per)
+        this.unicast(encodeOrder(header, slot, this.stable, chunk), to)
+        for (const r of chunk) slot += r.count
+      }
+      this.stats.retransmitted += runs.reduce((a, r) => a + r.count, 0)
+      runs = []
+    }
+    const last = Math.min(first + n - 1, this.have)
+    for (let s = first; s <= last; s++) {
+      if (!this.log.has(s) || this.log.isView(s)) {
+        flush()
+        continue
+      }
+      const v = this.log.viewId(s)
+      const author = this.log.sender(s)
+      const m = this.log.msgId(s)
+      const r = runs[runs.length - 1]
+      if (v !== runView) flush()
+      if (runs.length === 0) {
+        runFirst = s
+        runView = v
+        runs.push({ sender: author, firstMsgId: m, count: 1 })
+      } else if (r && r.sender === author && r.firstMsgId + r.count === m && r.count < 0xffff) {
+        r.count++
+      } else {
+        runs.push({ sender: author, firstMsgId: m, count: 1 })
+      }
+    }
+    flush()
+  }
+
+  // ---------------------------------------------------------------- periodic work
+
+  tick(): void {
+    if (this.lifecycle === 'left' || this.lifecycle === 'failed' || !this.current && this.pending.length === 0) return
+    const now = this.env.now()
+    this.nack(now)
+    this.resend(now)
+    if (this.role && this.viewState === 'active') {
+      if (this.role.lastSentStable !== this.stable || now - this.role.lastSentAt >= this.opts.heartbeatMs) {
+        this.stats.datagramsOut++
+        this.role.heartbeat()
+      }
+    }
+    if (this.have !== this.lastAckSent) this.sendAck()
+    if (this.lifecycle === 'leaving') this.maybeRequestLeave()
+    this.flush()
+  }
+
+  /** End of an event-loop turn: send, order, deliver, acknowledge — each once for everything that came in. */
+  flush(): void {
+    if (this.lifecycle === 'left' || this.lifecycle === 'failed') return
+    this.transmit()
+    if (this.role && this.viewState === 'active') this.role.order()
+    this.advance()
+    if (this.have - this.lastAckSent >= this.opts.ackEvery) this.sendAck()
+  }
+
+  private sendAck(): void {
+    const v = this.current
+    if (!v || this.viewState !== 'active' || v.excluded) return
+    this.lastAckSent = this.have
+    if (v.sequencer === this.me) return
+    this.unicast(encodeAck({ groupId: this.groupId, viewId: v.viewId, sender: this.me }, this.have), v.sequencer)
+  }
+
+  // ---------------------------------------------------------------- membership (PROTOCOL.md §5)
+
+  directory(f: Frame): void {
+    switch (f.t) {
+      case 'welcome':
+        this.me = f.no as number
+        break
+      case 'prepare':
+        this.viewState = 'flushing'
+        this.frozenAt = this.have
+        this.env.toDirectory({ t: 'prepared', group: this.group, viewId: f.viewId, have: this.have })
+        logView('prepare view %d: have %d', f.viewId, this.have)
+        break
+      case 'commit':
+        this.onCommit(f)
+        break
+      case 'released':
+        this.finish('left')
+        break
+      case 'expelled':
+        this.fail(new ExpelledError(`expelled from group ${this.group}: ${String(f.reason)}`))
+        break
+      case 'error':
+        this.fail(errorFromCode(String(f.code), String(f.message)))
+        break
+    }
+    this.env.scheduleFlush()
+  }
+
+  private onCommit(f: Frame): void {
+    const members = (f.members as MemberRec[]).map((m) => ({ no: m.no, id: m.id, addr: m.addr }))
+    const v: ViewRec = {
+      viewId: f.viewId as number, members, byNo: new Map(members.map((m) => [m.no, m])), sequencer: f.sequencer as number,
+      cut: f.cut as number, start: f.start as number, holder: f.holder as number, excluded: false,
+    }
+    v.excluded = !v.byNo.has(this.me)
+    if (v.excluded && this.lifecycle !== 'leaving') {
+      this.fail(new ExpelledError(`view ${v.viewId} of group ${this.group} excludes this member`))
+      return
+    }
+    if (!this.current && this.pending.length === 0) {
+      // A joiner: its stream starts at the view.
+      this.have = this.delivered = this.gcDone = this.knownTop = v.cut
+    }
+    if (this.have > v.cut) {
+      this.stats.violations++
+      logView('commit %d has cut %d below have %d', v.viewId, v.cut, this.have)
+    }
+    // Forget every slot above the cut, and every view that starts above it.
+    for (let s = v.cut + 1; s <= this.knownTop; s++) this.log.delete(s)
+    this.knownTop = v.cut
+    this.pending = this.pending.filter((p) => p.start <= v.cut)
+    this.known = this.known.filter((k) => k.start <= v.cut)
+    this.known.push(v)
+    this.pending.push(v)
+    for (const m of members) this.names.set(m.no, m.id)
+    this.announced = Math.min(this.announced, this.senders.get(this.me)?.ordered ?? 0)
+    this.viewState = 'installing'
+    this.role = null
+    logView('commit view %d: members %o, sequencer %d, cut %d, start %d, holder %d', v.viewId, members.map((m) => m.id), v.sequencer, v.cut, v.start, v.holder)
+  }
+
+  /** `have` reached the view's cut: the view takes its slot, and the member works in it. */
+  private install(v: ViewRec): void {
+    this.pending.shift()
+    this.toDeliver.push(v)
+    this.have = v.start
+    this.log.set(v.start, VIEW_SENDER, v.viewId, v.viewId)
+    if (this.pending.length > 0) return // a later view is committed already: go on to its cut
+    this.current = v
+    this.viewState = 'active'
+    this.env.toDirectory({ t: 'installed', group: this.group, viewId: v.viewId })
+    if (v.excluded) return
+    this.lastAckSent = this.have
+    // Own messages not ordered by the cut go out again, to the new sequencer.
+    this.transmitted = this.announced = this.senders.get(this.me)?.ordered ?? 0
+    // Data of senders gone from the view will never be ordered.
+    for (const [no, s] of this.senders) {
+      if (v.byNo.has(no)) continue
+      for (const m of s.store.keys()) if (m > s.ordered) s.store.delete(m)
+    }
+    this.role = v.sequencer === this.me ? new SequencerRole(this, v.viewId, v.start, v.members.map((m) => m.no)) : null
+    if (this.lifecycle === 'joining') {
+      this.lifecycle = 'joined'
+      this.env.lifecycle('joined')
+    }
+    logView('installed view %d at slot %d%s', v.viewId, v.start, this.role ? ' (sequencer)' : '')
+  }
+
+  /** Starts a graceful leave: own messages become stable first, then the directory is asked. */
+  leave(): void {
+    if (this.lifecycle !== 'joined') throw new NotJoinedError()
+    this.lifecycle = 'leaving'
+    this.maybeRequestLeave()
+  }
+
+  private maybeRequestLeave(): void {
+    if (this.leaveRequested || this.stableOwn < this.nextMsgId - 1) return
+    this.leaveRequested = true
+    this.env.toDirectory({ t: 'leave', group: this.group })
+  }
+
+  private finish(state: 'left'): void {
+    this.lifecycle = state
+    this.role = null
+    this.env.lifecycle(state)
+  }
+
+  /** The member cannot go on: tell the application once. */
+  fail(err: SeqcastError): void {
+    if (this.lifecycle === 'left' || this.lifecycle === 'failed') return
+    this.lifecycle = 'failed'
+    this.role = null
+    this.env.lifecycle('failed', err)
+  }
+
+  /** Counters and positions, for group.stats(). */
+  snapshot(): EngineStats & { have: number; delivered: number; stable: number; viewId: number; sequencer: boolean; retainedBytes: number } {
+    return {
+      ...this.stats, ordered: this.role?.ordered ?? this.stats.ordered, have: this.have, delivered: this.delivered,
+      stable: this.stable, viewId: this.current?.viewId ?? 0, sequencer: this.role !== null, retainedBytes: this.retainedBytes,
+    }
+  }
+}

@@ -1,0 +1,129 @@
+import { ArgumentError } from './errors.js'
+import { MAX_DATAGRAM } from './wire.js'
+
+export const DEFAULT_DIRECTORY = '127.0.0.1:4720'
+export const DEFAULT_IFACE = '127.0.0.1'
+/** Largest datagram a member sends, bytes. Fits loopback and jumbo paths; lower it (e.g. 1400) on lossy LANs. */
+export const DEFAULT_MAX_DATAGRAM = 16_384
+/** Largest application message, bytes; larger ones are refused with EMESSAGE_TOO_LARGE. */
+export const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+/** Own messages (fragments) sent but not yet stable before grp_send waits. */
+export const DEFAULT_SEND_WINDOW = 4096
+/** Own bytes sent but not yet stable before grp_send waits. */
+export const DEFAULT_SEND_WINDOW_BYTES = 8 * 1024 * 1024
+/** Bytes the sequencer lets be ordered but unstable before it pauses ordering. */
+export const DEFAULT_MAX_UNSTABLE_BYTES = 32 * 1024 * 1024
+export const DEFAULT_TICK_MS = 10
+export const DEFAULT_RESEND_MS = 100
+export const DEFAULT_NACK_INTERVAL_MS = 20
+export const DEFAULT_HEARTBEAT_MS = 50
+export const DEFAULT_ACK_EVERY = 256
+export const DEFAULT_JOIN_TIMEOUT_MS = 10_000
+export const DEFAULT_LEAVE_TIMEOUT_MS = 5_000
+export const DEFAULT_MCAST_TTL = 1
+
+export type DeliveryMode = 'agreed' | 'safe'
+
+/** Protocol tuning shared by every transport (the engine's options). */
+export interface EngineOptions {
+  /** 'agreed' (default): deliver as soon as ordered. 'safe': deliver only once every member has the message. */
+  delivery: DeliveryMode
+  maxDatagram: number
+  maxMessage: number
+  sendWindow: number
+  sendWindowBytes: number
+  maxUnstableBytes: number
+  resendMs: number
+  nackIntervalMs: number
+  /** The sequencer multicasts a heartbeat ORDER after this long without sending one. */
+  heartbeatMs: number
+  ackEvery: number
+}
+
+export interface JoinOptions extends Partial<EngineOptions> {
+  /** Directory address "host:port". Default 127.0.0.1:4720. */
+  directory?: string
+  /** Local IPv4 address for multicast and unicast. Default 127.0.0.1. */
+  iface?: string
+  /** Multicast TTL. Default 1 (one subnet). */
+  ttl?: number
+  tickMs?: number
+  joinTimeoutMs?: number
+  leaveTimeoutMs?: number
+}
+
+export interface ResolvedJoinOptions extends EngineOptions {
+  directory: { host: string; port: number }
+  iface: string
+  ttl: number
+  tickMs: number
+  joinTimeoutMs: number
+  leaveTimeoutMs: number
+}
+
+export const DEFAULT_ENGINE_OPTIONS: EngineOptions = {
+  delivery: 'agreed',
+  maxDatagram: DEFAULT_MAX_DATAGRAM,
+  maxMessage: DEFAULT_MAX_MESSAGE,
+  sendWindow: DEFAULT_SEND_WINDOW,
+  sendWindowBytes: DEFAULT_SEND_WINDOW_BYTES,
+  maxUnstableBytes: DEFAULT_MAX_UNSTABLE_BYTES,
+  resendMs: DEFAULT_RESEND_MS,
+  nackIntervalMs: DEFAULT_NACK_INTERVAL_MS,
+  heartbeatMs: DEFAULT_HEARTBEAT_MS,
+  ackEvery: DEFAULT_ACK_EVERY,
+}
+
+export function parseHostPort(value: string, what: string): { host: string; port: number } {
+  const m = /^([^:\s]+):(\d{1,5})$/.exec(value)
+  const port = m ? Number(m[2]) : NaN
+  if (!m || port < 1 || port > 65535) throw new ArgumentError(`${what} must be "host:port", got ${JSON.stringify(value)}`)
+  return { host: m[1]!, port }
+}
+
+function int(opts: Record<string, unknown>, name: string, def: number, min: number, max: number): number {
+  const v = opts[name]
+  if (v === undefined) return def
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new ArgumentError(`option ${name} must be an integer from ${min} to ${max}, got ${String(v)}`)
+  }
+  return v
+}
+
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
+
+/** Validates every option eagerly and names the bad one. */
+export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
+  if (typeof opts !== 'object' || opts === null) throw new ArgumentError('options must be an object')
+  const o = opts as Record<string, unknown>
+  const known = new Set(['directory', 'iface', 'ttl', 'tickMs', 'joinTimeoutMs', 'leaveTimeoutMs', ...Object.keys(DEFAULT_ENGINE_OPTIONS)])
+  for (const k of Object.keys(o)) if (!known.has(k)) throw new ArgumentError(`unknown option ${k}`)
+  if (o.directory !== undefined && typeof o.directory !== 'string') throw new ArgumentError('option directory must be a string "host:port"')
+  const directory = parseHostPort((o.directory as string | undefined) ?? DEFAULT_DIRECTORY, 'option directory')
+  const iface = (o.iface as string | undefined) ?? DEFAULT_IFACE
+  if (typeof iface !== 'string' || !IPV4.test(iface) || iface.split('.').some((p) => Number(p) > 255)) {
+    throw new ArgumentError(`option iface must be an IPv4 address, got ${String(iface)}`)
+  }
+  if (o.delivery !== undefined && o.delivery !== 'agreed' && o.delivery !== 'safe') {
+    throw new ArgumentError(`option delivery must be 'agreed' or 'safe', got ${String(o.delivery)}`)
+  }
+  const maxDatagram = int(o, 'maxDatagram', DEFAULT_MAX_DATAGRAM, 512, MAX_DATAGRAM)
+  return {
+    directory,
+    iface,
+    ttl: int(o, 'ttl', DEFAULT_MCAST_TTL, 0, 255),
+    tickMs: int(o, 'tickMs', DEFAULT_TICK_MS, 1, 1000),
+    joinTimeoutMs: int(o, 'joinTimeoutMs', DEFAULT_JOIN_TIMEOUT_MS, 1, 600_000),
+    leaveTimeoutMs: int(o, 'leaveTimeoutMs', DEFAULT_LEAVE_TIMEOUT_MS, 1, 600_000),
+    delivery: (o.delivery as DeliveryMode | undefined) ?? 'agreed',
+    maxDatagram,
+    maxMessage: int(o, 'maxMessage', DEFAULT_MAX_MESSAGE, 1, 1 << 30),
+    sendWindow: int(o, 'sendWindow', DEFAULT_SEND_WINDOW, 1, 16_384),
+    sendWindowBytes: int(o, 'sendWindowBytes', DEFAULT_SEND_WINDOW_BYTES, 1, 1 << 30),
+    maxUnstableBytes: int(o, 'maxUnstableBytes', DEFAULT_MAX_UNSTABLE_BYTES, 1, 1 << 30),
+    resendMs: int(o, 'resendMs', DEFAULT_RESEND_MS, 1, 60_000),
+    nackIntervalMs: int(o, 'nackIntervalMs', DEFAULT_NACK_INTERVAL_MS, 1, 60_000),
+    heartbeatMs: int(o, 'heartbeatMs', DEFAULT_HEARTBEAT_MS, 1, 60_000),
+    ackEvery: int(o, 'ackEvery', DEFAULT_ACK_EVERY, 1, 16_384),
+  }
+}

@@ -1,0 +1,149 @@
+/**
+ * The sequencer role (PROTOCOL.md §4.3): the one member of a view that gives messages their slots. A member holds
+ * this object only while it is the installed view's sequencer; on a view change the engine drops it and, if it is
+ * still (or newly) the sequencer, makes a fresh one from the stream it has delivered.
+ */
+import { encodeOrder, runsPerDatagram, SEQ_WINDOW, type Run } from './wire.js'
+import type { SlotLog } from './slotlog.js'
+import type { DataEntry } from './wire.js'
+
+export interface SenderState {
+  /** Data held for this sender, by msgId: ordered-but-unstable and not-yet-ordered messages. */
+  store: Map<number, DataEntry>
+  /** Highest msgId of this sender at a slot ≤ the member's `have` (derived from the stream). */
+  ordered: number
+}
+
+/** What the role needs from the member that plays it. */
+export interface SequencerHost {
+  readonly me: number
+  readonly groupId: number
+  readonly log: SlotLog
+  readonly maxDatagram: number
+  readonly maxUnstableBytes: number
+  /** The highest slot every member has. */
+  readonly stable: number
+  /** Bytes of data at slots in (stable, have]. */
+  readonly retainedBytes: number
+  sender(no: number): SenderState | undefined
+  multicast(buf: Buffer): void
+  now(): number
+  /** Called for each own message the role orders. */
+  ownOrdered(msgId: number): void
+}
+
+export class SequencerRole {
+  /** The next slot to assign. */
+  nextSlot: number
+  /** Highest msgId given a slot, per sender. */
+  private readonly queued = new Map<number, number>()
+  /** Senders that may have orderable data, in the order their data arrived. */
+  private readonly dirty = new Set<number>()
+  /** Highest `have` acknowledged by each member of the view. */
+  private readonly acks = new Map<number, number>()
+  lastSentAt = 0
+  lastSentStable = -1
+  ordered = 0
+
+  constructor(
+    private readonly host: SequencerHost,
+    readonly viewId: number,
+    start: number,
+    members: readonly number[],
+  ) {
+    this.nextSlot = start + 1
+    for (const no of members) {
+      if (no === host.me) continue
+      this.acks.set(no, host.stable)
+    }
+    for (const no of members) {
+      const s = host.sender(no)
+      if (!s) continue
+      this.queued.set(no, s.ordered)
+      if (s.store.size > 0) this.dirty.add(no)
+    }
+  }
+
+  /** A member of the view may have new data. */
+  dataArrived(no: number): void {
+    if (this.acks.has(no) || no === this.host.me) this.dirty.add(no)
+  }
+
+  /** Records an ACK from a member of the view. */
+  ack(no: number, have: number): void {
+    const prev = this.acks.get(no)
+    if (prev !== undefined && have > prev) this.acks.set(no, have)
+  }
+
+  stableGiven(ownHave: number): number {
+    let min = ownHave
+    for (const v of this.acks.values()) if (v < min) min = v
+    return min
+  }
+
+  /**
+   * Gives slots to every orderable message, FIFO per sender, in arrival order across senders, within the window;
+   * multicasts the assignments as ORDER datagrams. Returns how many slots it assigned.
+   */
+  order(): number {
+    const h = this.host
+    const first = this.nextSlot
+    const runs: Run[] = []
+    let bytes = h.retainedBytes
+    let blocked = false
+    for (const no of this.dirty) {
+      const s = h.sender(no)
+      if (!s) {
+        this.dirty.delete(no)
+        continue
+      }
+      let m = (this.queued.get(no) ?? s.ordered) + 1
+      const firstMsgId = m
+      for (let e = s.store.get(m); e !== undefined; e = s.store.get(m)) {
+        if (this.nextSlot - h.stable >= SEQ_WINDOW || (bytes > 0 && bytes + e.payload.length > h.maxUnstableBytes)) {
+          blocked = true
+          break
+        }
+        h.log.set(this.nextSlot++, no, m, this.viewId)
+        bytes += e.payload.length
+        if (no === h.me) h.ownOrdered(m)
+        m++
+      }
+      if (m > firstMsgId) {
+        this.queued.set(no, m - 1)
+        for (let left = m - firstMsgId, from = firstMsgId; left > 0; ) {
+          const count = Math.min(left, 0xffff)
+          runs.push({ sender: no, firstMsgId: from, count })
+          from += count
+          left -= count
+        }
+      }
+      if (blocked) break
+      this.dirty.delete(no)
+    }
+    if (runs.length > 0) this.sendRuns(first, runs)
+    this.ordered += this.nextSlot - first
+    return this.nextSlot - first
+  }
+
+  /** A heartbeat: an ORDER with no runs, announcing the next slot and the stable slot. */
+  heartbeat(): void {
+    this.sendRuns(this.nextSlot, [])
+  }
+
+  private sendRuns(firstSlot: number, runs: Run[]): void {
+    const h = this.host
+    const header = { groupId: h.groupId, viewId: this.viewId, sender: h.me }
+    const per = runsPerDatagram(h.maxDatagram)
+    let slot = firstSlot
+    let i = 0
+    do {
+      const to = Math.min(runs.length, i + per)
+      h.multicast(encodeOrder(header, slot, h.stable, runs, i, to))
+      for (let k = i; k < to; k++) slot += runs[k]!.count
+      i = to
+    } while (i < runs.length)
+    this.lastSentStable = h.stable
+    this.lastSentAt = h.now()
+  }
+}

@@ -1,0 +1,285 @@
+/**
+ * Datagram codec (docs/PROTOCOL.md §2). Pure: bytes in, values out. `decode` never throws: a datagram it cannot
+ * read whole is returned as a `Malformed` with the reason, for the caller to count and drop.
+ */
+
+export const MAGIC = 0x5343
+export const VERSION = 1
+export const HEADER_SIZE = 20
+export const MAX_DATAGRAM = 65_507
+
+export const Kind = { DATA: 1, ORDER: 2, ACK: 3, NACK: 4 } as const
+export type Kind = (typeof Kind)[keyof typeof Kind]
+
+export const DATA_ENTRY_OVERHEAD = 9 // u32 msgId, u8 flags, u32 length
+const DATA_BODY_OVERHEAD = 2 // u16 count
+const RUN_SIZE = 10 // u32 sender, u32 firstMsgId, u16 count
+const ORDER_BODY_OVERHEAD = 14 // u48 firstSlot, u48 stable, u16 runCount
+const NACK_SLOTS_SIZE = 9 // u8 kind, u48 firstSlot, u16 n
+const NACK_DATA_SIZE = 11 // u8 kind, u32 sender, u32 firstMsgId, u16 n
+const FLAG_MORE = 1
+
+export interface Header {
+  groupId: number
+  viewId: number
+  sender: number
+}
+
+export interface DataEntry {
+  msgId: number
+  /** Another fragment of the same message follows. */
+  more: boolean
+  payload: Uint8Array
+}
+
+/** `count` consecutive slots given to messages firstMsgId … firstMsgId+count-1 of `sender`. */
+export interface Run {
+  sender: number
+  firstMsgId: number
+  count: number
+}
+
+export interface SlotRange {
+  firstSlot: number
+  n: number
+}
+
+export interface DataRange {
+  sender: number
+  firstMsgId: number
+  n: number
+}
+
+export type Datagram =
+  | (Header & { kind: typeof Kind.DATA; entries: DataEntry[] })
+  | (Header & { kind: typeof Kind.ORDER; firstSlot: number; stable: number; runs: Run[] })
+  | (Header & { kind: typeof Kind.ACK; have: number })
+  | (Header & { kind: typeof Kind.NACK; slots: SlotRange[]; data: DataRange[] })
+
+export interface Malformed {
+  kind: 0
+  reason: string
+}
+
+/** FNV-1a, 32 bit, of the UTF-8 group name: the groupId in every header. */
+export function groupIdOf(name: string): number {
+  let h = 0x811c9dc5
+  for (const byte of Buffer.from(name, 'utf8')) {
+    h ^= byte
+    h = Math.imul(h, 0x01000193) >>> 0
+  }
+  return h >>> 0
+}
+
+function writeHeader(buf: Buffer, kind: Kind, h: Header): void {
+  buf.writeUInt16BE(MAGIC, 0)
+  buf[2] = VERSION
+  buf[3] = kind
+  buf.writeUInt32BE(h.groupId >>> 0, 4)
+  buf.writeUInt32BE(h.viewId >>> 0, 8)
+  buf.writeUInt32BE(h.sender >>> 0, 12)
+  buf[16] = 0
+  buf[17] = 0
+  buf[18] = 0
+  buf[19] = 0
+}
+
+/**
+ * Packs DATA entries into one datagram of at most `maxDatagram` bytes. The hot path of sending: the payload is
+ * copied once, into the datagram.
+ */
+export class DataPacker {
+  private buf: Buffer
+  private off = HEADER_SIZE + DATA_BODY_OVERHEAD
+  private count = 0
+
+  constructor(header: Header, readonly maxDatagram: number) {
+    this.buf = Buffer.allocUnsafe(maxDatagram)
+    writeHeader(this.buf, Kind.DATA, header)
+  }
+
+  /** Room left for one more entry's payload. */
+  get room(): number {
+    return this.maxDatagram - this.off - DATA_ENTRY_OVERHEAD
+  }
+
+  get entries(): number {
+    return this.count
+  }
+
+  /** Adds the entry if it fits; returns false (and adds nothing) otherwise. */
+  add(msgId: number, more: boolean, payload: Uint8Array): boolean {
+    if (payload.length > this.room || this.count === 0xffff) return false
+    const buf = this.buf
+    let o = this.off
+    buf.writeUInt32BE(msgId >>> 0, o)
+    buf[o + 4] = more ? FLAG_MORE : 0
+    buf.writeUInt32BE(payload.length, o + 5)
+    o += DATA_ENTRY_OVERHEAD
+    buf.set(payload, o)
+    this.off = o + payload.length
+    this.count++
+    return true
+  }
+
+  finish(): Buffer {
+    this.buf.writeUInt16BE(this.count, HEADER_SIZE)
+    return this.buf.subarray(0, this.off)
+  }
+}
+
+/** The largest payload one fragment can carry in a datagram of `maxDatagram` bytes. */
+export function fragmentRoom(maxDatagram: number): number {
+  return maxDatagram - HEADER_SIZE - DATA_BODY_OVERHEAD - DATA_ENTRY_OVERHEAD
+}
+
+/** How many runs fit in one ORDER datagram. */
+export function runsPerDatagram(maxDatagram: number): number {
+  return Math.min(0xffff, Math.floor((maxDatagram - HEADER_SIZE - ORDER_BODY_OVERHEAD) / RUN_SIZE))
+}
+
+export function encodeOrder(h: Header, firstSlot: number, stable: number, runs: readonly Run[], from = 0, to = runs.length): Buffer {
+  const n = to - from
+  const buf = Buffer.allocUnsafe(HEADER_SIZE + ORDER_BODY_OVERHEAD + n * RUN_SIZE)
+  writeHeader(buf, Kind.ORDER, h)
+  buf.writeUIntBE(firstSlot, HEADER_SIZE, 6)
+  buf.writeUIntBE(stable, HEADER_SIZE + 6, 6)
+  buf.writeUInt16BE(n, HEADER_SIZE + 12)
+  let o = HEADER_SIZE + ORDER_BODY_OVERHEAD
+  for (let i = from; i < to; i++) {
+    const r = runs[i]!
+    buf.writeUInt32BE(r.sender >>> 0, o)
+    buf.writeUInt32BE(r.firstMsgId >>> 0, o + 4)
+    buf.writeUInt16BE(r.count, o + 8)
+    o += RUN_SIZE
+  }
+  return buf
+}
+
+export function encodeAck(h: Header, have: number): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER_SIZE + 6)
+  writeHeader(buf, Kind.ACK, h)
+  buf.writeUIntBE(have, HEADER_SIZE, 6)
+  return buf
+}
+
+export function encodeNack(h: Header, slots: readonly SlotRange[], data: readonly DataRange[]): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER_SIZE + 2 + slots.length * NACK_SLOTS_SIZE + data.length * NACK_DATA_SIZE)
+  writeHeader(buf, Kind.NACK, h)
+  buf.writeUInt16BE(slots.length + data.length, HEADER_SIZE)
+  let o = HEADER_SIZE + 2
+  for (const s of slots) {
+    buf[o] = 1
+    buf.writeUIntBE(s.firstSlot, o + 1, 6)
+    buf.writeUInt16BE(s.n, o + 7)
+    o += NACK_SLOTS_SIZE
+  }
+  for (const d of data) {
+    buf[o] = 2
+    buf.writeUInt32BE(d.sender >>> 0, o + 1)
+    buf.writeUInt32BE(d.firstMsgId >>> 0, o + 5)
+    buf.writeUInt16BE(d.n, o + 9)
+    o += NACK_DATA_SIZE
+  }
+  return buf
+}
+
+/** The most NACK items that fit in one datagram of `maxDatagram` bytes. */
+export function nackItemsPerDatagram(maxDatagram: number): number {
+  return Math.min(0xffff, Math.floor((maxDatagram - HEADER_SIZE - 2) / NACK_DATA_SIZE))
+}
+
+function bad(reason: string): Malformed {
+  return { kind: 0, reason }
+}
+
+/**
+ * Decodes one datagram addressed to group `groupId`. Payloads are views into `buf` (no copy): a caller that keeps
+ * one beyond the datagram's life keeps the datagram's memory alive, which is bounded by the windows.
+ */
+export function decode(buf: Uint8Array, groupId: number): Datagram | Malformed {
+  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength)
+  const len = b.length
+  if (len < HEADER_SIZE) return bad('short header')
+  if (b.readUInt16BE(0) !== MAGIC) return bad('bad magic')
+  if (b[2] !== VERSION) return bad(`unsupported version ${b[2]}`)
+  if (b[16] !== 0) return bad('flags set (authentication not supported)')
+  const kind = b[3]!
+  const h: Header = { groupId: b.readUInt32BE(4), viewId: b.readUInt32BE(8), sender: b.readUInt32BE(12) }
+  if (h.groupId !== groupId) return bad('foreign group')
+  let o = HEADER_SIZE
+  switch (kind) {
+    case Kind.DATA: {
+      if (len < o + 2) return bad('short DATA')
+      const count = b.readUInt16BE(o)
+      o += 2
+      const entries: DataEntry[] = new Array(count)
+      for (let i = 0; i < count; i++) {
+        if (len < o + DATA_ENTRY_OVERHEAD) return bad('truncated DATA entry')
+        const msgId = b.readUInt32BE(o)
+        const flags = b[o + 4]!
+        const plen = b.readUInt32BE(o + 5)
+        o += DATA_ENTRY_OVERHEAD
+        if (flags & ~FLAG_MORE) return bad('unknown DATA flags')
+        if (msgId === 0) return bad('msgId 0')
+        if (len < o + plen) return bad('truncated DATA payload')
+        entries[i] = { msgId, more: (flags & FLAG_MORE) !== 0, payload: b.subarray(o, o + plen) }
+        o += plen
+      }
+      if (o !== len) return bad('trailing bytes')
+      return { kind: Kind.DATA, ...h, entries }
+    }
+    case Kind.ORDER: {
+      if (len < o + ORDER_BODY_OVERHEAD) return bad('short ORDER')
+      const firstSlot = b.readUIntBE(o, 6)
+      const stable = b.readUIntBE(o + 6, 6)
+      const n = b.readUInt16BE(o + 12)
+      o += ORDER_BODY_OVERHEAD
+      if (len !== o + n * RUN_SIZE) return bad('ORDER length mismatch')
+      if (firstSlot === 0) return bad('slot 0')
+      const runs: Run[] = new Array(n)
+      for (let i = 0; i < n; i++) {
+        const r = { sender: b.readUInt32BE(o), firstMsgId: b.readUInt32BE(o + 4), count: b.readUInt16BE(o + 8) }
+        if (r.count === 0 || r.firstMsgId === 0) return bad('empty run')
+        runs[i] = r
+        o += RUN_SIZE
+      }
+      return { kind: Kind.ORDER, ...h, firstSlot, stable, runs }
+    }
+    case Kind.ACK: {
+      if (len !== o + 6) return bad('ACK length mismatch')
+      return { kind: Kind.ACK, ...h, have: b.readUIntBE(o, 6) }
+    }
+    case Kind.NACK: {
+      if (len < o + 2) return bad('short NACK')
+      const count = b.readUInt16BE(o)
+      o += 2
+      const slots: SlotRange[] = []
+      const data: DataRange[] = []
+      for (let i = 0; i < count; i++) {
+        if (len < o + 1) return bad('truncated NACK')
+        if (b[o] === 1) {
+          if (len < o + NACK_SLOTS_SIZE) return bad('truncated NACK')
+          slots.push({ firstSlot: b.readUIntBE(o + 1, 6), n: b.readUInt16BE(o + 7) })
+          o += NACK_SLOTS_SIZE
+        } else if (b[o] === 2) {
+          if (len < o + NACK_DATA_SIZE) return bad('truncated NACK')
+          data.push({ sender: b.readUInt32BE(o + 1), firstMsgId: b.readUInt32BE(o + 5), n: b.readUInt16BE(o + 9) })
+          o += NACK_DATA_SIZE
+        } else {
+          return bad('unknown NACK item')
+        }
+      }
+      if (o !== len) return bad('trailing bytes')
+      return { kind: Kind.NACK, ...h, slots, data }
+    }
+    default:
+      return bad(`unknown type ${kind}`)
+  }
+}
+
+/**
+ * The most slots a sequencer may have assigned above the group's stable slot (PROTOCOL.md §4.3). A protocol
+ * constant, because a view change after a sequencer crash skips this many slots (§5).
+ */
+export const SEQ_WINDOW = 32_768
