@@ -308,6 +308,7 @@ export class Engine implements SequencerHost {
       return
     }
     if (d.sender === this.me) return // our own multicast, looped back
+    if (this.current?.excluded && d.kind !== Kind.NACK) return // a leaver past its last slot only serves repairs
     switch (d.kind) {
       case Kind.DATA: this.onData(d); break
       case Kind.ORDER: this.onOrder(d); break

@@ -48,7 +48,7 @@ export class SequencerRole {
   constructor(
     private readonly host: SequencerHost,
     readonly viewId: number,
-    start: number,
+    private readonly start: number,
     members: readonly number[],
   ) {
     this.nextSlot = start + 1
@@ -100,7 +100,8 @@ export class SequencerRole {
       let m = (this.queued.get(no) ?? s.ordered) + 1
       const firstMsgId = m
       for (let e = s.store.get(m); e !== undefined; e = s.store.get(m)) {
-        if (this.nextSlot - h.stable >= SEQ_WINDOW || (bytes > 0 && bytes + e.payload.length > h.maxUnstableBytes)) {
+        // Slots skipped by a view change hold nothing: the window counts from the view's start at least.
+        if (this.nextSlot - Math.max(h.stable, this.start) >= SEQ_WINDOW || (bytes > 0 && bytes + e.payload.length > h.maxUnstableBytes)) {
           blocked = true
           break
         }

@@ -1,0 +1,389 @@
+/**
+ * `Group`: one member of one group, over real sockets. It wires the protocol engine (engine.ts) to
+ * - a TCP connection to the directory (control plane, PROTOCOL.md §3),
+ * - a UDP socket bound to the local interface, for unicast and for sending multicast,
+ * - a UDP socket joined to the group's multicast address,
+ * and turns deliveries into events, a pull queue (`receive`) and async iteration.
+ */
+import { EventEmitter } from 'eventemitter3'
+import dgram from 'node:dgram'
+import net from 'node:net'
+import { Engine, type Delivery, type EngineStats, type Lifecycle } from './engine.js'
+import { ArgumentError, DirectoryError, ErrorCodes, JoinTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
+import { encodeFrame, FrameDecoder, type Frame } from './frame.js'
+import { parseHostPort, parseJoinOptions, type JoinOptions, type ResolvedJoinOptions } from './options.js'
+import { logger } from './log.js'
+
+const log = logger('group')
+const SOCKET_BUFFER = 4 * 1024 * 1024
+const MAX_NAME_BYTES = 64
+
+export type MessageDelivery = Extract<Delivery, { type: 'message' }>
+export type ViewDelivery = Extract<Delivery, { type: 'view' }>
+
+export interface GroupEvents {
+  message: (d: MessageDelivery) => void
+  view: (d: ViewDelivery) => void
+  error: (err: SeqcastError) => void
+  /** The member left (after leave()) or was closed. */
+  close: () => void
+}
+
+export interface GroupStats extends EngineStats {
+  have: number
+  delivered: number
+  stable: number
+  viewId: number
+  sequencer: boolean
+  retainedBytes: number
+  /** Deliveries waiting for receive(). */
+  queued: number
+}
+
+function checkName(value: unknown, what: string): string {
+  if (typeof value !== 'string' || value.length === 0 || Buffer.byteLength(value) > MAX_NAME_BYTES) {
+    throw new ArgumentError(`${what} must be a non-empty string of at most ${MAX_NAME_BYTES} bytes`)
+  }
+  return value
+}
+
+export class Group extends EventEmitter<GroupEvents> {
+  readonly engine: Engine
+  private readonly opts: ResolvedJoinOptions
+  private readonly uni: dgram.Socket
+  private mcast: dgram.Socket | null = null
+  private mcastKey = ''
+  private conn: net.Socket | null = null
+  private readonly frames = new FrameDecoder()
+  private ticker: NodeJS.Timeout | null = null
+  private pinger: NodeJS.Timeout | null = null
+  private flushQueued = false
+  private readonly queue: Delivery[] = []
+  private readonly takers: Array<{ resolve: (d: Delivery | null) => void; reject: (e: Error) => void; timer?: NodeJS.Timeout }> = []
+  private readonly senders: Array<{ data: Uint8Array; resolve: () => void; reject: (e: Error) => void }> = []
+  private closed = false
+  private failure: SeqcastError | null = null
+  private joined!: { resolve: () => void; reject: (e: Error) => void }
+  private leftWaiter: (() => void) | null = null
+
+  private constructor(readonly name: string, readonly memberId: string, opts: ResolvedJoinOptions) {
+    super()
+    this.opts = opts
+    this.engine = new Engine(name, memberId, opts, {
+      now: () => performance.now(),
+      send: (buf, to) => this.sendDatagram(buf, to),
+      toDirectory: (f) => this.toDirectory(f),
+      deliver: (d) => this.onDelivery(d),
+      scheduleFlush: () => {
+        if (this.flushQueued) return
+        this.flushQueued = true
+        setImmediate(() => {
+          this.flushQueued = false
+          if (!this.closed) this.engine.flush()
+        })
+      },
+      windowOpened: () => this.pumpSends(),
+      lifecycle: (state, err) => this.onLifecycle(state, err),
+    })
+    this.uni = dgram.createSocket({ type: 'udp4' })
+  }
+
+  /** Joins `group` as `memberId`; resolves once the member is in a view (its first delivery is that view). */
+  static async join(group: string, memberId: string, options: JoinOptions = {}): Promise<Group> {
+    checkName(group, 'group')
+    checkName(memberId, 'memberId')
+    const g = new Group(group, memberId, parseJoinOptions(options))
+    await g.start()
+    return g
+  }
+
+  private async start(): Promise<void> {
+    const done = new Promise<void>((resolve, reject) => (this.joined = { resolve, reject }))
+    const timer = setTimeout(() => this.abort(new JoinTimeoutError(`no view for ${this.memberId} in group ${this.name} after ${this.opts.joinTimeoutMs} ms`)), this.opts.joinTimeoutMs)
+    try {
+      await this.openUnicast()
+      await this.connectDirectory()
+      const addr = this.uni.address()
+      this.toDirectory({ t: 'join', proto: 1, group: this.name, member: this.memberId, addr: `${addr.address}:${addr.port}` })
+      this.ticker = setInterval(() => this.engine.tick(), this.opts.tickMs)
+      await done
+    } catch (err) {
+      this.abort(err as SeqcastError)
+      throw err
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  private openUnicast(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.uni.once('error', reject)
+      this.uni.bind(0, this.opts.iface, () => {
+        this.uni.off('error', reject)
+        this.uni.on('error', (err) => log('%s: unicast socket error %s', this.memberId, err.message))
+        this.uni.setMulticastInterface(this.opts.iface)
+        this.uni.setMulticastTTL(this.opts.ttl)
+        this.uni.setMulticastLoopback(true)
+        tuneBuffers(this.uni)
+        this.uni.on('message', (buf) => this.engine.datagram(buf))
+        resolve()
+      })
+    })
+  }
+
+  private openMulticast(mcast: string): void {
+    if (this.mcastKey === mcast) return
+    this.mcast?.close()
+    const { host, port } = parseHostPort(mcast, 'multicast address')
+    const s = dgram.createSocket({ type: 'udp4', reuseAddr: true })
+    s.on('error', (err) => log('%s: multicast socket error %s', this.memberId, err.message))
+    s.on('message', (buf) => this.engine.datagram(buf))
+    s.bind(port, host, () => {
+      try {
+        s.addMembership(host, this.opts.iface)
+        tuneBuffers(s)
+      } catch (err) {
+        log('%s: cannot join multicast %s on %s: %s', this.memberId, mcast, this.opts.iface, (err as Error).message)
+      }
+    })
+    this.mcast = s
+    this.mcastKey = mcast
+    this.mcastTarget = { host, port }
+  }
+
+  private mcastTarget: { host: string; port: number } | null = null
+
+  private sendDatagram(buf: Buffer, to: string | null): void {
+    if (this.closed) return
+    if (to === null) {
+      if (this.mcastTarget) this.uni.send(buf, this.mcastTarget.port, this.mcastTarget.host)
+      return
+    }
+    const i = to.lastIndexOf(':')
+    this.uni.send(buf, Number(to.slice(i + 1)), to.slice(0, i))
+  }
+
+  private connectDirectory(): Promise<void> {
+    const { host, port } = this.opts.directory
+    return new Promise((resolve, reject) => {
+      const sock = net.connect({ host, port })
+      sock.setNoDelay(true)
+      sock.once('connect', () => {
+        sock.off('error', onError)
+        sock.on('error', (err) => log('%s: directory connection error %s', this.memberId, err.message))
+        resolve()
+      })
+      const onError = (err: Error): void => reject(new DirectoryError(ErrorCodes.DIRECTORY_UNREACHABLE, `cannot reach the directory at ${host}:${port}: ${err.message}`, err))
+      sock.once('error', onError)
+      sock.on('data', (chunk) => {
+        let frames: Frame[]
+        try {
+          frames = this.frames.push(chunk)
+        } catch (err) {
+          log('%s: bad frame from directory: %s', this.memberId, (err as Error).message)
+          sock.destroy()
+          return
+        }
+        for (const f of frames) this.onFrame(f)
+      })
+      sock.on('close', () => this.onDirectoryClosed())
+      this.conn = sock
+    })
+  }
+
+  private onFrame(f: Frame): void {
+    switch (f.t) {
+      case 'pong':
+        return
+      case 'welcome': {
+        const every = typeof f.heartbeatMs === 'number' && f.heartbeatMs > 0 ? f.heartbeatMs : 500
+        this.pinger = setInterval(() => this.toDirectory({ t: 'ping' }), every)
+        break
+      }
+      case 'commit':
+        if (typeof f.mcast === 'string') this.openMulticast(f.mcast)
+        break
+    }
+    this.engine.directory(f)
+  }
+
+  private onDirectoryClosed(): void {
+    if (this.closed) return
+    const lc = this.engine.lifecycle
+    if (lc === 'joining') {
+      this.abort(new DirectoryError(ErrorCodes.DIRECTORY_LOST, 'the directory closed the connection during join'))
+    } else if (lc === 'leaving') {
+      log('%s: directory gone while leaving; closing', this.memberId)
+      this.finishLeave()
+    } else if (lc === 'joined') {
+      // The data path goes on without the directory; no membership change can happen meanwhile.
+      log('%s: lost the directory connection; data path continues', this.memberId)
+      this.emit('error', new DirectoryError(ErrorCodes.DIRECTORY_LOST, 'lost the connection to the directory; membership is frozen'))
+    }
+  }
+
+  private toDirectory(f: Frame): void {
+    if (this.conn && !this.conn.destroyed) this.conn.write(encodeFrame(f))
+  }
+
+  private onLifecycle(state: Lifecycle, err?: SeqcastError): void {
+    if (state === 'joined') this.joined.resolve()
+    else if (state === 'left') this.finishLeave()
+    else if (state === 'failed' && err) this.abort(err)
+  }
+
+  private onDelivery(d: Delivery): void {
+    const taker = this.takers.shift()
+    if (taker) {
+      if (taker.timer) clearTimeout(taker.timer)
+      taker.resolve(d)
+    } else if (this.listenerCount('message') + this.listenerCount('view') > 0) {
+      if (d.type === 'message') this.emit('message', d)
+      else this.emit('view', d)
+    } else {
+      this.queue.push(d)
+    }
+  }
+
+  /** Multicasts `data` to the group; resolves once accepted for sending (waits while the send window is full). */
+  send(data: Uint8Array | string): Promise<void> {
+    if (typeof data === 'string') data = Buffer.from(data, 'utf8')
+    else if (!(data instanceof Uint8Array)) return Promise.reject(new ArgumentError('data must be a Uint8Array or a string'))
+    if (this.failure) return Promise.reject(this.failure)
+    if (this.closed || this.engine.lifecycle !== 'joined') return Promise.reject(new NotJoinedError())
+    if (this.senders.length === 0) {
+      try {
+        if (this.engine.submit(data)) return Promise.resolve()
+      } catch (err) {
+        return Promise.reject(err)
+      }
+    }
+    return new Promise((resolve, reject) => {
+      this.senders.push({ data: data as Uint8Array, resolve, reject })
+    })
+  }
+
+  private pumpSends(): void {
+    while (this.senders.length > 0) {
+      const s = this.senders[0]!
+      try {
+        if (!this.engine.submit(s.data)) return
+        this.senders.shift()
+        s.resolve()
+      } catch (err) {
+        this.senders.shift()
+        s.reject(err as Error)
+      }
+    }
+  }
+
+  /** The next delivery in order; null if `timeoutMs` passes first. */
+  receive(opts: { timeoutMs?: number } = {}): Promise<Delivery | null> {
+    const timeoutMs = opts.timeoutMs
+    if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) {
+      return Promise.reject(new ArgumentError('timeoutMs must be a non-negative number'))
+    }
+    const queued = this.queue.shift()
+    if (queued) return Promise.resolve(queued)
+    if (this.failure) return Promise.reject(this.failure)
+    if (this.closed) return Promise.reject(new NotJoinedError())
+    return new Promise((resolve, reject) => {
+      const taker: (typeof this.takers)[number] = { resolve, reject }
+      if (timeoutMs !== undefined) {
+        taker.timer = setTimeout(() => {
+          const i = this.takers.indexOf(taker)
+          if (i >= 0) this.takers.splice(i, 1)
+          resolve(null)
+        }, timeoutMs)
+      }
+      this.takers.push(taker)
+    })
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Delivery> {
+    for (;;) {
+      if (this.closed && this.queue.length === 0) return
+      let d: Delivery | null
+      try {
+        d = await this.receive()
+      } catch (err) {
+        if ((err as SeqcastError).code === ErrorCodes.NOT_JOINED) return
+        throw err
+      }
+      if (d) yield d
+    }
+  }
+
+  /** The installed view, or null before the first one. */
+  get view(): { viewId: number; members: string[]; sequencer: string } | null {
+    return this.engine.view
+  }
+
+  stats(): GroupStats {
+    return { ...this.engine.snapshot(), queued: this.queue.length }
+  }
+
+  /** Announces the leave, waits until this member's messages are delivered everywhere, then closes. */
+  async leave(): Promise<void> {
+    if (this.closed || this.engine.lifecycle !== 'joined') throw this.failure ?? new NotJoinedError()
+    const left = new Promise<void>((resolve) => (this.leftWaiter = resolve))
+    this.engine.leave()
+    const timer = setTimeout(() => {
+      log('%s: leave not confirmed after %d ms; closing', this.memberId, this.opts.leaveTimeoutMs)
+      this.finishLeave()
+    }, this.opts.leaveTimeoutMs)
+    await left
+    clearTimeout(timer)
+  }
+
+  private finishLeave(): void {
+    this.shutdown()
+    const w = this.leftWaiter
+    this.leftWaiter = null
+    w?.()
+    this.emit('close')
+  }
+
+  /** Closes at once, without a leave: to the others it looks like a crash (the directory notices the closed connection). */
+  close(): void {
+    if (this.closed) return
+    this.shutdown()
+    this.emit('close')
+  }
+
+  private abort(err: SeqcastError): void {
+    if (this.closed) return
+    this.failure = err
+    this.shutdown()
+    this.joined?.reject(err)
+    if (this.engine.lifecycle !== 'joining') this.emit('error', err)
+  }
+
+  private shutdown(): void {
+    if (this.closed) return
+    this.closed = true
+    if (this.ticker) clearInterval(this.ticker)
+    if (this.pinger) clearInterval(this.pinger)
+    this.conn?.destroy()
+    try {
+      this.uni.close()
+    } catch { /* not bound yet */ }
+    this.mcast?.close()
+    const err = this.failure ?? new NotJoinedError()
+    for (const t of this.takers.splice(0)) {
+      if (t.timer) clearTimeout(t.timer)
+      if (this.failure) t.reject(err)
+      else t.resolve(null)
+    }
+    for (const s of this.senders.splice(0)) s.reject(err)
+  }
+}
+
+function tuneBuffers(s: dgram.Socket): void {
+  try {
+    s.setRecvBufferSize(SOCKET_BUFFER)
+    s.setSendBufferSize(SOCKET_BUFFER)
+  } catch (err) {
+    log('cannot size socket buffers: %s', (err as Error).message)
+  }
+}

@@ -1,0 +1,12 @@
+/** The public API of seqcast. Everything exported here is documented in docs/API.md. */
+export { grp_join, grp_leave, grp_receive, grp_send } from './api.js'
+export { Group, type GroupEvents, type GroupStats, type MessageDelivery, type ViewDelivery } from './group.js'
+export type { Delivery } from './engine.js'
+export {
+  DEFAULT_DIRECTORY, DEFAULT_IFACE, DEFAULT_MAX_DATAGRAM, DEFAULT_MAX_MESSAGE, DEFAULT_SEND_WINDOW, type DeliveryMode,
+  type JoinOptions,
+} from './options.js'
+export {
+  ArgumentError, DirectoryError, DuplicateMemberError, ErrorCodes, ExpelledError, JoinTimeoutError, MessageTooLargeError,
+  NotJoinedError, ProtocolError, SeqcastError, type ErrorCode,
+} from './errors.js'

@@ -1,0 +1,39 @@
+/**
+ * Real sockets: the `dir` daemon and member processes over UDP multicast on 127.0.0.1. The same checker as the
+ * simulator verifies the delivery logs.
+ */
+import t from 'tap'
+import { check } from './fixtures/checker.js'
+import { freePort, MemberProc, startDir, until } from './fixtures/procs.js'
+
+t.test('dir + 3 member processes, all sending: identical total order', async (t) => {
+  const dir = await startDir(await freePort())
+  const N = 2000
+  const ms = ['a', 'b', 'c'].map((id) => new MemberProc(id, dir.addr, 'e2e', N, 3))
+  t.teardown(async () => {
+    for (const m of ms) m.kill()
+    await dir.stop()
+  })
+  t.ok(await until(() => ms.every((m) => m.messages() >= 3 * N), 60_000), 'every member delivered every message')
+  const logs = ms.map((m) => ({ id: m.id, survivor: true, entries: m.entries, sent: N }))
+  t.same(check(logs), [], 'guarantees hold')
+  t.same(ms.flatMap((m) => m.errors), [], 'no errors')
+})
+
+t.test('a member is killed mid-stream; the others go on', async (t) => {
+  const dir = await startDir(await freePort())
+  const N = 3000
+  const ms = ['a', 'b', 'c'].map((id) => new MemberProc(id, dir.addr, 'e2e-kill', N, 3))
+  t.teardown(async () => {
+    for (const m of ms) m.kill()
+    await dir.stop()
+  })
+  await until(() => ms[0]!.messages() > 500, 30_000)
+  ms[0]!.kill() // a is the sequencer (first to join): the hardest case
+  const survivors = ms.slice(1)
+  t.ok(await until(() => survivors.every((m) => m.sentDone && m.messages() >= 2 * N && m.entries.at(-1)?.type === 'message'), 60_000), 'survivors deliver everything they sent')
+  await until(() => false, 300)
+  const logs = ms.map((m, i) => ({ id: m.id, survivor: i > 0, entries: m.entries, sent: N }))
+  const problems = check(logs)
+  t.same(problems, [], 'guarantees hold')
+})

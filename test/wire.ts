@@ -1,0 +1,70 @@
+import t from 'tap'
+import {
+  DataPacker, decode, encodeAck, encodeNack, encodeOrder, fragmentRoom, groupIdOf, HEADER_SIZE, Kind, runsPerDatagram,
+} from '../lib/wire.js'
+import { rng } from './fixtures/sim-rng.js'
+
+const G = groupIdOf('lobby')
+const H = { groupId: G, viewId: 7, sender: 3 }
+
+t.test('groupId is FNV-1a 32 of the UTF-8 name', async (t) => {
+  t.equal(groupIdOf(''), 0x811c9dc5)
+  t.equal(groupIdOf('a'), 0xe40c292c)
+})
+
+t.test('ACK layout, byte by byte', async (t) => {
+  const buf = encodeAck(H, 0x010203040506)
+  t.equal(buf.toString('hex'), '5343' + '01' + '03' + G.toString(16).padStart(8, '0') + '00000007' + '00000003' + '00000000' + '010203040506')
+  t.same(decode(buf, G), { kind: Kind.ACK, ...H, have: 0x010203040506 })
+})
+
+t.test('DATA round trip, fragments flag, payload views', async (t) => {
+  const p = new DataPacker(H, 200)
+  t.ok(p.add(1, false, Buffer.from('hello')))
+  t.ok(p.add(2, true, Buffer.alloc(0)))
+  t.notOk(p.add(3, false, Buffer.alloc(500)), 'refuses what does not fit')
+  const d = decode(p.finish(), G)
+  if (d.kind !== Kind.DATA) throw new Error('not DATA')
+  t.equal(d.entries.length, 2)
+  t.equal(Buffer.from(d.entries[0]!.payload).toString(), 'hello')
+  t.same([d.entries[0]!.more, d.entries[1]!.more], [false, true])
+  t.equal(fragmentRoom(16384), 16384 - HEADER_SIZE - 2 - 9)
+})
+
+t.test('ORDER and heartbeat round trip', async (t) => {
+  const runs = [{ sender: 1, firstMsgId: 10, count: 3 }, { sender: 2, firstMsgId: 1, count: 65535 }]
+  t.same(decode(encodeOrder(H, 2 ** 40, 99, runs), G), { kind: Kind.ORDER, ...H, firstSlot: 2 ** 40, stable: 99, runs })
+  t.same(decode(encodeOrder(H, 5, 4, []), G), { kind: Kind.ORDER, ...H, firstSlot: 5, stable: 4, runs: [] })
+  t.equal(runsPerDatagram(1000), Math.floor((1000 - 20 - 14) / 10))
+})
+
+t.test('NACK round trip', async (t) => {
+  const slots = [{ firstSlot: 12, n: 3 }]
+  const data = [{ sender: 4, firstMsgId: 8, n: 2 }]
+  t.same(decode(encodeNack(H, slots, data), G), { kind: Kind.NACK, ...H, slots, data })
+})
+
+t.test('rejects, never throws: foreign, truncated, trailing, garbage', async (t) => {
+  const good = encodeOrder(H, 5, 4, [{ sender: 1, firstMsgId: 1, count: 2 }])
+  t.equal((decode(good, G + 1) as { reason: string }).reason, 'foreign group')
+  for (let n = 0; n < good.length; n++) t.equal(decode(good.subarray(0, n), G).kind, 0, `truncated to ${n}`)
+  t.equal(decode(Buffer.concat([good, Buffer.from([0])]), G).kind, 0, 'trailing byte')
+  const flagged = Buffer.from(good)
+  flagged[16] = 1
+  t.equal(decode(flagged, G).kind, 0, 'auth flag without key')
+  const p = new DataPacker(H, 100)
+  p.add(1, false, Buffer.from('x'))
+  const data = p.finish()
+  for (let n = 0; n < data.length; n++) t.equal(decode(data.subarray(0, n), G).kind, 0, `DATA truncated to ${n}`)
+  const r = rng(7)
+  let ok = 0
+  for (let i = 0; i < 20000; i++) {
+    const len = Math.floor(r() * 80)
+    const buf = Buffer.alloc(len)
+    for (let k = 0; k < len; k++) buf[k] = Math.floor(r() * 256)
+    if (len >= 20 && r() < 0.5) { buf.writeUInt16BE(0x5343, 0); buf[2] = 1; buf[3] = 1 + Math.floor(r() * 4); buf.writeUInt32BE(G, 4); buf[16] = 0 }
+    const d = decode(buf, G)
+    if (d.kind !== 0) ok++
+  }
+  t.pass(`20000 random datagrams decoded without a throw (${ok} happened to be well formed)`)
+})
