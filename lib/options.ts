@@ -8,7 +8,7 @@ export const DEFAULT_MAX_DATAGRAM = 16_384
 /** Largest application message, bytes; larger ones are refused with EMESSAGE_TOO_LARGE. */
 export const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 /** Own messages (fragments) sent but not yet stable before grp_send waits. */
-export const DEFAULT_SEND_WINDOW = 4096
+export const DEFAULT_SEND_WINDOW = 1024
 /** Own bytes sent but not yet stable before grp_send waits. */
 export const DEFAULT_SEND_WINDOW_BYTES = 8 * 1024 * 1024
 /** Bytes the sequencer lets be ordered but unstable before it pauses ordering. */
