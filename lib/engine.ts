@@ -133,6 +133,7 @@ export class Engine implements SequencerHost {
   private windowWasFull = false
 
   private lastAckSent = 0
+  private lastAckAt = 0
   private lastTickHave = -1
   private lastNackAt = -Infinity
   private leaveRequested = false
@@ -589,7 +590,8 @@ export class Engine implements SequencerHost {
         this.role.heartbeat()
       }
     }
-    if (this.have !== this.lastAckSent) this.sendAck()
+    // ACKs are not acknowledged: repeat ours while the announced stable slot lags it (the last one may be lost).
+    if (this.have !== this.lastAckSent || (this.stable < this.have && now - this.lastAckAt >= this.opts.heartbeatMs)) this.sendAck()
     if (this.lifecycle === 'leaving') this.maybeRequestLeave()
     this.flush()
   }
@@ -598,7 +600,7 @@ export class Engine implements SequencerHost {
   flush(): void {
     if (this.lifecycle === 'left' || this.lifecycle === 'failed') return
     this.transmit()
-    if (this.role && this.viewState === 'active') this.role.order()
+    if (this.role && this.viewState === 'active' && this.role.order() > 0) this.knownTop = this.role.nextSlot - 1
     this.advance()
     if (this.have - this.lastAckSent >= this.opts.ackEvery) this.sendAck()
   }
@@ -607,6 +609,7 @@ export class Engine implements SequencerHost {
     const v = this.current
     if (!v || this.viewState !== 'active' || v.excluded) return
     this.lastAckSent = this.have
+    this.lastAckAt = this.env.now()
     if (v.sequencer === this.me) return
     this.unicast(encodeAck({ groupId: this.groupId, viewId: v.viewId, sender: this.me }, this.have), v.sequencer)
   }
