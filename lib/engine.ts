@@ -43,6 +43,11 @@ export interface EngineEnv {
   windowOpened(): void
   /** The lifecycle changed: joined, left or failed (with the error). */
   lifecycle(state: Lifecycle, err?: SeqcastError): void
+  /**
+   * False while this member cannot be sure it is still a member (its directory lease ran out, e.g. after the
+   * process was paused): then it neither orders nor delivers until the directory answers again or expels it.
+   */
+  leaseValid(): boolean
 }
 
 interface MemberRec {
@@ -407,6 +412,7 @@ export class Engine implements SequencerHost {
   }
 
   private deliver(): void {
+    if (!this.env.leaseValid()) return
     let limit = this.have
     if (this.opts.delivery === 'safe') {
       const lastInstalled = this.toDeliver.length > 0 ? this.toDeliver[this.toDeliver.length - 1]!.start : 0
@@ -600,7 +606,7 @@ export class Engine implements SequencerHost {
   flush(): void {
     if (this.lifecycle === 'left' || this.lifecycle === 'failed') return
     this.transmit()
-    if (this.role && this.viewState === 'active' && this.role.order() > 0) this.knownTop = this.role.nextSlot - 1
+    if (this.role && this.viewState === 'active' && this.env.leaseValid() && this.role.order() > 0) this.knownTop = this.role.nextSlot - 1
     this.advance()
     if (this.have - this.lastAckSent >= this.opts.ackEvery) this.sendAck()
   }

@@ -83,6 +83,7 @@ export class Group extends EventEmitter<GroupEvents> {
         })
       },
       windowOpened: () => this.pumpSends(),
+      leaseValid: () => this.conn === null || this.conn.destroyed || performance.now() < this.leaseUntil,
       lifecycle: (state, err) => this.onLifecycle(state, err),
     })
     this.uni = dgram.createSocket({ type: 'udp4' })
@@ -152,6 +153,9 @@ export class Group extends EventEmitter<GroupEvents> {
   }
 
   private mcastTarget: { host: string; port: number } | null = null
+  private lease = Infinity
+  private leaseUntil = Infinity
+  private readonly pingsSent: number[] = []
 
   private sendDatagram(buf: Buffer, to: string | null): void {
     if (this.closed) return
@@ -193,11 +197,29 @@ export class Group extends EventEmitter<GroupEvents> {
 
   private onFrame(f: Frame): void {
     switch (f.t) {
-      case 'pong':
+      case 'pong': {
+        // The directory had not expelled us when it read that ping: we stay a member for the lease after it.
+        const sentAt = this.pingsSent.shift()
+        if (sentAt !== undefined) {
+          const lease = sentAt + this.lease
+          if (lease > this.leaseUntil) {
+            const expired = performance.now() >= this.leaseUntil
+            this.leaseUntil = lease
+            if (expired) this.engine.flush()
+          }
+        }
         return
+      }
       case 'welcome': {
         const every = typeof f.heartbeatMs === 'number' && f.heartbeatMs > 0 ? f.heartbeatMs : 500
-        this.pinger = setInterval(() => this.toDirectory({ t: 'ping' }), every)
+        const timeout = typeof f.timeoutMs === 'number' && f.timeoutMs > every ? f.timeoutMs : 4 * every
+        // Expulsion needs timeoutMs of silence after our last ping that got through; stop well before that.
+        this.lease = timeout - every
+        this.leaseUntil = performance.now() + this.lease
+        this.pinger = setInterval(() => {
+          this.pingsSent.push(performance.now())
+          this.toDirectory({ t: 'ping' })
+        }, every)
         break
       }
       case 'commit':

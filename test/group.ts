@@ -1,0 +1,100 @@
+/**
+ * The public API over real sockets: argument errors with their codes, join errors, garbage datagrams at a live
+ * member, leave, async iteration and events.
+ */
+import t from 'tap'
+import dgram from 'node:dgram'
+import { Group, grp_join, grp_leave, grp_receive, grp_send, ErrorCodes, type Delivery } from '../lib/index.js'
+import { freePort, startDir } from './fixtures/procs.js'
+
+const iface = '127.0.0.1'
+
+t.test('bad arguments are rejected with EBAD_ARGUMENT', async (t) => {
+  await t.rejects(grp_join('', 'a'), { code: ErrorCodes.BAD_ARGUMENT })
+  await t.rejects(grp_join('g', 'x'.repeat(65)), { code: ErrorCodes.BAD_ARGUMENT })
+  await t.rejects(grp_join('g', 'a', { directory: 'nope' }), { code: ErrorCodes.BAD_ARGUMENT })
+  await t.rejects(grp_join('g', 'a', { iface: '999.1.1.1' }), { code: ErrorCodes.BAD_ARGUMENT })
+  await t.rejects(grp_join('g', 'a', { sendWindow: 0 }), { code: ErrorCodes.BAD_ARGUMENT })
+  await t.rejects(grp_join('g', 'a', { delivery: 'fast' as never }), { code: ErrorCodes.BAD_ARGUMENT })
+  await t.rejects(grp_join('g', 'a', { bogus: 1 } as never), { code: ErrorCodes.BAD_ARGUMENT })
+  await t.rejects(grp_send({} as Group, 'x'), { code: ErrorCodes.BAD_ARGUMENT })
+  await t.rejects(grp_receive(null as unknown as Group), { code: ErrorCodes.BAD_ARGUMENT })
+})
+
+t.test('an unreachable directory fails the join with EDIRECTORY_UNREACHABLE', async (t) => {
+  const port = await freePort()
+  await t.rejects(grp_join('g', 'a', { directory: `127.0.0.1:${port}`, iface }), { code: ErrorCodes.DIRECTORY_UNREACHABLE })
+})
+
+t.test('a live group: API contract, duplicate ids, garbage datagrams, leave', async (t) => {
+  const dir = await startDir(await freePort())
+  t.teardown(() => dir.stop())
+  const opts = { directory: dir.addr, iface }
+  const a = await grp_join('api', 'alice', opts)
+  const first = await grp_receive(a, { timeoutMs: 2000 })
+  t.match(first, { type: 'view', group: 'api', members: ['alice'], sequencer: 'alice' }, 'first delivery is the joining view')
+  t.equal(await grp_receive(a, { timeoutMs: 50 }), null, 'null when nothing arrives in time')
+
+  await t.rejects(grp_join('api', 'alice', opts), { code: ErrorCodes.DUPLICATE_MEMBER }, 'duplicate member id')
+
+  const b = await grp_join('api', 'bob', opts)
+  t.match(await grp_receive(b, { timeoutMs: 2000 }), { type: 'view', members: ['alice', 'bob'] })
+  t.match(await grp_receive(a, { timeoutMs: 2000 }), { type: 'view', members: ['alice', 'bob'] })
+
+  // Garbage at both of bob's sockets: random bytes, truncated and foreign datagrams. Bob must survive and count them.
+  const sock = dgram.createSocket('udp4')
+  await new Promise<void>((r) => sock.bind(0, iface, () => r()))
+  const stats0 = b.stats()
+  const addr = (b as unknown as { uni: dgram.Socket }).uni.address()
+  for (let i = 0; i < 200; i++) {
+    const junk = Buffer.alloc(1 + (i % 60), i)
+    if (i % 3 === 0) junk.write('SC\x01\x02', 0, 'latin1')
+    sock.send(junk, addr.port, iface)
+  }
+  sock.close()
+
+  await grp_send(a, 'hello')
+  await grp_send(b, new Uint8Array([1, 2, 3]))
+  const got: Delivery[] = []
+  for (let i = 0; i < 2; i++) got.push((await grp_receive(b, { timeoutMs: 2000 }))!)
+  const mine: Delivery[] = []
+  for (let i = 0; i < 2; i++) mine.push((await grp_receive(a, { timeoutMs: 2000 }))!)
+  t.same(got.map((d) => d.type === 'message' && d.seq), mine.map((d) => d.type === 'message' && d.seq), 'same order at both')
+  t.match(got.find((d) => d.type === 'message' && d.sender === 'alice'), { data: Buffer.from('hello') })
+  t.ok(b.stats().dropped - stats0.dropped >= 150, `garbage counted as dropped (${b.stats().dropped - stats0.dropped})`)
+
+  await t.rejects(grp_send(a, 42 as never), { code: ErrorCodes.BAD_ARGUMENT })
+  await t.rejects(grp_send(a, Buffer.alloc(a.stats().sent >= 0 ? 17 * 1024 * 1024 : 0)), { code: ErrorCodes.MESSAGE_TOO_LARGE })
+
+  await grp_leave(b)
+  await t.rejects(grp_send(b, 'x'), { code: ErrorCodes.NOT_JOINED }, 'unusable after leave')
+  t.match(await grp_receive(a, { timeoutMs: 3000 }), { type: 'view', members: ['alice'] }, 'the others see the leave')
+  a.close()
+})
+
+t.test('events and async iteration', async (t) => {
+  const dir = await startDir(await freePort())
+  t.teardown(() => dir.stop())
+  const opts = { directory: dir.addr, iface }
+  const a = await Group.join('it', 'a', opts)
+  const seen: string[] = []
+  const iter = (async () => {
+    for await (const d of a) {
+      seen.push(d.type === 'message' ? Buffer.from(d.data).toString() : `view ${d.members.length}`)
+      if (seen.length === 4) break
+    }
+  })()
+  for (const s of ['1', '2', '3']) await a.send(s)
+  await iter
+  t.same(seen, ['view 1', '1', '2', '3'])
+  const b = await Group.join('it', 'b', opts)
+  const msgs: string[] = []
+  b.on('message', (d) => msgs.push(Buffer.from(d.data).toString()))
+  await b.receive() // its view
+  await a.send('x')
+  await new Promise((r) => setTimeout(r, 300))
+  t.same(msgs, ['x'], 'message event')
+  t.equal(b.stats().queued, 0, 'nothing queued when listeners consume')
+  a.close()
+  b.close()
+})
