@@ -166,6 +166,13 @@ export class Engine implements SequencerHost {
     return { viewId: v.viewId, members: v.members.map((m) => m.id), sequencer: this.names.get(v.sequencer) ?? '' }
   }
 
+  /** What a `rejoin` frame says of this member's installed view (PROTOCOL.md §7). */
+  rejoinView(): { viewId: number; members: Array<{ no: number; id: string; addr: string }>; sequencer: number; start: number } | null {
+    const v = this.current
+    if (!v || v.excluded) return null
+    return { viewId: v.viewId, members: v.members, sequencer: v.sequencer, start: v.start }
+  }
+
   get isSequencer(): boolean {
     return this.role !== null
   }

@@ -17,6 +17,8 @@ import { logger } from './log.js'
 const log = logger('group')
 const SOCKET_BUFFER = 4 * 1024 * 1024
 const MAX_NAME_BYTES = 64
+const RECONNECT_MIN_MS = 250
+const RECONNECT_MAX_MS = 2000
 
 export type MessageDelivery = Extract<Delivery, { type: 'message' }>
 export type ViewDelivery = Extract<Delivery, { type: 'view' }>
@@ -25,6 +27,8 @@ export interface GroupEvents {
   message: (d: MessageDelivery) => void
   view: (d: ViewDelivery) => void
   error: (err: SeqcastError) => void
+  /** The directory connection was lost (the data path goes on, membership is frozen) or restored. */
+  directory: (state: 'lost' | 'restored') => void
   /** The member left (after leave()) or was closed. */
   close: () => void
 }
@@ -54,7 +58,8 @@ export class Group extends EventEmitter<GroupEvents> {
   private mcast: dgram.Socket | null = null
   private mcastKey = ''
   private conn: net.Socket | null = null
-  private readonly frames = new FrameDecoder()
+  private reconnectTimer: NodeJS.Timeout | null = null
+  private reconnectDelay = RECONNECT_MIN_MS
   private ticker: NodeJS.Timeout | null = null
   private pinger: NodeJS.Timeout | null = null
   private flushQueued = false
@@ -172,17 +177,20 @@ export class Group extends EventEmitter<GroupEvents> {
     return new Promise((resolve, reject) => {
       const sock = net.connect({ host, port })
       sock.setNoDelay(true)
+      let connected = false
       sock.once('connect', () => {
+        connected = true
         sock.off('error', onError)
         sock.on('error', (err) => log('%s: directory connection error %s', this.memberId, err.message))
         resolve()
       })
       const onError = (err: Error): void => reject(new DirectoryError(ErrorCodes.DIRECTORY_UNREACHABLE, `cannot reach the directory at ${host}:${port}: ${err.message}`, err))
       sock.once('error', onError)
+      const decoder = new FrameDecoder()
       sock.on('data', (chunk) => {
         let frames: Frame[]
         try {
-          frames = this.frames.push(chunk)
+          frames = decoder.push(chunk)
         } catch (err) {
           log('%s: bad frame from directory: %s', this.memberId, (err as Error).message)
           sock.destroy()
@@ -190,7 +198,10 @@ export class Group extends EventEmitter<GroupEvents> {
         }
         for (const f of frames) this.onFrame(f)
       })
-      sock.on('close', () => this.onDirectoryClosed())
+      sock.on('close', () => {
+        // A failed reconnection attempt also closes: only a connection that was up is a loss.
+        if (connected) this.onDirectoryClosed()
+      })
       this.conn = sock
     })
   }
@@ -211,6 +222,7 @@ export class Group extends EventEmitter<GroupEvents> {
         return
       }
       case 'welcome': {
+        if (this.pinger) clearInterval(this.pinger)
         const every = typeof f.heartbeatMs === 'number' && f.heartbeatMs > 0 ? f.heartbeatMs : 500
         const timeout = typeof f.timeoutMs === 'number' && f.timeoutMs > every ? f.timeoutMs : 4 * every
         // Expulsion needs timeoutMs of silence after our last ping that got through; stop well before that.
@@ -238,10 +250,38 @@ export class Group extends EventEmitter<GroupEvents> {
       log('%s: directory gone while leaving; closing', this.memberId)
       this.finishLeave()
     } else if (lc === 'joined') {
-      // The data path goes on without the directory; no membership change can happen meanwhile.
-      log('%s: lost the directory connection; data path continues', this.memberId)
-      this.emit('error', new DirectoryError(ErrorCodes.DIRECTORY_LOST, 'lost the connection to the directory; membership is frozen'))
+      // The data path goes on without the directory; no membership change can happen meanwhile (PROTOCOL.md §7).
+      log('%s: lost the directory connection; data path continues, reconnecting', this.memberId)
+      if (this.pinger) clearInterval(this.pinger)
+      this.pingsSent.length = 0
+      this.emit('directory', 'lost')
+      this.scheduleReconnect()
     }
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed || this.reconnectTimer) return
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null
+      if (this.closed) return
+      this.connectDirectory().then(
+        () => {
+          const view = this.engine.rejoinView()
+          const addr = this.uni.address()
+          this.reconnectDelay = RECONNECT_MIN_MS
+          this.toDirectory({
+            t: 'rejoin', proto: 1, group: this.name, member: this.memberId, no: this.engine.me,
+            addr: `${addr.address}:${addr.port}`, view, mcast: this.mcastKey,
+          })
+          log('%s: reconnected to the directory, rejoining in view %d', this.memberId, view?.viewId)
+          this.emit('directory', 'restored')
+        },
+        () => {
+          this.reconnectDelay = Math.min(RECONNECT_MAX_MS, this.reconnectDelay * 2)
+          this.scheduleReconnect()
+        },
+      )
+    }, this.reconnectDelay)
   }
 
   private toDirectory(f: Frame): void {
@@ -385,6 +425,7 @@ export class Group extends EventEmitter<GroupEvents> {
     if (this.closed) return
     this.closed = true
     if (this.ticker) clearInterval(this.ticker)
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer)
     if (this.pinger) clearInterval(this.pinger)
     this.conn?.destroy()
     try {

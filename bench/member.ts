@@ -1,0 +1,125 @@
+/**
+ * One benchmark member process. Modes:
+ *   seqcast <dir> <id> <members> <sizeBytes> <sendMs> [rate]   join, send for sendMs (at `rate` msg/s if given,
+ *                                                                else as fast as flow control allows), receive all
+ *   raw <mcast ip:port> <id> <members> <sizeBytes> <sendMs>     plain dgram multicast, one message per datagram
+ * Prints one JSON line: counts, first-send/last-delivery wall times (ms), a hash of the delivered stream, latency
+ * samples summary, peak RSS.
+ */
+import dgram from 'node:dgram'
+import { createHash } from 'node:crypto'
+import { Group } from '../lib/index.js'
+
+const wall = (): number => performance.timeOrigin + performance.now()
+const [mode, target, id, membersArg, sizeArg, sendMsArg, rateArg] = process.argv.slice(2)
+const members = Number(membersArg)
+const size = Number(sizeArg)
+const sendMs = Number(sendMsArg)
+const rate = rateArg ? Number(rateArg) : 0
+const IDLE_MS = 1500 // after everyone stopped sending, wait this long without deliveries before reporting
+
+function payload(k: number): Buffer {
+  const b = Buffer.alloc(Math.max(size, 16), 0x61)
+  b.writeDoubleBE(wall(), 0) // send time, for latency
+  b.writeUInt32BE(k, 8)
+  return b
+}
+
+function summary(lat: number[]): { p50: number; p99: number; max: number } | null {
+  if (lat.length === 0) return null
+  lat.sort((a, b) => a - b)
+  const q = (p: number): number => Math.round(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! * 1000) / 1000
+  return { p50: q(0.5), p99: q(0.99), max: q(1) }
+}
+
+async function runSeqcast(): Promise<void> {
+  const g = await Group.join('bench', id!, { directory: target, iface: '127.0.0.1', joinTimeoutMs: 30_000 })
+  while ((g.view?.members.length ?? 0) < members) await new Promise((r) => setTimeout(r, 2))
+  const hash = createHash('sha1')
+  let delivered = 0
+  let bytes = 0
+  let lastDelivery = 0
+  const lat: number[] = []
+  g.on('message', (d) => {
+    const now = wall()
+    delivered++
+    bytes += d.data.length
+    lastDelivery = now
+    hash.update(d.sender)
+    hash.update(d.data.subarray(8, 12))
+    if (rate > 0 && d.data.length >= 16) lat.push(now - Buffer.from(d.data.buffer, d.data.byteOffset, 8).readDoubleBE(0))
+  })
+  await g.receive() // drain the view queued before the listener
+  const firstSend = wall()
+  let sent = 0
+  if (rate > 0) {
+    if (id === 'm0') {
+      const start = performance.now()
+      while (performance.now() - start < sendMs) {
+        const due = Math.floor(((performance.now() - start) / 1000) * rate)
+        while (sent < due) await g.send(payload(++sent))
+        await new Promise((r) => setImmediate(r))
+      }
+    }
+  } else {
+    const start = performance.now()
+    while (performance.now() - start < sendMs) {
+      for (let i = 0; i < 64; i++) await g.send(payload(++sent))
+    }
+  }
+  // Wait until deliveries stop for IDLE_MS (every member has stopped by then).
+  for (;;) {
+    const before = delivered
+    await new Promise((r) => setTimeout(r, IDLE_MS))
+    if (delivered === before) break
+  }
+  const s = g.stats()
+  console.log(JSON.stringify({
+    id, sent, delivered, bytes, firstSend, lastDelivery, hash: hash.digest('hex'), latency: summary(lat),
+    rssMB: Math.round(process.resourceUsage().maxRSS / 1024), resent: s.resent, nacks: s.nacksSent, dropped: s.dropped,
+  }))
+  g.close()
+  process.exit(0)
+}
+
+async function runRaw(): Promise<void> {
+  const [host, portStr] = target!.split(':')
+  const port = Number(portStr)
+  const rx = dgram.createSocket({ type: 'udp4', reuseAddr: true })
+  const tx = dgram.createSocket('udp4')
+  let delivered = 0
+  let bytes = 0
+  let lastDelivery = 0
+  await new Promise<void>((r) => rx.bind(port, host, () => r()))
+  rx.addMembership(host!, '127.0.0.1')
+  try { rx.setRecvBufferSize(4 << 20) } catch { /* capped */ }
+  rx.on('message', (m) => {
+    delivered++
+    bytes += m.length
+    lastDelivery = wall()
+  })
+  await new Promise<void>((r) => tx.bind(0, '127.0.0.1', () => r()))
+  tx.setMulticastInterface('127.0.0.1')
+  tx.setMulticastLoopback(true)
+  await new Promise((r) => setTimeout(r, 300)) // let the others bind
+  const firstSend = wall()
+  let sent = 0
+  const start = performance.now()
+  const buf = payload(0)
+  while (performance.now() - start < sendMs) {
+    await new Promise<void>((resolve) => {
+      let left = 64
+      for (let i = 0; i < 64; i++) tx.send(buf, port, host, () => --left === 0 && resolve())
+    })
+    sent += 64
+  }
+  for (;;) {
+    const before = delivered
+    await new Promise((r) => setTimeout(r, IDLE_MS))
+    if (delivered === before) break
+  }
+  console.log(JSON.stringify({ id, sent, delivered, bytes, firstSend, lastDelivery, rssMB: Math.round(process.resourceUsage().maxRSS / 1024) }))
+  process.exit(0)
+}
+
+await (mode === 'raw' ? runRaw() : runSeqcast())

@@ -1,0 +1,126 @@
+/**
+ * `npm run bench [-- --json] [-- --quick] [-- --case W1]`: seqcast against raw dgram multicast, on loopback.
+ * As root it re-runs itself inside a private network namespace (`unshare -n`), as CI does; otherwise it uses
+ * 127.0.0.1 as is. Results are described in docs/PERFORMANCE.md.
+ */
+import { spawn, spawnSync } from 'node:child_process'
+import net from 'node:net'
+import { fileURLToPath } from 'node:url'
+
+const args = process.argv.slice(2)
+const json = args.includes('--json')
+const quick = args.includes('--quick')
+const only = args.includes('--case') ? args[args.indexOf('--case') + 1] : undefined
+
+if (process.getuid?.() === 0 && !process.env.SEQCAST_BENCH_NETNS && !args.includes('--no-netns')) {
+  const self = fileURLToPath(import.meta.url)
+  const r = spawnSync('unshare', ['-n', 'sh', '-c', `ip link set lo up && exec "${process.execPath}" "${self}" ${args.join(' ')}`], {
+    stdio: 'inherit', env: { ...process.env, SEQCAST_BENCH_NETNS: '1' },
+  })
+  process.exit(r.status ?? 1)
+}
+
+const here = fileURLToPath(new URL('.', import.meta.url))
+const MEMBER = `${here}member.js`
+const DIR = `${here}../directory/cli.js`
+const SEND_MS = quick ? 1000 : 3000
+
+interface Report {
+  id: string; sent: number; delivered: number; bytes: number; firstSend: number; lastDelivery: number; rssMB: number
+  hash?: string; latency?: { p50: number; p99: number; max: number } | null; resent?: number; nacks?: number
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port
+      s.close(() => resolve(p))
+    })
+  })
+}
+
+function runMembers(argv: (i: number) => string[]): Promise<Report[]> {
+  return Promise.all(Array.from({ length: Number(argv(0)[3]) }, (_, i) => new Promise<Report>((resolve, reject) => {
+    const p = spawn(process.execPath, [MEMBER, ...argv(i)], { stdio: ['ignore', 'pipe', 'inherit'] })
+    let out = ''
+    p.stdout.on('data', (b: Buffer) => (out += b.toString()))
+    p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`member ${i} exited ${code}`))))
+  })))
+}
+
+async function withDir<T>(fn: (addr: string) => Promise<T>): Promise<T> {
+  const port = await freePort()
+  const d = spawn(process.execPath, [DIR, '--host', '127.0.0.1', '--port', String(port)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  await new Promise<void>((r) => d.stdout.on('data', (b: Buffer) => b.toString().includes('listening') && r()))
+  try {
+    return await fn(`127.0.0.1:${port}`)
+  } finally {
+    d.kill('SIGKILL')
+  }
+}
+
+interface Row { case: string; n: number; size: number; perMember: number; mbps: number; ratio?: number; ok: boolean; rssMB: number; extra: string }
+const rows: Row[] = []
+
+function throughput(rs: Report[]): { perMember: number; mbps: number; secs: number } {
+  const start = Math.min(...rs.map((r) => r.firstSend))
+  const end = Math.max(...rs.map((r) => r.lastDelivery))
+  const secs = (end - start) / 1000
+  const perMember = rs.reduce((a, r) => a + r.delivered, 0) / rs.length / secs
+  const mbps = rs.reduce((a, r) => a + r.bytes, 0) / rs.length / secs / 1e6
+  return { perMember, mbps, secs }
+}
+
+function emit(row: Row): void {
+  rows.push(row)
+  if (!json) {
+    const ratio = row.ratio === undefined ? '' : `  ${row.ratio.toFixed(2)}x raw`
+    console.log(`${row.case.padEnd(6)} n=${row.n} ${String(row.size).padStart(8)} B  ${Math.round(row.perMember).toLocaleString('en').padStart(9)} msg/s/member  ${row.mbps.toFixed(1).padStart(7)} MB/s${ratio}  rss ${row.rssMB} MB  ${row.ok ? 'verified' : 'MISMATCH'} ${row.extra}`)
+  }
+}
+
+async function raw(n: number, size: number): Promise<{ perMember: number; loss: number }> {
+  const port = await freePort()
+  const rs = await runMembers((i) => ['raw', `239.255.77.${1 + (port % 200)}:${port}`, `r${i}`, String(n), String(size), String(SEND_MS)])
+  const t = throughput(rs)
+  const sent = rs.reduce((a, r) => a + r.sent, 0)
+  const loss = 1 - rs.reduce((a, r) => a + r.delivered, 0) / (sent * n)
+  emit({ case: 'RAW', n, size, perMember: t.perMember, mbps: t.mbps, ok: true, rssMB: Math.max(...rs.map((r) => r.rssMB)), extra: `loss ${(loss * 100).toFixed(1)}%` })
+  return { perMember: t.perMember, loss }
+}
+
+async function w1(n: number, size: number, ceiling?: number, name = 'W1'): Promise<void> {
+  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, String(n), String(size), String(SEND_MS)]))
+  const t = throughput(rs)
+  const total = rs.reduce((a, r) => a + r.sent, 0)
+  const ok = rs.every((r) => r.hash === rs[0]!.hash && r.delivered === total)
+  emit({
+    case: name, n, size, perMember: t.perMember, mbps: t.mbps, ratio: ceiling ? t.perMember / ceiling : undefined, ok,
+    rssMB: Math.max(...rs.map((r) => r.rssMB)), extra: `(${total} msgs in ${t.secs.toFixed(1)} s, resent ${rs.reduce((a, r) => a + (r.resent ?? 0), 0)})`,
+  })
+}
+
+async function w2(rate: number): Promise<void> {
+  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, '3', '100', String(SEND_MS), String(rate)]))
+  const ok = rs.every((r) => r.hash === rs[0]!.hash)
+  const lat = rs.map((r) => r.latency).filter((l): l is NonNullable<typeof l> => !!l)
+  const p50 = Math.max(...lat.map((l) => l.p50))
+  const p99 = Math.max(...lat.map((l) => l.p99))
+  const max = Math.max(...lat.map((l) => l.max))
+  rows.push({ case: `W2@${rate}`, n: 3, size: 100, perMember: rate, mbps: 0, ok, rssMB: Math.max(...rs.map((r) => r.rssMB)), extra: `p50 ${p50} ms p99 ${p99} ms max ${max} ms` })
+  if (!json) console.log(`W2     n=3 at ${rate} msg/s, 100 B: send->delivery p50 ${(p50 * 1000).toFixed(0)} us, p99 ${(p99 * 1000).toFixed(0)} us, max ${max.toFixed(2)} ms (worst receiver)  ${ok ? 'verified' : 'MISMATCH'}`)
+}
+
+const sizes = quick ? [100] : [100, 1024, 16384]
+const ns = quick ? [3] : [3, 5, 8]
+if (!only || only === 'W1') {
+  for (const n of ns) {
+    for (const size of sizes) {
+      const ceiling = await raw(n, size)
+      await w1(n, size, ceiling.perMember)
+    }
+  }
+}
+if (!only || only === 'W2') for (const rate of [1000, 10000]) await w2(rate)
+if (!only || only === 'LARGE') for (const size of quick ? [1 << 20] : [1 << 20, 10 << 20]) await w1(3, size, undefined, 'LARGE')
+if (json) console.log(JSON.stringify({ sendMs: SEND_MS, rows }, null, 2))
