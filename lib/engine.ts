@@ -66,6 +66,8 @@ interface ViewRec {
   /** The view's own slot. */
   start: number
   holder: number
+  /** Who can serve which slots while the view is installed: member `no` holds (low, have]. */
+  sources: Array<{ no: number; low: number; have: number }>
   /** This member is not in the view: it is leaving, and its stream ends at `cut`. */
   excluded: boolean
 }
@@ -397,6 +399,8 @@ export class Engine implements SequencerHost {
     for (;;) {
       const next = this.pending[0]
       if (next && this.have === next.cut) {
+        // A prepare came after that commit: `have` is frozen at what we reported; the next commit decides.
+        if (this.viewState === 'flushing') break
         this.install(next)
         continue
       }
@@ -503,39 +507,57 @@ export class Engine implements SequencerHost {
 
   // ---------------------------------------------------------------- repair
 
-  /** If delivery has been blocked for a whole tick, ask the repair source for what is missing. */
+  /** If delivery has been blocked for a whole tick, ask for what is missing: one NACK per repair source. */
   private nack(now: number): void {
     const blocked = this.have === this.lastTickHave
     this.lastTickHave = this.have
     const next = this.pending[0]
     const top = this.viewState === 'flushing' ? Math.min(this.knownTop, this.frozenAt) : Math.max(this.knownTop, next ? next.cut : 0)
     if (!blocked || this.have >= top || now - this.lastNackAt < this.opts.nackIntervalMs) return
-    const source = this.pending.length > 0 ? this.pending[this.pending.length - 1]!.holder : this.current?.sequencer
-    if (source === undefined || source === this.me) return
-    const slots: SlotRange[] = []
-    const data: DataRange[] = []
+    const source = this.repairSource()
+    const requests = new Map<number, { slots: SlotRange[]; data: DataRange[] }>()
     const scanTo = Math.min(top, this.have + NACK_SCAN, next ? next.cut : Infinity)
     for (let s = this.have + 1; s <= scanTo; s++) {
+      const from = source(s)
+      if (from === undefined || from === this.me) continue
+      let req = requests.get(from)
+      if (!req) requests.set(from, (req = { slots: [], data: [] }))
       if (!this.log.has(s)) {
-        const last = slots[slots.length - 1]
+        const last = req.slots[req.slots.length - 1]
         if (last && last.firstSlot + last.n === s && last.n < 0xffff) last.n++
-        else slots.push({ firstSlot: s, n: 1 })
+        else req.slots.push({ firstSlot: s, n: 1 })
         continue
       }
       const author = this.log.sender(s)
       const m = this.log.msgId(s)
       if (this.senders.get(author)?.store.has(m)) continue
-      const last = data[data.length - 1]
+      const last = req.data[req.data.length - 1]
       if (last && last.sender === author && last.firstMsgId + last.n === m && last.n < 0xffff) last.n++
-      else data.push({ sender: author, firstMsgId: m, n: 1 })
+      else req.data.push({ sender: author, firstMsgId: m, n: 1 })
     }
-    if (slots.length + data.length === 0) return
-    this.lastNackAt = now
     const per = nackItemsPerDatagram(this.opts.maxDatagram)
     const header = { groupId: this.groupId, viewId: this.current?.viewId ?? this.pending[0]!.viewId, sender: this.me }
-    this.unicast(encodeNack(header, slots.slice(0, per), data.slice(0, Math.max(0, per - slots.length))), source)
-    this.stats.nacksSent++
-    logRepair('nack to %d: %d slot ranges, %d data ranges (have %d, top %d)', source, slots.length, data.length, this.have, top)
+    for (const [to, { slots, data }] of requests) {
+      if (slots.length + data.length === 0) continue
+      this.lastNackAt = now
+      this.unicast(encodeNack(header, slots.slice(0, per), data.slice(0, Math.max(0, per - slots.length))), to)
+      this.stats.nacksSent++
+      logRepair('nack to %d: %d slot ranges, %d data ranges (have %d, top %d)', to, slots.length, data.length, this.have, top)
+    }
+  }
+
+  /**
+   * Who to ask for a slot: while a view change is being installed, a participant of the latest flush whose
+   * reported range covers it (the holder first); otherwise the sequencer.
+   */
+  private repairSource(): (slot: number) => number | undefined {
+    const latest = this.pending[this.pending.length - 1]
+    if (!latest) {
+      const seq = this.current?.sequencer
+      return () => seq
+    }
+    const sources = [...latest.sources].sort((a, b) => Number(b.no === latest.holder) - Number(a.no === latest.holder))
+    return (slot) => sources.find((r) => r.low < slot && slot <= r.have)?.no ?? latest.holder
   }
 
   /** Answers a NACK with what this member holds: ORDER per view for slots, DATA for messages. */
@@ -637,7 +659,7 @@ export class Engine implements SequencerHost {
       case 'prepare':
         this.viewState = 'flushing'
         this.frozenAt = this.have
-        this.env.toDirectory({ t: 'prepared', group: this.group, viewId: f.viewId, have: this.have })
+        this.env.toDirectory({ t: 'prepared', group: this.group, viewId: f.viewId, have: this.have, low: this.gcDone })
         logView('prepare view %d: have %d', f.viewId, this.have)
         break
       case 'commit':
@@ -661,6 +683,7 @@ export class Engine implements SequencerHost {
     const v: ViewRec = {
       viewId: f.viewId as number, members, byNo: new Map(members.map((m) => [m.no, m])), sequencer: f.sequencer as number,
       cut: f.cut as number, start: f.start as number, holder: f.holder as number, excluded: false,
+      sources: Array.isArray(f.sources) ? (f.sources as ViewRec['sources']) : [],
     }
     v.excluded = !v.byNo.has(this.me)
     if (v.excluded && this.lifecycle !== 'leaving') {
