@@ -105,6 +105,7 @@ export class Group extends EventEmitter<GroupEvents> {
 
   private async start(): Promise<void> {
     const done = new Promise<void>((resolve, reject) => (this.joined = { resolve, reject }))
+    done.catch(() => {}) // a failure before we await it is thrown from the try below
     const timer = setTimeout(() => this.abort(new JoinTimeoutError(`no view for ${this.memberId} in group ${this.name} after ${this.opts.joinTimeoutMs} ms`)), this.opts.joinTimeoutMs)
     try {
       await this.openUnicast()

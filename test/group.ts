@@ -49,9 +49,10 @@ t.test('a live group: API contract, duplicate ids, garbage datagrams, leave', as
   for (let i = 0; i < 200; i++) {
     const junk = Buffer.alloc(1 + (i % 60), i)
     if (i % 3 === 0) junk.write('SC\x01\x02', 0, 'latin1')
-    sock.send(junk, addr.port, iface)
+    await new Promise<void>((r) => sock.send(junk, addr.port, iface, () => r()))
   }
   sock.close()
+  await new Promise((r) => setTimeout(r, 100))
 
   await grp_send(a, 'hello')
   await grp_send(b, new Uint8Array([1, 2, 3]))

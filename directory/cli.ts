@@ -1,0 +1,125 @@
+#!/usr/bin/env node
+/**
+ * `dir`: run the seqcast directory, or ask a running one what it knows. See `dir --help`.
+ */
+import { parseArgs } from 'node:util'
+import createDebug from 'debug'
+import { DirectoryServer, DEFAULT_DIRECTORY_PORT, queryStatus } from './server.js'
+import { DEFAULT_DIRECTORY_OPTIONS, type GroupStatus } from './core.js'
+
+const USAGE = `usage: dir [serve] [options]       run the directory in the foreground
+       dir ls [--dir HOST:PORT] [--json]       list groups of a running directory
+       dir show GROUP [--dir HOST:PORT] [--json]  one group in detail
+       dir help | --help
+
+serve options:
+  --host H             address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)
+  --port P             TCP port (default ${DEFAULT_DIRECTORY_PORT})
+  --mcast-range R      multicast addresses for groups (default ${DEFAULT_DIRECTORY_OPTIONS.mcastRange})
+  --mcast-port P       UDP port of every group (default ${DEFAULT_DIRECTORY_OPTIONS.mcastPort})
+  --heartbeat-ms N     members ping this often (default ${DEFAULT_DIRECTORY_OPTIONS.heartbeatMs})
+  --timeout-ms N       a member silent this long is removed (default ${DEFAULT_DIRECTORY_OPTIONS.timeoutMs})
+  --flush-timeout-ms N a member that does not answer a view change this long is removed (default ${DEFAULT_DIRECTORY_OPTIONS.flushTimeoutMs})
+  --log-level L        info (default) or debug (same as DEBUG=seqcast:*)
+
+ls/show options:
+  --dir HOST:PORT      the directory to ask (default 127.0.0.1:${DEFAULT_DIRECTORY_PORT})
+  --json               machine-readable output
+
+exit codes: 0 ok; 1 runtime error (port in use, directory unreachable, no such group); 2 usage error`
+
+class UsageError extends Error {}
+
+function int(v: string | undefined, name: string, def: number): number {
+  if (v === undefined) return def
+  const n = Number(v)
+  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${name} must be a positive integer, got ${v}`)
+  return n
+}
+
+function table(groups: GroupStatus[]): string {
+  if (groups.length === 0) return '(no groups)'
+  const rows = [['GROUP', 'VIEW', 'SEQUENCER', 'MEMBERS', 'MULTICAST', 'STATE'],
+    ...groups.map((g) => [g.name, String(g.viewId), g.sequencer, g.members.map((m) => m.id).join(','), g.mcast, g.state])]
+  const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
+  return rows.map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n')
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: {
+      help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' }, dir: { type: 'string' },
+      host: { type: 'string' }, port: { type: 'string' }, 'mcast-range': { type: 'string' }, 'mcast-port': { type: 'string' },
+      'heartbeat-ms': { type: 'string' }, 'timeout-ms': { type: 'string' }, 'flush-timeout-ms': { type: 'string' }, 'log-level': { type: 'string' },
+    },
+  })
+  const cmd = positionals[0] ?? 'serve'
+  if (values.help || cmd === 'help') {
+    console.log(USAGE)
+    return 0
+  }
+  if (cmd === 'ls' || cmd === 'show') {
+    const groups = await queryStatus(values.dir ?? `127.0.0.1:${DEFAULT_DIRECTORY_PORT}`)
+    if (cmd === 'ls') {
+      console.log(values.json ? JSON.stringify(groups, null, 2) : table(groups))
+      return 0
+    }
+    const name = positionals[1]
+    if (!name) throw new UsageError('dir show needs a GROUP')
+    const g = groups.find((x) => x.name === name)
+    if (!g) {
+      console.error(`dir: no group ${name}`)
+      return 1
+    }
+    if (values.json) console.log(JSON.stringify(g, null, 2))
+    else {
+      console.log(`group ${g.name}: view ${g.viewId}, ${g.state}, multicast ${g.mcast}, sequencer ${g.sequencer}`)
+      for (const m of g.members) console.log(`  ${String(m.no).padStart(4)}  ${m.id.padEnd(20)} ${m.addr}${m.id === g.sequencer ? '  (sequencer)' : ''}`)
+    }
+    return 0
+  }
+  if (cmd !== 'serve') throw new UsageError(`unknown command ${cmd}`)
+  const level = values['log-level'] ?? 'info'
+  if (level !== 'info' && level !== 'debug') throw new UsageError(`--log-level must be info or debug, got ${level}`)
+  if (level === 'debug') createDebug.enable('seqcast:*')
+  const mcastRange = values['mcast-range'] ?? DEFAULT_DIRECTORY_OPTIONS.mcastRange
+  let server: DirectoryServer
+  try {
+    server = new DirectoryServer({
+      host: values.host ?? '127.0.0.1',
+      port: values.port === undefined ? DEFAULT_DIRECTORY_PORT : Number(values.port),
+      mcastRange,
+      mcastPort: int(values['mcast-port'], 'mcast-port', DEFAULT_DIRECTORY_OPTIONS.mcastPort),
+      heartbeatMs: int(values['heartbeat-ms'], 'heartbeat-ms', DEFAULT_DIRECTORY_OPTIONS.heartbeatMs),
+      timeoutMs: int(values['timeout-ms'], 'timeout-ms', DEFAULT_DIRECTORY_OPTIONS.timeoutMs),
+      flushTimeoutMs: int(values['flush-timeout-ms'], 'flush-timeout-ms', DEFAULT_DIRECTORY_OPTIONS.flushTimeoutMs),
+    })
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+  if (values.port !== undefined && !(Number.isInteger(Number(values.port)) && Number(values.port) >= 0 && Number(values.port) < 65536)) {
+    throw new UsageError(`--port must be 0-65535, got ${values.port}`)
+  }
+  const addr = await server.listen()
+  console.log(`seqcast directory listening on ${addr.host}:${addr.port} (multicast ${mcastRange} port ${server.core.opts.mcastPort})`)
+  await new Promise<void>((resolve) => {
+    const stop = (sig: string): void => {
+      console.log(`seqcast directory stopping (${sig})`)
+      void server.close().then(resolve)
+    }
+    process.once('SIGINT', () => stop('SIGINT'))
+    process.once('SIGTERM', () => stop('SIGTERM'))
+  })
+  return 0
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: Error) => {
+    const usage = err instanceof UsageError || (err as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')
+    console.error(`dir: ${err.message}${usage ? '\n(see dir --help)' : ''}`)
+    process.exit(usage ? 2 : 1)
+  },
+)

@@ -1,0 +1,129 @@
+/**
+ * The directory over TCP: DirectoryCore (core.ts) on `net` sockets with the framing of lib/frame.ts.
+ * A malformed or oversized frame closes only the connection that sent it.
+ */
+import net from 'node:net'
+import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, type ConnId, type DirectoryOptions, type GroupStatus } from './core.js'
+import { DirectoryError, ErrorCodes } from '../lib/errors.js'
+import { encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
+import { parseHostPort } from '../lib/options.js'
+import { logger } from '../lib/log.js'
+
+const log = logger('dir')
+export const DEFAULT_DIRECTORY_PORT = 4720
+const TICK_MS = 100
+
+export interface DirectoryServerOptions extends Partial<DirectoryOptions> {
+  host?: string
+  port?: number
+}
+
+export class DirectoryServer {
+  readonly core: DirectoryCore
+  private readonly server: net.Server
+  private readonly sockets = new Map<ConnId, net.Socket>()
+  private nextConn = 1
+  private ticker: NodeJS.Timeout | null = null
+  /** Connections closed for a bad frame. */
+  badFrames = 0
+
+  constructor(private readonly opts: DirectoryServerOptions = {}) {
+    this.core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, ...stripUndefined(opts) }, {
+      now: () => performance.now(),
+      send: (conn, frame) => this.send(conn, frame),
+      close: (conn, reason) => {
+        log('closing connection %d: %s', conn, reason)
+        this.sockets.get(conn)?.end()
+      },
+    })
+    this.server = net.createServer((sock) => this.accept(sock))
+  }
+
+  /** Starts listening; resolves with the bound address (port 0 picks a free one). */
+  listen(): Promise<{ host: string; port: number }> {
+    const host = this.opts.host ?? '127.0.0.1'
+    const port = this.opts.port ?? DEFAULT_DIRECTORY_PORT
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        reject(new Error(err.code === 'EADDRINUSE' ? `${host}:${port} is already in use (another directory running?)` : `cannot listen on ${host}:${port}: ${err.message}`))
+      }
+      this.server.once('error', onError)
+      this.server.listen(port, host, () => {
+        this.server.off('error', onError)
+        this.ticker = setInterval(() => this.core.tick(), TICK_MS)
+        this.ticker.unref()
+        const a = this.server.address() as net.AddressInfo
+        resolve({ host: a.address, port: a.port })
+      })
+    })
+  }
+
+  close(): Promise<void> {
+    if (this.ticker) clearInterval(this.ticker)
+    for (const s of this.sockets.values()) s.destroy()
+    return new Promise((resolve) => this.server.close(() => resolve()))
+  }
+
+  private accept(sock: net.Socket): void {
+    const conn = this.nextConn++
+    this.sockets.set(conn, sock)
+    sock.setNoDelay(true)
+    const decoder = new FrameDecoder()
+    this.core.opened(conn)
+    sock.on('data', (chunk) => {
+      try {
+        for (const f of decoder.push(chunk)) this.core.frame(conn, f)
+      } catch (err) {
+        this.badFrames++
+        log('connection %d from %s: %s; closing it', conn, sock.remoteAddress, (err as Error).message)
+        sock.destroy()
+      }
+    })
+    sock.on('error', (err) => log('connection %d: %s', conn, err.message))
+    sock.on('close', () => {
+      this.sockets.delete(conn)
+      this.core.closed(conn)
+    })
+  }
+
+  private send(conn: ConnId, frame: Frame): void {
+    const s = this.sockets.get(conn)
+    if (s && !s.destroyed) s.write(encodeFrame(frame))
+  }
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
+}
+
+/** Asks a running directory for its groups (what `dir ls` prints). */
+export function queryStatus(hostPort: string, timeoutMs = 2000): Promise<GroupStatus[]> {
+  const { host, port } = parseHostPort(hostPort, 'directory address')
+  return new Promise((resolve, reject) => {
+    const sock = net.connect({ host, port })
+    const fail = (why: string, cause?: unknown): void => {
+      sock.destroy()
+      reject(new DirectoryError(ErrorCodes.DIRECTORY_UNREACHABLE, `cannot query the directory at ${hostPort}: ${why}`, cause))
+    }
+    const timer = setTimeout(() => fail(`no answer in ${timeoutMs} ms`), timeoutMs)
+    const decoder = new FrameDecoder()
+    sock.once('error', (err) => {
+      clearTimeout(timer)
+      fail(err.message, err)
+    })
+    sock.on('connect', () => sock.write(encodeFrame({ t: 'ls' })))
+    sock.on('data', (chunk) => {
+      try {
+        for (const f of decoder.push(chunk)) {
+          if (f.t !== 'status') continue
+          clearTimeout(timer)
+          sock.end()
+          resolve(f.groups as GroupStatus[])
+        }
+      } catch (err) {
+        clearTimeout(timer)
+        fail((err as Error).message, err)
+      }
+    })
+  })
+}

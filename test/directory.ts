@@ -1,0 +1,204 @@
+/**
+ * The directory: the core's view-change state machine frame by frame, malformed input over real TCP (closes only
+ * that connection), and the `dir` CLI.
+ */
+import t from 'tap'
+import net from 'node:net'
+import { spawn, spawnSync } from 'node:child_process'
+import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, SEQ_WINDOW, type ConnId } from '../directory/core.js'
+import { DirectoryServer, queryStatus } from '../directory/server.js'
+import { encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
+import { ErrorCodes } from '../lib/errors.js'
+import { DIR_CLI, freePort } from './fixtures/procs.js'
+
+function harness() {
+  let now = 0
+  const out: Array<{ conn: ConnId; f: Frame }> = []
+  const closed: ConnId[] = []
+  const core = new DirectoryCore(DEFAULT_DIRECTORY_OPTIONS, {
+    now: () => now,
+    send: (conn, f) => out.push({ conn, f }),
+    close: (conn) => closed.push(conn),
+  })
+  const take = (conn: ConnId, t?: string): Frame[] => {
+    const mine = out.filter((o) => o.conn === conn && (t === undefined || o.f.t === t)).map((o) => o.f)
+    for (let i = out.length - 1; i >= 0; i--) if (out[i]!.conn === conn && (t === undefined || out[i]!.f.t === t)) out.splice(i, 1)
+    return mine
+  }
+  const join = (conn: ConnId, member: string): void => {
+    core.opened(conn)
+    core.frame(conn, { t: 'join', proto: 1, group: 'g', member, addr: `127.0.0.1:${9000 + conn}` })
+  }
+  return { core, take, join, closed, advance: (ms: number) => { now += ms; core.tick() } }
+}
+
+t.test('first member: welcome and a commit with itself as sequencer', async (t) => {
+  const h = harness()
+  h.join(1, 'a')
+  const [welcome, commit] = h.take(1)
+  t.match(welcome, { t: 'welcome', no: 1, heartbeatMs: 500, timeoutMs: 2000 })
+  t.match(commit, { t: 'commit', viewId: 1, sequencer: 1, cut: 0, start: 1, members: [{ no: 1, id: 'a' }], mcast: '239.255.0.1:46100' })
+})
+
+t.test('second member: prepare to the first, commit to both with cut, start, holder, sources', async (t) => {
+  const h = harness()
+  h.join(1, 'a')
+  h.take(1)
+  h.join(2, 'b')
+  t.match(h.take(1, 'prepare'), [{ viewId: 2 }])
+  t.same(h.take(2, 'commit'), [], 'no commit before the flush answers')
+  h.core.frame(1, { t: 'prepared', group: 'g', viewId: 2, have: 41, low: 0 })
+  const [c] = h.take(2, 'commit')
+  t.match(c, { viewId: 2, cut: 41, start: 42, holder: 1, sequencer: 1, members: [{ id: 'a' }, { id: 'b' }], sources: [{ no: 1, have: 41, low: 0 }] })
+  t.match(h.take(1, 'commit'), [{ viewId: 2 }])
+})
+
+t.test('duplicate member id is refused with EDUPLICATE_MEMBER and the connection closed', async (t) => {
+  const h = harness()
+  h.join(1, 'a')
+  h.join(2, 'a')
+  t.match(h.take(2, 'error'), [{ code: ErrorCodes.DUPLICATE_MEMBER }])
+  t.same(h.closed, [2])
+})
+
+t.test('the sequencer crashes: the new view starts SEQ_WINDOW past the cut', async (t) => {
+  const h = harness()
+  h.join(1, 'a')
+  h.join(2, 'b')
+  h.core.frame(1, { t: 'prepared', group: 'g', viewId: 2, have: 1, low: 0 })
+  h.join(3, 'c')
+  for (const c of [1, 2]) h.core.frame(c, { t: 'prepared', group: 'g', viewId: 3, have: 2, low: 0 })
+  h.take(2)
+  h.core.closed(1)
+  const [p] = h.take(2, 'prepare')
+  h.core.frame(2, { t: 'prepared', group: 'g', viewId: p!.viewId, have: 10, low: 0 })
+  h.core.frame(3, { t: 'prepared', group: 'g', viewId: p!.viewId, have: 7, low: 2 })
+  const [c] = h.take(3, 'commit').slice(-1)
+  t.match(c, { cut: 10, start: 10 + SEQ_WINDOW + 1, holder: 2, sequencer: 2 })
+})
+
+t.test('a failure during a flush abandons it: new attempt, new view id, without the failed member', async (t) => {
+  const h = harness()
+  h.join(1, 'a')
+  h.join(2, 'b')
+  h.core.frame(1, { t: 'prepared', group: 'g', viewId: 2, have: 1, low: 0 })
+  h.join(3, 'c')
+  h.take(1)
+  h.take(2)
+  h.core.closed(3) // a joiner dies: the flush for it goes on, without it
+  h.core.closed(2) // a participant dies: that attempt is abandoned
+  const prepares = h.take(1, 'prepare')
+  t.ok(prepares.length >= 1)
+  const last = prepares.at(-1)!
+  t.ok((last.viewId as number) > 3, 'a fresh view id')
+  h.core.frame(1, { t: 'prepared', group: 'g', viewId: last.viewId, have: 5, low: 0 })
+  t.match(h.take(1, 'commit').at(-1), { viewId: last.viewId, members: [{ id: 'a' }] })
+})
+
+t.test('leave: excluded by a commit, released once every member installed', async (t) => {
+  const h = harness()
+  h.join(1, 'a')
+  h.join(2, 'b')
+  h.core.frame(1, { t: 'prepared', group: 'g', viewId: 2, have: 1, low: 0 })
+  h.take(1)
+  h.take(2)
+  h.core.frame(2, { t: 'leave', group: 'g' })
+  for (const c of [1, 2]) h.core.frame(c, { t: 'prepared', group: 'g', viewId: 3, have: 9, low: 0 })
+  t.match(h.take(2, 'commit'), [{ viewId: 3, members: [{ id: 'a' }] }], 'the leaver gets the commit that excludes it')
+  t.same(h.take(2, 'released'), [], 'not released before the others installed')
+  h.core.frame(1, { t: 'installed', group: 'g', viewId: 3 })
+  t.match(h.take(2, 'released'), [{ group: 'g' }])
+})
+
+t.test('a silent member is expelled after timeoutMs', async (t) => {
+  const h = harness()
+  h.join(1, 'a')
+  h.take(1)
+  h.advance(1000)
+  t.same(h.take(1, 'expelled'), [])
+  h.advance(1500)
+  t.match(h.take(1, 'expelled'), [{ group: 'g' }])
+  t.same(h.closed, [1])
+})
+
+t.test('restart: a fresh directory rebuilds the group from rejoins and removes who never comes back', async (t) => {
+  const h = harness()
+  const view = { viewId: 7, sequencer: 1, start: 500, members: [{ no: 1, id: 'a', addr: '127.0.0.1:9001' }, { no: 2, id: 'b', addr: '127.0.0.1:9002' }] }
+  h.core.opened(1)
+  h.core.frame(1, { t: 'rejoin', proto: 1, group: 'g', member: 'a', no: 1, addr: '127.0.0.1:9001', view, mcast: '239.255.0.9:46100' })
+  t.match(h.take(1, 'welcome'), [{ no: 1 }])
+  t.match(h.core.status()[0], { viewId: 7, state: 'recovering', mcast: '239.255.0.9:46100' })
+  h.core.opened(3)
+  h.core.frame(3, { t: 'rejoin', proto: 1, group: 'g', member: 'x', no: 9, addr: '127.0.0.1:9009', view, mcast: '239.255.0.9:46100' })
+  t.match(h.take(3, 'expelled'), [{}], 'a stranger is refused')
+  h.advance(1000)
+  h.core.frame(1, { t: 'ping' })
+  h.advance(1100) // b never rejoins
+  const [p] = h.take(1, 'prepare')
+  t.ok((p!.viewId as number) > 7, 'view ids keep increasing')
+  h.core.frame(1, { t: 'prepared', group: 'g', viewId: p!.viewId, have: 600, low: 0 })
+  t.match(h.take(1, 'commit'), [{ members: [{ id: 'a' }], cut: 600, start: 601 }])
+})
+
+t.test('malformed frames throw with a code', async (t) => {
+  const h = harness()
+  h.core.opened(1)
+  t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: '', member: 'a', addr: '1.2.3.4:5' }), { code: ErrorCodes.BAD_REQUEST })
+  t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: 'g', member: 'a', addr: 'nowhere' }), { code: ErrorCodes.BAD_REQUEST })
+  t.throws(() => h.core.frame(1, { t: 'join', proto: 2, group: 'g', member: 'a', addr: '1.2.3.4:5' }), { code: ErrorCodes.BAD_REQUEST })
+  t.throws(() => h.core.frame(1, { t: 'prepared', group: 'g', viewId: 1, have: 1 }), { code: ErrorCodes.BAD_REQUEST })
+  t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: 'g', member: 7, addr: '1.2.3.4:5' }), { code: ErrorCodes.FRAME })
+})
+
+t.test('over TCP: garbage, oversized and non-map frames close only their own connection', async (t) => {
+  const server = new DirectoryServer({ port: 0 })
+  const { port } = await server.listen()
+  t.teardown(() => server.close())
+  const connect = (): Promise<net.Socket> => new Promise((r) => { const s = net.connect(port, '127.0.0.1', () => r(s)) })
+  const closedSoon = (s: net.Socket): Promise<boolean> => new Promise((r) => { s.on('close', () => r(true)); setTimeout(() => r(false), 1000) })
+  const good = await connect()
+  const dec = new FrameDecoder()
+  const frames: Frame[] = []
+  good.on('data', (b) => frames.push(...dec.push(b)))
+  good.write(encodeFrame({ t: 'join', proto: 1, group: 'tcp', member: 'ok', addr: '127.0.0.1:9999' }))
+  const bads = [
+    Buffer.from([0, 0, 0, 5, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1]), // 0xc1 is never valid MessagePack
+    Buffer.from([0xff, 0xff, 0xff, 0xff]), // 4 GiB length
+    Buffer.concat([Buffer.from([0, 0, 0, 2]), Buffer.from([0x92, 0x01]).subarray(0, 2)]), // an array, not a map
+    encodeFrame({ t: 'nonsense' }),
+  ]
+  for (const b of bads) {
+    const s = await connect()
+    s.on('error', () => {})
+    s.write(b)
+    t.ok(await closedSoon(s), `bad frame ${b.subarray(0, 6).toString('hex')} closes its connection`)
+  }
+  t.equal(server.badFrames, 4)
+  good.write(encodeFrame({ t: 'ping' }))
+  await new Promise((r) => setTimeout(r, 100))
+  t.ok(frames.some((f) => f.t === 'pong'), 'the good connection still works')
+  t.match(await queryStatus(`127.0.0.1:${port}`), [{ name: 'tcp', members: [{ id: 'ok' }] }])
+  good.destroy()
+})
+
+t.test('dir CLI: help, usage errors, unreachable daemon, serve, ls --json, SIGTERM', async (t) => {
+  const run = (...args: string[]) => spawnSync(process.execPath, [DIR_CLI, ...args], { encoding: 'utf8' })
+  t.equal(run('--help').status, 0)
+  t.match(run('--help').stdout, /dir ls/)
+  t.equal(run('--bogus').status, 2)
+  t.equal(run('serve', '--timeout-ms', 'x').status, 2)
+  const dead = await freePort()
+  const r = run('ls', '--dir', `127.0.0.1:${dead}`)
+  t.equal(r.status, 1)
+  t.match(r.stderr, /cannot query the directory/)
+  const port = await freePort()
+  const d = spawn(process.execPath, [DIR_CLI, '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] })
+  await new Promise<void>((res) => d.stdout.on('data', (b: Buffer) => b.toString().includes('listening') && res()))
+  t.equal(run('--port', String(port)).status, 1, 'port in use: exit 1')
+  const ls = run('ls', '--dir', `127.0.0.1:${port}`, '--json')
+  t.equal(ls.status, 0)
+  t.same(JSON.parse(ls.stdout), [])
+  t.equal(run('show', 'nope', '--dir', `127.0.0.1:${port}`).status, 1)
+  const code = await new Promise((res) => { d.on('exit', res); d.kill('SIGTERM') })
+  t.equal(code, 0, 'SIGTERM stops it cleanly')
+})
