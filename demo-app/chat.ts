@@ -1,0 +1,170 @@
+#!/usr/bin/env node
+/**
+ * A chat across terminals on seqcast: every line typed is multicast to the group and printed by every member in
+ * the same (total) order, the sender's own included.
+ *
+ *   npm run chat -- --name alice [--group lobby]... [--dir host:port] [--iface 127.0.0.1]
+ *
+ * With no --dir, it uses the directory at 127.0.0.1:4720, and starts one inside this process if none answers.
+ */
+import readline from 'node:readline'
+import { parseArgs } from 'node:util'
+import { Group, type SeqcastError, type ViewDelivery } from '../lib/index.js'
+import { DirectoryServer, DEFAULT_DIRECTORY_PORT, queryStatus } from '../directory/server.js'
+
+const USAGE = `usage: npm run chat -- --name NAME [--group GROUP]... [--dir HOST:PORT] [--iface ADDR] [--safe]
+  --name NAME     your member id (required)
+  --group GROUP   a group to join (default lobby); repeat for several
+  --dir H:P       the directory (default: 127.0.0.1:${DEFAULT_DIRECTORY_PORT}, started here if none answers)
+  --iface ADDR    local IPv4 address for multicast (default 127.0.0.1)
+  --safe          safe delivery: show a line only once every member has it
+commands: /who  /stats  /to GROUP text  /quit  /help     (Ctrl-C or Ctrl-D leave too)`
+
+function fail(msg: string, code: number): never {
+  console.error(`chat: ${msg}`)
+  process.exit(code)
+}
+
+let values: { name?: string; group?: string[]; dir?: string; iface?: string; help?: boolean; safe?: boolean }
+try {
+  values = parseArgs({
+    options: {
+      name: { type: 'string' }, group: { type: 'string', multiple: true }, dir: { type: 'string' },
+      iface: { type: 'string' }, help: { type: 'boolean', short: 'h' }, safe: { type: 'boolean' },
+    },
+  }).values
+} catch (err) {
+  fail(`${(err as Error).message}\n${USAGE}`, 2)
+}
+if (values.help) {
+  console.log(USAGE)
+  process.exit(0)
+}
+if (!values.name) fail(`--name is required\n${USAGE}`, 2)
+const me = values.name
+const groupNames = [...new Set(values.group ?? ['lobby'])]
+const tty = process.stdout.isTTY === true
+const rl = readline.createInterface({ input: process.stdin, output: process.stdout, terminal: tty, prompt: tty ? `${me}> ` : '' })
+
+/** Prints a line above the prompt without garbling what the user is typing. */
+function say(line: string): void {
+  if (!tty) {
+    process.stdout.write(line + '\n')
+    return
+  }
+  readline.clearLine(process.stdout, 0)
+  readline.cursorTo(process.stdout, 0)
+  process.stdout.write(line + '\n')
+  rl.prompt(true)
+}
+
+async function directoryAddress(): Promise<{ addr: string; embedded?: DirectoryServer }> {
+  if (values.dir) return { addr: values.dir }
+  const addr = `127.0.0.1:${DEFAULT_DIRECTORY_PORT}`
+  try {
+    await queryStatus(addr, 500)
+    return { addr }
+  } catch {
+    const server = new DirectoryServer({ host: '127.0.0.1', port: DEFAULT_DIRECTORY_PORT })
+    try {
+      await server.listen()
+      say(`*** started a directory on ${addr} (it lives as long as this chat)`)
+      return { addr, embedded: server }
+    } catch {
+      return { addr } // another chat started one a moment ago
+    }
+  }
+}
+
+function describe(v: ViewDelivery): string {
+  return `${v.members.length} member${v.members.length === 1 ? '' : 's'}, sequencer ${v.sequencer}`
+}
+
+const { addr, embedded } = await directoryAddress()
+const groups = new Map<string, Group>()
+for (const name of groupNames) {
+  let g: Group
+  try {
+    g = await Group.join(name, me, { directory: addr, iface: values.iface ?? '127.0.0.1', delivery: values.safe ? 'safe' : 'agreed' })
+  } catch (err) {
+    fail(`cannot join ${name}: ${(err as SeqcastError).code ?? ''} ${(err as Error).message}`, 1)
+  }
+  groups.set(name, g)
+  let last: string[] | null = null
+  const onView = (v: ViewDelivery): void => {
+    if (last === null) {
+      say(`*** you joined ${name} (${v.members.length} member${v.members.length === 1 ? "" : "s"}: ${v.members.join(', ')}; sequencer ${v.sequencer})`)
+    } else {
+      for (const m of v.members) if (!last.includes(m)) say(`*** ${m} joined ${name} (${describe(v)})`)
+      for (const m of last) if (!v.members.includes(m)) say(`*** ${m} left ${name} (${describe(v)})`)
+    }
+    last = v.members
+  }
+  g.on('view', onView)
+  g.on('message', (d) => say(`<<<${d.sender}->GROUP<${name}>: ${Buffer.from(d.data).toString('utf8')}>>>`))
+  g.on('error', (err) => say(`*** ${name}: ${err.code} ${err.message}`))
+  g.on('directory', (state) => say(`*** ${name}: directory connection ${state}`))
+  // The joining view was delivered before the listeners existed.
+  for (let d = await g.receive({ timeoutMs: 0 }); d; d = await g.receive({ timeoutMs: 0 })) {
+    if (d.type === 'view') onView(d)
+    else say(`<<<${d.sender}->GROUP<${name}>: ${Buffer.from(d.data).toString('utf8')}>>>`)
+  }
+}
+
+let quitting = false
+async function quit(): Promise<void> {
+  if (quitting) return
+  quitting = true
+  await Promise.all([...groups.values()].map((g) => g.leave().catch(() => g.close())))
+  await embedded?.close()
+  rl.close()
+  process.exit(0)
+}
+
+async function send(group: string, text: string): Promise<void> {
+  const g = groups.get(group)
+  if (!g) return say(`*** not in group ${group} (you are in ${[...groups.keys()].join(', ')})`)
+  try {
+    await g.send(text)
+  } catch (err) {
+    say(`*** cannot send: ${(err as SeqcastError).code} ${(err as Error).message}`)
+  }
+}
+
+rl.on('line', (line) => {
+  const text = line.trim()
+  if (text === '') return rl.prompt()
+  if (!text.startsWith('/')) {
+    void send(groupNames[0]!, text)
+    return rl.prompt()
+  }
+  const [cmd, ...rest] = text.split(/\s+/)
+  switch (cmd) {
+    case '/quit':
+      void quit()
+      return
+    case '/who':
+      for (const [name, g] of groups) say(`*** ${name}: ${g.view?.members.join(', ')} (sequencer ${g.view?.sequencer}, view ${g.view?.viewId})`)
+      break
+    case '/stats':
+      for (const [name, g] of groups) {
+        const s = g.stats()
+        say(`*** ${name}: sent ${s.sent} delivered ${s.delivered} views ${s.views} nacks ${s.nacksSent} resent ${s.resent} retransmitted ${s.retransmitted} dropped ${s.dropped} duplicates ${s.duplicates}${s.sequencer ? ' (sequencer)' : ''}`)
+      }
+      break
+    case '/to':
+      if (rest.length < 2) say('*** usage: /to GROUP text')
+      else void send(rest[0]!, rest.slice(1).join(' '))
+      break
+    case '/help':
+      say(USAGE.split('\n').at(-1)!)
+      break
+    default:
+      say(`*** unknown command ${cmd}; try /help`)
+  }
+  rl.prompt()
+})
+rl.on('close', () => void quit())
+process.on('SIGINT', () => void quit())
+process.on('SIGTERM', () => void quit())
+rl.prompt()
