@@ -70,6 +70,7 @@ export class Group extends EventEmitter<GroupEvents> {
   private failure: SeqcastError | null = null
   private joined!: { resolve: () => void; reject: (e: Error) => void }
   private leftWaiter: (() => void) | null = null
+  private wasJoined = false
 
   private constructor(readonly name: string, readonly memberId: string, opts: ResolvedJoinOptions) {
     super()
@@ -290,7 +291,10 @@ export class Group extends EventEmitter<GroupEvents> {
   }
 
   private onLifecycle(state: Lifecycle, err?: SeqcastError): void {
-    if (state === 'joined') this.joined.resolve()
+    if (state === 'joined') {
+      this.wasJoined = true
+      this.joined.resolve()
+    }
     else if (state === 'left') this.finishLeave()
     else if (state === 'failed' && err) this.abort(err)
   }
@@ -419,7 +423,8 @@ export class Group extends EventEmitter<GroupEvents> {
     this.failure = err
     this.shutdown()
     this.joined?.reject(err)
-    if (this.engine.lifecycle !== 'joining') this.emit('error', err)
+    // Before the join completed, the error rejects grp_join; after, it is an event.
+    if (this.wasJoined) this.emit('error', err)
   }
 
   private shutdown(): void {

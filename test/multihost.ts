@@ -33,3 +33,29 @@ t.test('4 hosts, 20 % UDP loss, a member and then the sequencer killed', { skip 
   const logs = ms.map((m, i) => ({ id: m.id, survivor: i === 1 || i === 2, entries: m.entries, sent: N }))
   t.same(check(logs), [], 'guarantees hold')
 })
+
+t.test('4 hosts, 10–25 % UDP loss, the directory killed and restarted mid-stream, then a member killed', { skip }, async (t) => {
+  const net = new TestNet('sqd', 5)
+  t.teardown(() => net.destroy())
+  const [dirHost, ...memberHosts] = net.hosts
+  for (const [i, h] of memberHosts.entries()) net.loss(h, 10 + i * 5)
+  let dir = await startDir(4720, [], dirHost)
+  const N = 1500
+  const ids = ['a', 'b', 'c', 'd']
+  const ms = ids.map((id, i) => new MemberProc(id, dir.addr, 'hosts', N, ids.length, 'agreed', memberHosts[i]))
+  t.teardown(async () => {
+    for (const m of ms) m.kill()
+    await dir.stop()
+  })
+  t.ok(await until(() => ms.every((m) => m.messages() > 300), 60_000), 'traffic flows')
+  await dir.stop()
+  const during = ms[1]!.messages()
+  t.ok(await until(() => ms[1]!.messages() > during + 300, 30_000), 'data flows while the directory is down')
+  dir = await startDir(4720, [], dirHost)
+  await new Promise((r) => setTimeout(r, 2000))
+  ms[0]!.kill() // the sequencer: the rebuilt directory must run the flush
+  const survivors = ms.slice(1)
+  t.ok(await until(() => survivors.every((m) => m.sentDone && m.entries.filter((e) => e.type === 'message' && e.sender === m.id).length >= N), 120_000), 'survivors deliver all they sent')
+  await new Promise((r) => setTimeout(r, 1000))
+  t.same(check(ms.map((m, i) => ({ id: m.id, survivor: i > 0, entries: m.entries, sent: N }))), [], 'guarantees hold')
+})
