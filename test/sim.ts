@@ -183,3 +183,20 @@ t.test('flow control bounds memory: a slow member holds everyone back, nobody bu
   t.same(check(logs(sim)), [])
   t.ok(peak <= n * 64 * 2, `peak messages held by a member (${peak}) stays within the windows`)
 })
+
+for (const seed of [91, 92, 93, 94]) {
+  t.test(`a failure during a flush: the sequencer crashes, then another member while the directory flushes (seed ${seed})`, async (t) => {
+    const sim = new Sim(seed, LOSSY)
+    const ms = startGroup(sim, 5)
+    for (const m of ms) m.send(300)
+    sim.run(sim.now + 25)
+    sim.crash('m1')
+    const until = sim.now + 5000
+    while (sim.dir.status()[0]?.state !== 'flushing' && sim.now < until) sim.run(sim.now + 0.1)
+    t.equal(sim.dir.status()[0]?.state, 'flushing', 'a flush is under way')
+    sim.crash(seed % 2 === 0 ? 'm2' : 'm4') // the next sequencer, or a plain member
+    t.ok(sim.runUntil(() => settled(sim), 60_000), 'settles')
+    t.same(check(logs(sim)), [], 'guarantees hold')
+    t.equal(ms[2]!.engine.view!.members.length, 3)
+  })
+}
