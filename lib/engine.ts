@@ -91,6 +91,8 @@ export interface EngineStats {
 
 const LOG_CAPACITY = 4 * SEQ_WINDOW
 const NACK_SCAN = 4096
+/** A resend carries at most this many datagrams' worth of own messages. */
+const RESEND_BURST_DATAGRAMS = 4
 
 export class Engine implements SequencerHost {
   readonly groupId: number
@@ -137,6 +139,7 @@ export class Engine implements SequencerHost {
   private stableOwn = 0
   private ownUnstableBytes = 0
   private lastProgressAt = 0
+  private resendWait: number
   private windowWasFull = false
 
   private lastAckSent = 0
@@ -152,6 +155,7 @@ export class Engine implements SequencerHost {
     private readonly env: EngineEnv,
   ) {
     this.groupId = groupIdOf(group)
+    this.resendWait = opts.resendMs
   }
 
   get maxDatagram(): number {
@@ -196,6 +200,7 @@ export class Engine implements SequencerHost {
     if (msgId > this.announced) {
       this.announced = msgId
       this.lastProgressAt = this.env.now()
+      this.resendWait = this.opts.resendMs
     }
   }
 
@@ -281,12 +286,22 @@ export class Engine implements SequencerHost {
     this.role?.dataArrived(this.me)
   }
 
-  /** Own messages sent but not seen ordered for `resendMs`: send them again to the sequencer. */
+  /**
+   * Own messages sent but not seen ordered for a while: send the head of them again to the sequencer. Only a
+   * bounded burst (the sequencer orders FIFO, so the first missing message is what blocks the rest), and the wait
+   * doubles while nothing progresses: an overloaded sequencer is not buried under retransmissions.
+   */
   private resend(now: number): void {
     if (this.viewState !== 'active' || !this.current || this.role) return
-    if (this.announced >= this.transmitted || now - this.lastProgressAt < this.opts.resendMs) return
+    if (this.announced >= this.transmitted || now - this.lastProgressAt < this.resendWait) return
     this.lastProgressAt = now
-    const n = this.sendData(this.me, this.announced + 1, this.transmitted - this.announced, this.current.sequencer)
+    this.resendWait = Math.min(this.resendWait * 2, 16 * this.opts.resendMs)
+    const own = this.senders.get(this.me)
+    let n = 0
+    for (let bytes = 0, m = this.announced + 1; m <= this.transmitted && bytes < RESEND_BURST_DATAGRAMS * this.opts.maxDatagram; m++, n++) {
+      bytes += own?.store.get(m)?.payload.length ?? 0
+    }
+    n = this.sendData(this.me, this.announced + 1, Math.max(1, n), this.current.sequencer)
     this.stats.resent += n
     logRepair('resend %d own messages from msgId %d to sequencer %d', n, this.announced + 1, this.current.sequencer)
   }

@@ -10,7 +10,7 @@ export const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 /** Own messages (fragments) sent but not yet stable before grp_send waits. */
 export const DEFAULT_SEND_WINDOW = 1024
 /** Own bytes sent but not yet stable before grp_send waits. */
-export const DEFAULT_SEND_WINDOW_BYTES = 8 * 1024 * 1024
+export const DEFAULT_SEND_WINDOW_BYTES = 2 * 1024 * 1024
 /** Bytes the sequencer lets be ordered but unstable before it pauses ordering. */
 export const DEFAULT_MAX_UNSTABLE_BYTES = 32 * 1024 * 1024
 export const DEFAULT_TICK_MS = 10
