@@ -1,0 +1,125 @@
+#!/usr/bin/env node
+/**
+ * The loot box: a replicated state machine on seqcast, where order is the whole point.
+ *
+ * Every process is a replica of the same shuffled list of 1..100 000 and a draw counter. A draw is a group message
+ * `draw N`; every replica applies draws in the delivered order, so the N numbers a draw gets are the same at every
+ * replica, no number is ever handed out twice, and all replicas agree — with no lock server.
+ *
+ *   npm run lootbox -- [--clients 4] [--draws 200] [--dir host:port]
+ *
+ * forks `clients` processes that draw concurrently (1–5 numbers per draw, at random moments), then checks that all
+ * numbers drawn are distinct and that every replica ends in the same state.
+ */
+import { fork } from 'node:child_process'
+import { createHash } from 'node:crypto'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { Group } from '../lib/index.js'
+import { DirectoryServer } from '../directory/server.js'
+
+const SIZE = 100_000
+
+/** The same shuffle everywhere: Fisher–Yates driven by a fixed-seed PRNG. */
+function shuffled(seed: number): Uint32Array {
+  const a = new Uint32Array(SIZE)
+  for (let i = 0; i < SIZE; i++) a[i] = i + 1
+  let s = seed >>> 0
+  const rnd = (): number => {
+    s = (s + 0x6d2b79f5) >>> 0
+    let t = Math.imul(s ^ (s >>> 15), s | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  for (let i = SIZE - 1; i > 0; i--) {
+    const j = Math.floor(rnd() * (i + 1))
+    const x = a[i]!
+    a[i] = a[j]!
+    a[j] = x
+  }
+  return a
+}
+
+interface Report { name: string; got: number[]; counter: number; applied: number; state: string }
+
+async function replica(name: string, dir: string, clients: number, draws: number): Promise<Report> {
+  const box = shuffled(42)
+  let counter = 0
+  let applied = 0
+  const got: number[] = []
+  const log = createHash('sha256')
+  const g = await Group.join('lootbox', name, { directory: dir, iface: '127.0.0.1' })
+
+  // The state machine: one loop applies every delivery in the total order (others' draws may arrive before our
+  // own first send, so nothing is consumed anywhere else).
+  const apply = (async () => {
+    for await (const d of g) {
+      if (d.type !== 'message') continue
+      const m = /^draw (\d+)$/.exec(Buffer.from(d.data).toString())
+      if (!m) continue
+      const n = Math.min(Number(m[1]), SIZE - counter)
+      const numbers = Array.from(box.subarray(counter, counter + n))
+      counter += n
+      applied++
+      log.update(`${d.seq} ${d.sender} ${numbers.join(',')};`)
+      if (d.sender === name) got.push(...numbers)
+      if (applied === clients * draws) return
+    }
+  })()
+
+  while ((g.view?.members.length ?? 0) < clients) await new Promise((r) => setTimeout(r, 5))
+  for (let i = 0; i < draws; i++) {
+    await g.send(`draw ${1 + Math.floor(Math.random() * 5)}`)
+    if (Math.random() < 0.3) await new Promise((r) => setTimeout(r, Math.random() * 3))
+  }
+  await apply
+  await g.leave()
+  return { name, got, counter, applied, state: log.digest('hex').slice(0, 16) }
+}
+
+const { values } = parseArgs({
+  options: {
+    clients: { type: 'string', default: '4' }, draws: { type: 'string', default: '200' }, dir: { type: 'string' },
+    child: { type: 'string' }, help: { type: 'boolean', short: 'h' },
+  },
+})
+if (values.help) {
+  console.log('usage: npm run lootbox -- [--clients N] [--draws N] [--dir HOST:PORT]')
+  process.exit(0)
+}
+const clients = Number(values.clients)
+const draws = Number(values.draws)
+if (!(clients >= 1 && clients <= 32 && draws >= 1 && draws <= 10_000)) {
+  console.error('lootbox: --clients must be 1-32 and --draws 1-10000')
+  process.exit(2)
+}
+
+if (values.child) {
+  const report = await replica(values.child, values.dir!, clients, draws)
+  process.send!(report)
+  process.exit(0)
+}
+
+let server: DirectoryServer | undefined
+let dir = values.dir
+if (!dir) {
+  server = new DirectoryServer({ host: '127.0.0.1', port: 0 })
+  const a = await server.listen()
+  dir = `${a.host}:${a.port}`
+}
+console.log(`${clients} replicas draw ${draws} times each, concurrently (directory ${dir})`)
+const self = fileURLToPath(import.meta.url)
+const started = performance.now()
+const reports = await Promise.all(Array.from({ length: clients }, (_, i) => new Promise<Report>((resolve, reject) => {
+  const child = fork(self, ['--child', `client${i + 1}`, '--dir', dir!, '--clients', String(clients), '--draws', String(draws)])
+  child.once('message', (r) => resolve(r as Report))
+  child.once('exit', (code) => code !== 0 && reject(new Error(`client${i + 1} exited with ${code}`)))
+})))
+const secs = (performance.now() - started) / 1000
+await server?.close()
+const all = reports.flatMap((r) => r.got)
+const distinct = new Set(all).size === all.length
+const agree = reports.every((r) => r.state === reports[0]!.state && r.counter === reports[0]!.counter)
+for (const r of reports) console.log(`  ${r.name}: got ${r.got.length} numbers (first ${r.got.slice(0, 5).join(', ')} …), state ${r.state}, counter ${r.counter}`)
+console.log(`${clients * draws} draws in ${secs.toFixed(2)} s; ${all.length} numbers handed out: ${distinct ? 'all distinct' : 'DUPLICATES'}; replicas ${agree ? 'agree' : 'DISAGREE'}`)
+process.exit(distinct && agree && all.length === reports[0]!.counter ? 0 : 1)
