@@ -349,12 +349,14 @@ export class DirectoryCore {
     const wasLeaver = g.leavers.some((l) => l.m === m)
     g.leavers = g.leavers.filter((l) => l.m !== m)
     g.installing?.waiting.delete(m.no)
-    if (g.flush && g.flush.participants.includes(m)) {
-      log('%s: abandoning view %d: participant %s failed', g.name, g.flush.viewId, m.id)
+    const abandoned = g.flush !== null && g.flush.participants.includes(m)
+    if (abandoned) {
+      log('%s: abandoning view %d: participant %s failed', g.name, g.flush!.viewId, m.id)
       g.flush = null
     }
-    // A leaver still installing may have been the holder: the next change gives the others a new one.
-    if (g.members.includes(m) || (wasLeaver && g.installing)) this.needChange(g)
+    // An abandoned flush is retried at once with whoever is left. A leaver still installing may have been the
+    // holder: the next change gives the others a new one.
+    if (abandoned || g.members.includes(m) || (wasLeaver && g.installing)) this.needChange(g)
     else this.maybeInstalled(g)
     this.maybeDelete(g)
   }

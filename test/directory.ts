@@ -110,6 +110,31 @@ t.test('leave: excluded by a commit, released once every member installed', asyn
   t.match(h.take(2, 'released'), [{ group: 'g' }])
 })
 
+t.test('a released leaver closing during the next flush restarts that flush at once', async (t) => {
+  // Seen with 8 replicas leaving together: the flush was abandoned and nothing restarted it until timeouts fired.
+  const h = harness()
+  h.join(1, 'a')
+  h.join(2, 'b')
+  h.core.frame(1, { t: 'prepared', group: 'g', viewId: 2, have: 1, low: 0 })
+  h.join(3, 'c')
+  for (const c of [1, 2]) h.core.frame(c, { t: 'prepared', group: 'g', viewId: 3, have: 2, low: 0 })
+  h.core.frame(3, { t: 'leave', group: 'g' })
+  for (const c of [1, 2, 3]) h.core.frame(c, { t: 'prepared', group: 'g', viewId: 4, have: 9, low: 0 })
+  t.match(h.take(1, 'commit').at(-1), { viewId: 4, members: [{ id: 'a' }, { id: 'b' }] })
+  h.take(3)
+  h.core.frame(2, { t: 'leave', group: 'g' }) // the next change starts while c is still installing view 4
+  t.match(h.take(3, 'prepare'), [{ viewId: 5 }], 'the leaver still installing is a participant (a repair source)')
+  for (const c of [1, 2]) h.core.frame(c, { t: 'installed', group: 'g', viewId: 4 })
+  t.match(h.take(3, 'released'), [{ group: 'g' }])
+  h.take(1)
+  h.core.closed(3) // c, released, goes away: the flush for view 5 loses a participant
+  const again = h.take(1, 'prepare')
+  t.equal(again.length, 1, 'a new flush starts without waiting for a timeout')
+  h.core.frame(1, { t: 'prepared', group: 'g', viewId: again[0]!.viewId, have: 9, low: 0 })
+  h.core.frame(2, { t: 'prepared', group: 'g', viewId: again[0]!.viewId, have: 9, low: 0 })
+  t.match(h.take(1, 'commit').at(-1), { viewId: again[0]!.viewId, members: [{ id: 'a' }] })
+})
+
 t.test('a silent member is expelled after timeoutMs', async (t) => {
   const h = harness()
   h.join(1, 'a')
