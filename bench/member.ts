@@ -2,7 +2,8 @@
  * One benchmark member process. Modes:
  *   seqcast <dir> <id> <members> <sizeBytes> <sendMs> [rate]   join, send for sendMs (at `rate` msg/s if given,
  *                                                                else as fast as flow control allows), receive all
- *   raw <mcast ip:port> <id> <members> <sizeBytes> <sendMs>     plain dgram multicast, one message per datagram
+ *   raw <mcast ip:port> <id> <members> <sizeBytes> <sendMs> [burst]   plain dgram multicast, one message per
+ *                                                                datagram, `burst` sends per event-loop turn
  * Prints one JSON line: counts, first-send/last-delivery wall times (ms), a hash of the delivered stream, latency
  * samples summary, peak RSS.
  */
@@ -16,6 +17,8 @@ const members = Number(membersArg)
 const size = Number(sizeArg)
 const sendMs = Number(sendMsArg)
 const rate = rateArg ? Number(rateArg) : 0
+/** raw: datagrams sent per event-loop turn. Small bursts pace the sender (few losses); large ones flood. */
+const BURST = rateArg ? Number(rateArg) : 64
 const IDLE_MS = 1500 // after everyone stopped sending, wait this long without deliveries before reporting
 
 function payload(k: number): Buffer {
@@ -108,10 +111,12 @@ async function runRaw(): Promise<void> {
   const buf = payload(0)
   while (performance.now() - start < sendMs) {
     await new Promise<void>((resolve) => {
-      let left = 64
-      for (let i = 0; i < 64; i++) tx.send(buf, port, host, () => --left === 0 && resolve())
+      let left = BURST
+      for (let i = 0; i < BURST; i++) tx.send(buf, port, host, () => --left === 0 && resolve())
     })
-    sent += 64
+    sent += BURST
+    // dgram completes sends without going through the poll phase: yield, or this process never reads its socket.
+    await new Promise((r) => setImmediate(r))
   }
   for (;;) {
     const before = delivered

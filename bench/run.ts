@@ -75,18 +75,27 @@ function emit(row: Row): void {
   rows.push(row)
   if (!json) {
     const ratio = row.ratio === undefined ? '' : `  ${row.ratio.toFixed(2)}x raw`
-    console.log(`${row.case.padEnd(6)} n=${row.n} ${String(row.size).padStart(8)} B  ${Math.round(row.perMember).toLocaleString('en').padStart(9)} msg/s/member  ${row.mbps.toFixed(1).padStart(7)} MB/s${ratio}  rss ${row.rssMB} MB  ${row.ok ? 'verified' : 'MISMATCH'} ${row.extra}`)
+    console.log(`${row.case.padEnd(6)} n=${row.n} ${String(row.size).padStart(8)} B  ${Math.round(row.perMember).toLocaleString('en').padStart(9)} msg/s/member  ${row.mbps.toFixed(1).padStart(7)} MB/s${ratio}  rss ${row.rssMB} MB  ${row.case.startsWith('RAW') ? '' : row.ok ? 'verified ' : 'MISMATCH '}${row.extra}`)
   }
 }
 
+/**
+ * The raw ceiling: plain dgram multicast, no reliability or order. How fast a sender may go decides what arrives:
+ * flooding (64 sends per event-loop turn) overruns the receivers, a burst of 4 paces them. Both are run; the
+ * better delivered rate is the ceiling our figures are divided by.
+ */
 async function raw(n: number, size: number): Promise<{ perMember: number; loss: number }> {
-  const port = await freePort()
-  const rs = await runMembers((i) => ['raw', `239.255.77.${1 + (port % 200)}:${port}`, `r${i}`, String(n), String(size), String(SEND_MS)])
-  const t = throughput(rs)
-  const sent = rs.reduce((a, r) => a + r.sent, 0)
-  const loss = 1 - rs.reduce((a, r) => a + r.delivered, 0) / (sent * n)
-  emit({ case: 'RAW', n, size, perMember: t.perMember, mbps: t.mbps, ok: true, rssMB: Math.max(...rs.map((r) => r.rssMB)), extra: `loss ${(loss * 100).toFixed(1)}%` })
-  return { perMember: t.perMember, loss }
+  let best = { perMember: 0, loss: 1 }
+  for (const burst of [4, 64]) {
+    const port = await freePort()
+    const rs = await runMembers((i) => ['raw', `239.255.77.${1 + (port % 200)}:${port}`, `r${i}`, String(n), String(size), String(SEND_MS), String(burst)])
+    const t = throughput(rs)
+    const sent = rs.reduce((a, r) => a + r.sent, 0)
+    const loss = 1 - rs.reduce((a, r) => a + r.delivered, 0) / (sent * n)
+    emit({ case: `RAW/${burst}`, n, size, perMember: t.perMember, mbps: t.mbps, ok: true, rssMB: Math.max(...rs.map((r) => r.rssMB)), extra: `loss ${(loss * 100).toFixed(1)}%` })
+    if (t.perMember > best.perMember) best = { perMember: t.perMember, loss }
+  }
+  return best
 }
 
 async function w1(n: number, size: number, ceiling?: number, name = 'W1'): Promise<void> {
