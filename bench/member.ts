@@ -19,7 +19,7 @@ const sendMs = Number(sendMsArg)
 const rate = rateArg ? Number(rateArg) : 0
 /** raw: datagrams sent per event-loop turn. Small bursts pace the sender (few losses); large ones flood. */
 const BURST = rateArg ? Number(rateArg) : 64
-const IDLE_MS = 1500 // after everyone stopped sending, wait this long without deliveries before reporting
+const IDLE_MS = Number(process.env.SEQCAST_BENCH_IDLE_MS ?? 1500) // after everyone stopped sending, wait this long without deliveries before reporting
 
 function payload(k: number): Buffer {
   const b = Buffer.alloc(Math.max(size, 16), 0x61)
@@ -36,7 +36,9 @@ function summary(lat: number[]): { p50: number; p99: number; max: number } | nul
 }
 
 async function runSeqcast(): Promise<void> {
-  const g = await Group.join('bench', id!, { directory: target, iface: '127.0.0.1', joinTimeoutMs: 30_000 })
+  // SEQCAST_BENCH_OPTS='{"sendWindowBytes": 8388608}' tries other join options (docs/PERFORMANCE.md, tuning).
+  const extra = JSON.parse(process.env.SEQCAST_BENCH_OPTS ?? '{}') as Record<string, unknown>
+  const g = await Group.join('bench', id!, { directory: target, iface: '127.0.0.1', joinTimeoutMs: 30_000, ...extra })
   while ((g.view?.members.length ?? 0) < members) await new Promise((r) => setTimeout(r, 2))
   const hash = createHash('sha1')
   let delivered = 0
@@ -53,6 +55,9 @@ async function runSeqcast(): Promise<void> {
     if (rate > 0 && d.data.length >= 16) lat.push(now - Buffer.from(d.data.buffer, d.data.byteOffset, 8).readDoubleBE(0))
   })
   await g.receive() // drain the view queued before the listener
+  // Resident set every 5 s: the soak case checks it stays flat once warmed up.
+  const rssSeries: number[] = []
+  const sampler = setInterval(() => rssSeries.push(Math.round(process.memoryUsage().rss / 2 ** 20)), 5000)
   const firstSend = wall()
   let sent = 0
   if (rate > 0) {
@@ -76,10 +81,11 @@ async function runSeqcast(): Promise<void> {
     await new Promise((r) => setTimeout(r, IDLE_MS))
     if (delivered === before) break
   }
+  clearInterval(sampler)
   const s = g.stats()
   console.log(JSON.stringify({
     id, sent, delivered, bytes, firstSend, lastDelivery, hash: hash.digest('hex'), latency: summary(lat),
-    rssMB: Math.round(process.resourceUsage().maxRSS / 1024), resent: s.resent, nacks: s.nacksSent, dropped: s.dropped,
+    rssMB: Math.round(process.resourceUsage().maxRSS / 1024), resent: s.resent, nacks: s.nacksSent, dropped: s.dropped, rssSeries,
   }))
   g.close()
   process.exit(0)

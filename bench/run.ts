@@ -1,5 +1,6 @@
 /**
- * `npm run bench [-- --json] [-- --quick] [-- --case W1]`: seqcast against raw dgram multicast, on loopback.
+ * `npm run bench [-- --json] [-- --quick] [-- --case W1|W2|LARGE|SOAK]` (SOAK, 60 s, runs only when asked);
+ * `--n N --size BYTES` narrow W1 to one case. SEQCAST_BENCH_PROF=DIR writes a --cpu-prof of every member there.: seqcast against raw dgram multicast, on loopback.
  * As root it re-runs itself inside a private network namespace (`unshare -n`), as CI does; otherwise it uses
  * 127.0.0.1 as is. Results are described in docs/PERFORMANCE.md.
  */
@@ -28,6 +29,7 @@ const SEND_MS = quick ? 1000 : 3000
 interface Report {
   id: string; sent: number; delivered: number; bytes: number; firstSend: number; lastDelivery: number; rssMB: number
   hash?: string; latency?: { p50: number; p99: number; max: number } | null; resent?: number; nacks?: number
+  rssSeries?: number[]
 }
 
 async function freePort(): Promise<number> {
@@ -41,7 +43,8 @@ async function freePort(): Promise<number> {
 
 function runMembers(argv: (i: number) => string[]): Promise<Report[]> {
   return Promise.all(Array.from({ length: Number(argv(0)[3]) }, (_, i) => new Promise<Report>((resolve, reject) => {
-    const p = spawn(process.execPath, [MEMBER, ...argv(i)], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const prof = process.env.SEQCAST_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SEQCAST_BENCH_PROF}`] : []
+    const p = spawn(process.execPath, [...prof, MEMBER, ...argv(i)], { stdio: ['ignore', 'pipe', 'inherit'] })
     let out = ''
     p.stdout.on('data', (b: Buffer) => (out += b.toString()))
     p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`member ${i} exited ${code}`))))
@@ -98,15 +101,30 @@ async function raw(n: number, size: number): Promise<{ perMember: number; loss: 
   return best
 }
 
-async function w1(n: number, size: number, ceiling?: number, name = 'W1'): Promise<void> {
-  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, String(n), String(size), String(SEND_MS)]))
+async function w1(n: number, size: number, ceiling?: number, name = 'W1', sendMs = SEND_MS): Promise<Report[]> {
+  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, String(n), String(size), String(sendMs)]))
   const t = throughput(rs)
   const total = rs.reduce((a, r) => a + r.sent, 0)
   const ok = rs.every((r) => r.hash === rs[0]!.hash && r.delivered === total)
   emit({
     case: name, n, size, perMember: t.perMember, mbps: t.mbps, ratio: ceiling ? t.perMember / ceiling : undefined, ok,
-    rssMB: Math.max(...rs.map((r) => r.rssMB)), extra: `(${total} msgs in ${t.secs.toFixed(1)} s, resent ${rs.reduce((a, r) => a + (r.resent ?? 0), 0)})`,
+    rssMB: Math.max(...rs.map((r) => r.rssMB)),
+    extra: `(${total} msgs in ${t.secs.toFixed(1)} s, resent ${rs.reduce((a, r) => a + (r.resent ?? 0), 0)})` +
+      (ok ? '' : ` delivered ${rs.map((r) => r.delivered).join('/')} of ${total}, hashes ${rs.map((r) => r.hash?.slice(0, 8)).join('/')}`),
   })
+  return rs
+}
+
+/** W1 with 3 members and 100-byte messages for 60 s: resident memory sampled every 5 s must stay flat. */
+async function soak(): Promise<void> {
+  const rs = await w1(3, 100, undefined, 'SOAK', 60_000)
+  for (const r of rs) {
+    const series = r.rssSeries ?? []
+    const warm = series[1] ?? series[0] ?? 0 // after 10 s
+    const growth = Math.max(...series.slice(1)) - warm
+    rows.push({ case: `SOAK/${r.id}`, n: 3, size: 100, perMember: 0, mbps: 0, ok: growth <= 10, rssMB: Math.max(...series), extra: `rss MB every 5 s: ${series.join(' ')}` })
+    if (!json) console.log(`SOAK   ${r.id}: rss MB every 5 s: ${series.join(' ')}; growth after 10 s: ${growth} MB`)
+  }
 }
 
 async function w2(rate: number): Promise<void> {
@@ -120,8 +138,9 @@ async function w2(rate: number): Promise<void> {
   if (!json) console.log(`W2     n=3 at ${rate} msg/s, 100 B: send->delivery p50 ${(p50 * 1000).toFixed(0)} us, p99 ${(p99 * 1000).toFixed(0)} us, max ${max.toFixed(2)} ms (worst receiver)  ${ok ? 'verified' : 'MISMATCH'}`)
 }
 
-const sizes = quick ? [100] : [100, 1024, 16384]
-const ns = quick ? [3] : [3, 5, 8]
+const pick = (flag: string): number[] | undefined => (args.includes(flag) ? [Number(args[args.indexOf(flag) + 1])] : undefined)
+const sizes = pick('--size') ?? (quick ? [100] : [100, 1024, 16384])
+const ns = pick('--n') ?? (quick ? [3] : [3, 5, 8])
 if (!only || only === 'W1') {
   for (const n of ns) {
     for (const size of sizes) {
@@ -131,5 +150,6 @@ if (!only || only === 'W1') {
   }
 }
 if (!only || only === 'W2') for (const rate of [1000, 10000]) await w2(rate)
-if (!only || only === 'LARGE') for (const size of quick ? [1 << 20] : [1 << 20, 10 << 20]) await w1(3, size, undefined, 'LARGE')
+if (!only || only === 'LARGE') for (const size of pick('--size') ?? (quick ? [1 << 20] : [1 << 20, 10 << 20])) await w1(3, size, undefined, 'LARGE')
+if (only === 'SOAK') await soak()
 if (json) console.log(JSON.stringify({ sendMs: SEND_MS, rows }, null, 2))

@@ -92,7 +92,9 @@ export interface EngineStats {
 const LOG_CAPACITY = 4 * SEQ_WINDOW
 const NACK_SCAN = 4096
 /** A resend carries at most this many datagrams' worth of own messages. */
-const RESEND_BURST_DATAGRAMS = 4
+/** Resend bursts, in datagrams: doubled while the sequencer keeps up (each resend ordered), halved when not. */
+const RESEND_BURST_MIN = 4
+const RESEND_BURST_MAX = 256
 
 export class Engine implements SequencerHost {
   readonly groupId: number
@@ -133,16 +135,21 @@ export class Engine implements SequencerHost {
 
   // Own messages: msgIds 1 … nextMsgId-1 were submitted.
   private nextMsgId = 1
-  private transmitted = 0
+  /** Highest own msgId multicast (read by the sequencer role). */
+  transmitted = 0
   /** Highest own msgId seen in an accepted ORDER entry. */
   private announced = 0
   private stableOwn = 0
   private ownUnstableBytes = 0
   private lastProgressAt = 0
   private resendWait: number
+  private resendBurst = RESEND_BURST_MIN
+  /** Bytes of own messages transmitted but not yet stable: what transmit() may have in flight. */
+  private inflightBytes = 0
   private windowWasFull = false
 
   private lastAckSent = 0
+  private bytesSinceAck = 0
   private lastAckAt = 0
   private lastTickHave = -1
   private lastNackAt = -Infinity
@@ -201,7 +208,15 @@ export class Engine implements SequencerHost {
       this.announced = msgId
       this.lastProgressAt = this.env.now()
       this.resendWait = this.opts.resendMs
+      this.resendBurst = Math.min(2 * this.resendBurst, RESEND_BURST_MAX)
     }
+  }
+
+  /** Bytes of own messages transmitted but not yet stable, after `transmitted` moved back at a view change. */
+  private recountInflight(): void {
+    const own = this.senders.get(this.me)
+    this.inflightBytes = 0
+    for (let m = this.stableOwn + 1; m <= this.transmitted; m++) this.inflightBytes += own?.store.get(m)?.payload.length ?? 0
   }
 
   private senderState(no: number): SenderState {
@@ -265,7 +280,11 @@ export class Engine implements SequencerHost {
     return true
   }
 
-  /** Multicasts own messages not yet sent, packed into as few datagrams as possible. */
+  /**
+   * Multicasts own messages not yet sent, packed into as few datagrams as possible — at most sendWindowBytes of
+   * them not yet stable, so a 10 MB message goes out as the receivers keep up instead of in one burst that
+   * overruns every receiver's socket buffer. (Smaller messages are held to that already when submitted.)
+   */
   private transmit(): void {
     const last = this.nextMsgId - 1
     if (this.transmitted >= last || this.viewState !== 'active' || !this.current) return
@@ -273,8 +292,11 @@ export class Engine implements SequencerHost {
     if (this.announced >= this.transmitted) this.lastProgressAt = this.env.now()
     const header = { groupId: this.groupId, viewId: this.current.viewId, sender: this.me }
     let packer = new DataPacker(header, this.opts.maxDatagram)
-    for (let m = this.transmitted + 1; m <= last; m++) {
+    let m = this.transmitted + 1
+    for (; m <= last; m++) {
       const e = own.store.get(m)!
+      if (this.inflightBytes > 0 && this.inflightBytes + e.payload.length > this.opts.sendWindowBytes) break
+      this.inflightBytes += e.payload.length
       if (!packer.add(m, e.more, e.payload)) {
         this.multicast(packer.finish())
         packer = new DataPacker(header, this.opts.maxDatagram)
@@ -282,14 +304,15 @@ export class Engine implements SequencerHost {
       }
     }
     if (packer.entries > 0) this.multicast(packer.finish())
-    this.transmitted = last
+    this.transmitted = m - 1
     this.role?.dataArrived(this.me)
   }
 
   /**
-   * Own messages sent but not seen ordered for a while: send the head of them again to the sequencer. Only a
-   * bounded burst (the sequencer orders FIFO, so the first missing message is what blocks the rest), and the wait
-   * doubles while nothing progresses: an overloaded sequencer is not buried under retransmissions.
+   * Own messages sent but not seen ordered for a while: send the head of them again to the sequencer. A bounded
+   * burst (the sequencer orders FIFO, so the first missing message is what blocks the rest) that doubles while
+   * resends get ordered and halves when they do not, and a wait that doubles while nothing progresses: an
+   * overloaded sequencer is not buried under retransmissions, a large loss is not repaired 4 datagrams at a time.
    */
   private resend(now: number): void {
     if (this.viewState !== 'active' || !this.current || this.role) return
@@ -298,7 +321,9 @@ export class Engine implements SequencerHost {
     this.resendWait = Math.min(this.resendWait * 2, 16 * this.opts.resendMs)
     const own = this.senders.get(this.me)
     let n = 0
-    for (let bytes = 0, m = this.announced + 1; m <= this.transmitted && bytes < RESEND_BURST_DATAGRAMS * this.opts.maxDatagram; m++, n++) {
+    const burst = this.resendBurst
+    this.resendBurst = Math.max(RESEND_BURST_MIN, this.resendBurst >> 1)
+    for (let bytes = 0, m = this.announced + 1; m <= this.transmitted && bytes < burst * this.opts.maxDatagram; m++, n++) {
       bytes += own?.store.get(m)?.payload.length ?? 0
     }
     n = this.sendData(this.me, this.announced + 1, Math.max(1, n), this.current.sequencer)
@@ -432,6 +457,7 @@ export class Engine implements SequencerHost {
       }
       st!.ordered = e.msgId
       this.retainedBytes += e.payload.length
+      this.bytesSinceAck += e.payload.length
     }
     if (this.role) this.setStable(this.role.stableGiven(this.have))
     this.deliver()
@@ -503,6 +529,7 @@ export class Engine implements SequencerHost {
           if (author === this.me) {
             this.stableOwn = m
             this.ownUnstableBytes -= e.payload.length
+            this.inflightBytes -= e.payload.length
             freedOwn = true
           }
         }
@@ -512,6 +539,8 @@ export class Engine implements SequencerHost {
     this.gcDone = upTo
     while (this.known.length > 1 && this.known[1]!.start <= upTo) this.known.shift()
     if (freedOwn) {
+      if (this.inflightBytes < 0) this.inflightBytes = 0
+      if (this.transmitted < this.nextMsgId - 1) this.env.scheduleFlush()
       if (this.lifecycle === 'leaving') this.maybeRequestLeave()
       if (this.windowWasFull) {
         this.windowWasFull = false
@@ -652,7 +681,13 @@ export class Engine implements SequencerHost {
     this.transmit()
     if (this.role && this.viewState === 'active' && this.env.leaseValid() && this.role.order() > 0) this.knownTop = this.role.nextSlot - 1
     this.advance()
-    if (this.have - this.lastAckSent >= this.opts.ackEvery) this.sendAck()
+    // Every ackEvery slots, or sooner for large messages: senders' windows open only as fast as stability moves.
+    if (this.have - this.lastAckSent >= this.opts.ackEvery || this.bytesSinceAck >= this.opts.sendWindowBytes >> 2) this.sendAck()
+    // The sequencer announces stability as soon as it moves, not only on the next ORDER or tick.
+    if (this.role && this.viewState === 'active' && this.role.lastSentStable < this.stable) {
+      this.stats.datagramsOut++
+      this.role.heartbeat()
+    }
   }
 
   private sendAck(): void {
@@ -660,6 +695,7 @@ export class Engine implements SequencerHost {
     if (!v || this.viewState !== 'active' || v.excluded) return
     this.lastAckSent = this.have
     this.lastAckAt = this.env.now()
+    this.bytesSinceAck = 0
     if (v.sequencer === this.me) return
     this.unicast(encodeAck({ groupId: this.groupId, viewId: v.viewId, sender: this.me }, this.have), v.sequencer)
   }
@@ -741,6 +777,8 @@ export class Engine implements SequencerHost {
     this.lastAckSent = this.have
     // Own messages not ordered by the cut go out again, to the new sequencer.
     this.transmitted = this.announced = this.senders.get(this.me)?.ordered ?? 0
+    this.recountInflight()
+    this.resendBurst = RESEND_BURST_MIN
     // Data of senders gone from the view will never be ordered.
     for (const [no, s] of this.senders) {
       if (v.byNo.has(no)) continue
@@ -782,10 +820,11 @@ export class Engine implements SequencerHost {
   }
 
   /** Counters and positions, for group.stats(). */
-  snapshot(): EngineStats & { have: number; delivered: number; stable: number; viewId: number; sequencer: boolean; retainedBytes: number } {
+  snapshot(): EngineStats & { have: number; delivered: number; stable: number; viewId: number; sequencer: boolean; retainedBytes: number; inflightBytes: number } {
     return {
       ...this.stats, ordered: this.role?.ordered ?? this.stats.ordered, have: this.have, delivered: this.delivered,
       stable: this.stable, viewId: this.current?.viewId ?? 0, sequencer: this.role !== null, retainedBytes: this.retainedBytes,
+      inflightBytes: this.inflightBytes,
     }
   }
 }

@@ -40,6 +40,8 @@ export interface GroupStats extends EngineStats {
   viewId: number
   sequencer: boolean
   retainedBytes: number
+  /** Bytes of own messages sent but not yet stable (at most sendWindowBytes, or one datagram more). */
+  inflightBytes: number
   /** Deliveries waiting for receive(). */
   queued: number
 }

@@ -28,6 +28,8 @@ export interface SequencerHost {
   sender(no: number): SenderState | undefined
   multicast(buf: Buffer): void
   now(): number
+  /** Highest own msgId multicast so far: own messages are ordered only once the others can have them. */
+  readonly transmitted: number
   /** Called for each own message the role orders. */
   ownOrdered(msgId: number): void
 }
@@ -99,7 +101,8 @@ export class SequencerRole {
       }
       let m = (this.queued.get(no) ?? s.ordered) + 1
       const firstMsgId = m
-      for (let e = s.store.get(m); e !== undefined; e = s.store.get(m)) {
+      const last = no === h.me ? h.transmitted : Infinity
+      for (let e = s.store.get(m); e !== undefined && m <= last; e = s.store.get(m)) {
         // Slots skipped by a view change hold nothing: the window counts from the view's start at least.
         if (this.nextSlot - Math.max(h.stable, this.start) >= SEQ_WINDOW || (bytes > 0 && bytes + e.payload.length > h.maxUnstableBytes)) {
           blocked = true
