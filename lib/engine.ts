@@ -144,6 +144,7 @@ export class Engine implements SequencerHost {
   private lastProgressAt = 0
   private resendWait: number
   private resendBurst = RESEND_BURST_MIN
+  private resendOutstanding = false
   /** Bytes of own messages transmitted but not yet stable: what transmit() may have in flight. */
   private inflightBytes = 0
   private windowWasFull = false
@@ -208,7 +209,10 @@ export class Engine implements SequencerHost {
       this.announced = msgId
       this.lastProgressAt = this.env.now()
       this.resendWait = this.opts.resendMs
-      this.resendBurst = Math.min(2 * this.resendBurst, RESEND_BURST_MAX)
+      // A resend got ordered: the next may be larger. Caught up: back to the smallest burst.
+      if (this.announced >= this.transmitted) this.resendBurst = RESEND_BURST_MIN
+      else if (this.resendOutstanding) this.resendBurst = Math.min(2 * this.resendBurst, RESEND_BURST_MAX)
+      this.resendOutstanding = false
     }
   }
 
@@ -322,7 +326,9 @@ export class Engine implements SequencerHost {
     const own = this.senders.get(this.me)
     let n = 0
     const burst = this.resendBurst
-    this.resendBurst = Math.max(RESEND_BURST_MIN, this.resendBurst >> 1)
+    // The previous resend was not ordered within the wait: the next one is smaller.
+    if (this.resendOutstanding) this.resendBurst = Math.max(RESEND_BURST_MIN, this.resendBurst >> 1)
+    this.resendOutstanding = true
     for (let bytes = 0, m = this.announced + 1; m <= this.transmitted && bytes < burst * this.opts.maxDatagram; m++, n++) {
       bytes += own?.store.get(m)?.payload.length ?? 0
     }
@@ -779,6 +785,7 @@ export class Engine implements SequencerHost {
     this.transmitted = this.announced = this.senders.get(this.me)?.ordered ?? 0
     this.recountInflight()
     this.resendBurst = RESEND_BURST_MIN
+    this.resendOutstanding = false
     // Data of senders gone from the view will never be ordered.
     for (const [no, s] of this.senders) {
       if (v.byNo.has(no)) continue
