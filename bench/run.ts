@@ -152,4 +152,12 @@ if (!only || only === 'W1') {
 if (!only || only === 'W2') for (const rate of [1000, 10000]) await w2(rate)
 if (!only || only === 'LARGE') for (const size of pick('--size') ?? (quick ? [1 << 20] : [1 << 20, 10 << 20])) await w1(3, size, undefined, 'LARGE')
 if (only === 'SOAK') await soak()
+if (!json && rows.length > 1) {
+  console.log('\nsummary')
+  console.log(`${'case'.padEnd(10)} ${'n'.padStart(2)} ${'size'.padStart(9)} ${'msg/s/member'.padStart(13)} ${'MB/s'.padStart(8)} ${'ratio'.padStart(7)} ${'rss MB'.padStart(7)}  result`)
+  for (const r of rows) {
+    const ratio = r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}x`
+    console.log(`${r.case.padEnd(10)} ${String(r.n).padStart(2)} ${String(r.size).padStart(9)} ${Math.round(r.perMember).toLocaleString('en').padStart(13)} ${r.mbps.toFixed(1).padStart(8)} ${ratio.padStart(7)} ${String(r.rssMB).padStart(7)}  ${r.case.startsWith('RAW') ? r.extra : r.ok ? 'verified' : 'MISMATCH'}${r.case.startsWith('W2') ? ' ' + r.extra : ''}`)
+  }
+}
 if (json) console.log(JSON.stringify({ sendMs: SEND_MS, rows }, null, 2))
