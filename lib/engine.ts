@@ -48,6 +48,11 @@ export interface EngineEnv {
    * process was paused): then it neither orders nor delivers until the directory answers again or expels it.
    */
   leaseValid(): boolean
+  /**
+   * False while the application's queue of unconsumed deliveries is full: delivery pauses and this member
+   * acknowledges only what it delivered, so stability — and with it every sender's window — waits for it.
+   */
+  deliveryRoom(): boolean
 }
 
 interface MemberRec {
@@ -465,7 +470,7 @@ export class Engine implements SequencerHost {
       this.retainedBytes += e.payload.length
       this.bytesSinceAck += e.payload.length
     }
-    if (this.role) this.setStable(this.role.stableGiven(this.have))
+    if (this.role) this.setStable(this.role.stableGiven(this.ackable()))
     this.deliver()
   }
 
@@ -476,7 +481,7 @@ export class Engine implements SequencerHost {
       const lastInstalled = this.toDeliver.length > 0 ? this.toDeliver[this.toDeliver.length - 1]!.start : 0
       limit = Math.min(this.have, Math.max(this.stable, lastInstalled))
     }
-    while (this.delivered < limit) {
+    while (this.delivered < limit && this.env.deliveryRoom()) {
       const b = this.toDeliver[0]
       if (b && this.delivered === b.cut) {
         if (b.excluded) break // a leaver's stream ends at the cut
@@ -676,7 +681,8 @@ export class Engine implements SequencerHost {
       }
     }
     // ACKs are not acknowledged: repeat ours while the announced stable slot lags it (the last one may be lost).
-    if (this.have !== this.lastAckSent || (this.stable < this.have && now - this.lastAckAt >= this.opts.heartbeatMs)) this.sendAck()
+    const acked = this.ackable()
+    if (acked !== this.lastAckSent || (this.stable < acked && now - this.lastAckAt >= this.opts.heartbeatMs)) this.sendAck()
     if (this.lifecycle === 'leaving') this.maybeRequestLeave()
     this.flush()
   }
@@ -688,7 +694,8 @@ export class Engine implements SequencerHost {
     if (this.role && this.viewState === 'active' && this.env.leaseValid() && this.role.order() > 0) this.knownTop = this.role.nextSlot - 1
     this.advance()
     // Every ackEvery slots, or sooner for large messages: senders' windows open only as fast as stability moves.
-    if (this.have - this.lastAckSent >= this.opts.ackEvery || this.bytesSinceAck >= this.opts.sendWindowBytes >> 2) this.sendAck()
+    const acked = this.ackable()
+    if (acked - this.lastAckSent >= this.opts.ackEvery || (acked > this.lastAckSent && this.bytesSinceAck >= this.opts.sendWindowBytes >> 2)) this.sendAck()
     // The sequencer announces stability as soon as it moves, not only on the next ORDER or tick.
     if (this.role && this.viewState === 'active' && this.role.lastSentStable < this.stable) {
       this.stats.datagramsOut++
@@ -696,14 +703,23 @@ export class Engine implements SequencerHost {
     }
   }
 
+  /**
+   * What this member acknowledges: every slot it has — or, while the application's queue is full, only what it
+   * delivered (consumer backpressure: stability, and so the senders, wait for a slow consumer; memory stays bounded).
+   */
+  private ackable(): number {
+    return this.env.deliveryRoom() ? this.have : Math.min(this.have, this.delivered)
+  }
+
   private sendAck(): void {
     const v = this.current
     if (!v || this.viewState !== 'active' || v.excluded) return
-    this.lastAckSent = this.have
+    const acked = this.ackable()
+    this.lastAckSent = acked
     this.lastAckAt = this.env.now()
     this.bytesSinceAck = 0
     if (v.sequencer === this.me) return
-    this.unicast(encodeAck({ groupId: this.groupId, viewId: v.viewId, sender: this.me }, this.have), v.sequencer)
+    this.unicast(encodeAck({ groupId: this.groupId, viewId: v.viewId, sender: this.me }, acked), v.sequencer)
   }
 
   // ---------------------------------------------------------------- membership (PROTOCOL.md §5)

@@ -44,6 +44,8 @@ export interface GroupStats extends EngineStats {
   inflightBytes: number
   /** Deliveries waiting for receive(). */
   queued: number
+  /** What they count against maxQueuedBytes (data + 64 per delivery). */
+  queuedBytes: number
 }
 
 function checkName(value: unknown, what: string): string {
@@ -66,6 +68,8 @@ export class Group extends EventEmitter<GroupEvents> {
   private pinger: NodeJS.Timeout | null = null
   private flushQueued = false
   private readonly queue: Delivery[] = []
+  /** Bytes held by `queue` (data plus a fixed overhead per delivery), bounded by maxQueuedBytes. */
+  private queuedBytes = 0
   private readonly takers: Array<{ resolve: (d: Delivery | null) => void; reject: (e: Error) => void; timer?: NodeJS.Timeout }> = []
   private readonly senders: Array<{ data: Uint8Array; resolve: () => void; reject: (e: Error) => void }> = []
   private closed = false
@@ -92,6 +96,8 @@ export class Group extends EventEmitter<GroupEvents> {
       },
       windowOpened: () => this.pumpSends(),
       leaseValid: () => this.conn === null || this.conn.destroyed || performance.now() < this.leaseUntil,
+      // A leaving member drains regardless: its own messages must become stable for the leave to complete.
+      deliveryRoom: () => this.queuedBytes < this.opts.maxQueuedBytes || this.engine.lifecycle === 'leaving',
       lifecycle: (state, err) => this.onLifecycle(state, err),
     })
     this.uni = dgram.createSocket({ type: 'udp4' })
@@ -311,7 +317,19 @@ export class Group extends EventEmitter<GroupEvents> {
       else this.emit('view', d)
     } else {
       this.queue.push(d)
+      this.queuedBytes += queuedSize(d)
     }
+  }
+
+  /** Takes the oldest queued delivery; if that made room in a full queue, delivery resumes. */
+  private dequeue(): Delivery | undefined {
+    const d = this.queue.shift()
+    if (d) {
+      const full = this.queuedBytes >= this.opts.maxQueuedBytes
+      this.queuedBytes -= queuedSize(d)
+      if (full && this.queuedBytes < this.opts.maxQueuedBytes && !this.closed) setImmediate(() => !this.closed && this.engine.flush())
+    }
+    return d
   }
 
   /** Multicasts `data` to the group; resolves once accepted for sending (waits while the send window is full). */
@@ -352,7 +370,7 @@ export class Group extends EventEmitter<GroupEvents> {
     if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) {
       return Promise.reject(new ArgumentError('timeoutMs must be a non-negative number'))
     }
-    const queued = this.queue.shift()
+    const queued = this.dequeue()
     if (queued) return Promise.resolve(queued)
     if (this.failure) return Promise.reject(this.failure)
     if (this.closed) return Promise.reject(new NotJoinedError())
@@ -389,7 +407,7 @@ export class Group extends EventEmitter<GroupEvents> {
   }
 
   stats(): GroupStats {
-    return { ...this.engine.snapshot(), queued: this.queue.length }
+    return { ...this.engine.snapshot(), queued: this.queue.length, queuedBytes: this.queuedBytes }
   }
 
   /** Announces the leave, waits until this member's messages are delivered everywhere, then closes. */
@@ -448,6 +466,11 @@ export class Group extends EventEmitter<GroupEvents> {
     }
     for (const s of this.senders.splice(0)) s.reject(err)
   }
+}
+
+/** What a queued delivery counts against maxQueuedBytes: its data and a fixed share for the object around it. */
+function queuedSize(d: Delivery): number {
+  return (d.type === 'message' ? d.data.length : 0) + 64
 }
 
 function tuneBuffers(s: dgram.Socket): void {

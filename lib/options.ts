@@ -20,6 +20,7 @@ export const DEFAULT_HEARTBEAT_MS = 50
 export const DEFAULT_ACK_EVERY = 256
 export const DEFAULT_JOIN_TIMEOUT_MS = 10_000
 export const DEFAULT_LEAVE_TIMEOUT_MS = 5_000
+export const DEFAULT_MAX_QUEUED_BYTES = 16 * 1024 * 1024
 export const DEFAULT_MCAST_TTL = 1
 
 export type DeliveryMode = 'agreed' | 'safe'
@@ -50,6 +51,11 @@ export interface JoinOptions extends Partial<EngineOptions> {
   tickMs?: number
   joinTimeoutMs?: number
   leaveTimeoutMs?: number
+  /**
+   * Deliveries waiting for receive() may hold this many bytes (data + 64 per delivery); beyond it delivery pauses
+   * and the group waits for this member (consumer backpressure). Default 16 MiB.
+   */
+  maxQueuedBytes?: number
 }
 
 export interface ResolvedJoinOptions extends EngineOptions {
@@ -59,6 +65,7 @@ export interface ResolvedJoinOptions extends EngineOptions {
   tickMs: number
   joinTimeoutMs: number
   leaveTimeoutMs: number
+  maxQueuedBytes: number
 }
 
 export const DEFAULT_ENGINE_OPTIONS: EngineOptions = {
@@ -96,7 +103,7 @@ const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
 export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
   if (typeof opts !== 'object' || opts === null) throw new ArgumentError('options must be an object')
   const o = opts as Record<string, unknown>
-  const known = new Set(['directory', 'iface', 'ttl', 'tickMs', 'joinTimeoutMs', 'leaveTimeoutMs', ...Object.keys(DEFAULT_ENGINE_OPTIONS)])
+  const known = new Set(['directory', 'iface', 'ttl', 'tickMs', 'joinTimeoutMs', 'leaveTimeoutMs', 'maxQueuedBytes', ...Object.keys(DEFAULT_ENGINE_OPTIONS)])
   for (const k of Object.keys(o)) if (!known.has(k)) throw new ArgumentError(`unknown option ${k}`)
   if (o.directory !== undefined && typeof o.directory !== 'string') throw new ArgumentError('option directory must be a string "host:port"')
   const directory = parseHostPort((o.directory as string | undefined) ?? DEFAULT_DIRECTORY, 'option directory')
@@ -115,6 +122,7 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
     tickMs: int(o, 'tickMs', DEFAULT_TICK_MS, 1, 1000),
     joinTimeoutMs: int(o, 'joinTimeoutMs', DEFAULT_JOIN_TIMEOUT_MS, 1, 600_000),
     leaveTimeoutMs: int(o, 'leaveTimeoutMs', DEFAULT_LEAVE_TIMEOUT_MS, 1, 600_000),
+    maxQueuedBytes: int(o, 'maxQueuedBytes', DEFAULT_MAX_QUEUED_BYTES, 1024, 1 << 30),
     delivery: (o.delivery as DeliveryMode | undefined) ?? 'agreed',
     maxDatagram,
     maxMessage: int(o, 'maxMessage', DEFAULT_MAX_MESSAGE, 1, 1 << 30),

@@ -99,3 +99,31 @@ t.test('events and async iteration', async (t) => {
   a.close()
   b.close()
 })
+
+t.test('a member that does not read holds the sender back; its queue stays under maxQueuedBytes', async (t) => {
+  const dir = await startDir(await freePort())
+  t.teardown(() => dir.stop())
+  const reader = await Group.join('bp', 'reader', { directory: dir.addr, iface, maxQueuedBytes: 64 * 1024 })
+  const writer = await Group.join('bp', 'writer', { directory: dir.addr, iface, sendWindow: 32 })
+  await writer.receive({ timeoutMs: 2000 })
+  const total = 2000
+  const body = Buffer.alloc(1000, 0x61)
+  let sent = 0
+  const sending = (async () => {
+    for (; sent < total; sent++) await writer.send(body)
+  })()
+  await new Promise((r) => setTimeout(r, 1500))
+  const { queued, queuedBytes } = reader.stats()
+  t.ok(queuedBytes <= 64 * 1024 + 1064, `the reader's queue stays bounded (${queued} deliveries, ${queuedBytes} bytes)`)
+  t.ok(sent < total, `the writer waits for the reader (${sent} of ${total} accepted)`)
+  let messages = 0
+  while (messages < total) {
+    const d = await reader.receive({ timeoutMs: 5000 })
+    if (!d) break
+    if (d.type === 'message') messages++
+  }
+  await sending
+  t.equal(messages, total, 'every message arrives once the reader reads')
+  reader.close()
+  writer.close()
+})

@@ -210,6 +210,28 @@ t.test('flow control bounds memory: a slow member holds everyone back, nobody bu
   t.ok(peak <= n * 64 * 2, `peak messages held by a member (${peak}) stays within the windows`)
 })
 
+for (const delivery of ['agreed', 'safe'] as const) {
+  t.test(`a consumer that stops reading holds the group back instead of buffering without bound (${delivery})`, async (t) => {
+    const sim = new Sim(83, LOSSY)
+    const ms = startGroup(sim, 3, { sendWindow: 64, delivery })
+    const slow = ms[2]!
+    sim.run(sim.now + 50)
+    slow.consumerPaused = true
+    const before = slow.engine.stats.delivered
+    for (const m of ms.slice(0, 2)) m.send(5000)
+    sim.run(sim.now + 10_000)
+    t.ok(slow.engine.stats.delivered - before <= 1, 'the paused member delivered nothing more')
+    for (const m of ms.slice(0, 2)) t.ok(m.sentCount <= 64 + 1, `${m.id} was held to its window (${m.sentCount} sent)`)
+    let held = 0
+    for (const no of [1, 2, 3]) held += slow.engine.sender(no)?.store.size ?? 0
+    t.ok(held <= 3 * 64 * 2, `the paused member holds ${held} messages`)
+    slow.consumerPaused = false
+    slow.engine.flush()
+    t.ok(sim.runUntil(() => ms.every((m) => m.messages().length === 10_000), 300_000), 'all delivered once it reads again')
+    t.same(check(logs(sim)), [])
+  })
+}
+
 for (const seed of [91, 92, 93, 94]) {
   t.test(`a failure during a flush: the sequencer crashes, then another member while the directory flushes (seed ${seed})`, async (t) => {
     const sim = new Sim(seed, LOSSY)
