@@ -7,7 +7,9 @@
  */
 import { EventEmitter } from 'eventemitter3'
 import dgram from 'node:dgram'
+import fs from 'node:fs'
 import net from 'node:net'
+import os from 'node:os'
 import { Engine, type Delivery, type EngineStats, type Lifecycle } from './engine.js'
 import { ArgumentError, DirectoryError, ErrorCodes, JoinTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
 import { encodeFrame, FrameDecoder, type Frame } from './frame.js'
@@ -107,7 +109,9 @@ export class Group extends EventEmitter<GroupEvents> {
   static async join(group: string, memberId: string, options: JoinOptions = {}): Promise<Group> {
     checkName(group, 'group')
     checkName(memberId, 'memberId')
-    const g = new Group(group, memberId, parseJoinOptions(options))
+    const opts = parseJoinOptions(options)
+    if (options.maxDatagram === undefined) opts.maxDatagram = datagramSizeFor(opts.iface) ?? opts.maxDatagram
+    const g = new Group(group, memberId, opts)
     await g.start()
     return g
   }
@@ -466,6 +470,26 @@ export class Group extends EventEmitter<GroupEvents> {
     }
     for (const s of this.senders.splice(0)) s.reject(err)
   }
+}
+
+/** The largest datagram an automatic maxDatagram uses: big batches, and a 16 KiB message in one datagram. */
+export const MAX_AUTO_DATAGRAM = 60_000
+
+/**
+ * The largest datagram that leaves `iface` without IP fragmentation — its MTU less the IP and UDP headers, at most
+ * MAX_AUTO_DATAGRAM (loopback: 60 000; Ethernet: 1 472) — or undefined where the MTU cannot be read (not Linux).
+ */
+export function datagramSizeFor(iface: string): number | undefined {
+  for (const [name, addrs] of Object.entries(os.networkInterfaces())) {
+    if (!addrs?.some((a) => a.address === iface)) continue
+    try {
+      const mtu = Number(fs.readFileSync(`/sys/class/net/${name}/mtu`, 'utf8').trim())
+      if (Number.isInteger(mtu) && mtu >= 576) return Math.min(MAX_AUTO_DATAGRAM, mtu - 28)
+    } catch {
+      log('cannot read the MTU of %s', name)
+    }
+  }
+  return undefined
 }
 
 /** What a queued delivery counts against maxQueuedBytes: its data and a fixed share for the object around it. */

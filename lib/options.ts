@@ -3,14 +3,17 @@ import { MAX_DATAGRAM } from './wire.js'
 
 export const DEFAULT_DIRECTORY = '127.0.0.1:4720'
 export const DEFAULT_IFACE = '127.0.0.1'
-/** Largest datagram a member sends, bytes. Fits loopback and jumbo paths; lower it (e.g. 1400) on lossy LANs. */
+/**
+ * Largest datagram a member sends, bytes, where the interface's MTU cannot be read; otherwise a Group uses the
+ * MTU less 28 (at most 60 000), so nothing is IP-fragmented (group.ts, datagramSizeFor).
+ */
 export const DEFAULT_MAX_DATAGRAM = 16_384
 /** Largest application message, bytes; larger ones are refused with EMESSAGE_TOO_LARGE. */
 export const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 /** Own messages (fragments) sent but not yet stable before grp_send waits. */
 export const DEFAULT_SEND_WINDOW = 1024
 /** Own bytes sent but not yet stable before grp_send waits. */
-export const DEFAULT_SEND_WINDOW_BYTES = 2 * 1024 * 1024
+export const DEFAULT_SEND_WINDOW_BYTES = 512 * 1024
 /** Bytes the sequencer lets be ordered but unstable before it pauses ordering. */
 export const DEFAULT_MAX_UNSTABLE_BYTES = 32 * 1024 * 1024
 export const DEFAULT_TICK_MS = 10

@@ -5,6 +5,7 @@
 import t from 'tap'
 import dgram from 'node:dgram'
 import { Group, grp_join, grp_leave, grp_receive, grp_send, ErrorCodes, type Delivery } from '../lib/index.js'
+import { datagramSizeFor } from '../lib/group.js'
 import { freePort, startDir } from './fixtures/procs.js'
 
 const iface = '127.0.0.1'
@@ -126,4 +127,9 @@ t.test('a member that does not read holds the sender back; its queue stays under
   t.equal(messages, total, 'every message arrives once the reader reads')
   reader.close()
   writer.close()
+})
+
+t.test('the default datagram size follows the interface MTU, so nothing is IP-fragmented', async (t) => {
+  t.equal(datagramSizeFor('127.0.0.1'), 60_000, 'loopback (MTU 65 536): capped at 60 000')
+  t.equal(datagramSizeFor('10.254.254.254'), undefined, 'an address no interface has: unknown, the 16 384 fallback applies')
 })
