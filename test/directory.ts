@@ -29,7 +29,15 @@ function harness() {
     core.opened(conn)
     core.frame(conn, { t: 'join', proto: 1, group: 'g', member, addr: `127.0.0.1:${9000 + conn}` })
   }
-  return { core, take, join, closed, advance: (ms: number) => { now += ms; core.tick() } }
+  /** a, b and c join one after the other; every flush answered: view 3 holds all three. */
+  const three = (): void => {
+    join(1, 'a')
+    join(2, 'b')
+    core.frame(1, { t: 'prepared', group: 'g', viewId: 2, have: 1, low: 0 })
+    join(3, 'c')
+    for (const c of [1, 2]) core.frame(c, { t: 'prepared', group: 'g', viewId: 3, have: 2, low: 0 })
+  }
+  return { core, take, join, three, closed, advance: (ms: number) => { now += ms; core.tick() } }
 }
 
 t.test('first member: welcome and a commit with itself as sequencer', async (t) => {
@@ -63,11 +71,7 @@ t.test('duplicate member id is refused with EDUPLICATE_MEMBER and the connection
 
 t.test('the sequencer crashes: the new view starts SEQ_WINDOW past the cut', async (t) => {
   const h = harness()
-  h.join(1, 'a')
-  h.join(2, 'b')
-  h.core.frame(1, { t: 'prepared', group: 'g', viewId: 2, have: 1, low: 0 })
-  h.join(3, 'c')
-  for (const c of [1, 2]) h.core.frame(c, { t: 'prepared', group: 'g', viewId: 3, have: 2, low: 0 })
+  h.three()
   h.take(2)
   h.core.closed(1)
   const [p] = h.take(2, 'prepare')
@@ -113,11 +117,7 @@ t.test('leave: excluded by a commit, released once every member installed', asyn
 t.test('a released leaver closing during the next flush restarts that flush at once', async (t) => {
   // Seen with 8 replicas leaving together: the flush was abandoned and nothing restarted it until timeouts fired.
   const h = harness()
-  h.join(1, 'a')
-  h.join(2, 'b')
-  h.core.frame(1, { t: 'prepared', group: 'g', viewId: 2, have: 1, low: 0 })
-  h.join(3, 'c')
-  for (const c of [1, 2]) h.core.frame(c, { t: 'prepared', group: 'g', viewId: 3, have: 2, low: 0 })
+  h.three()
   h.core.frame(3, { t: 'leave', group: 'g' })
   for (const c of [1, 2, 3]) h.core.frame(c, { t: 'prepared', group: 'g', viewId: 4, have: 9, low: 0 })
   t.match(h.take(1, 'commit').at(-1), { viewId: 4, members: [{ id: 'a' }, { id: 'b' }] })
