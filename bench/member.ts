@@ -9,6 +9,7 @@
  */
 import dgram from 'node:dgram'
 import { createHash } from 'node:crypto'
+import v8 from 'node:v8'
 import { Group } from '../lib/index.js'
 
 const wall = (): number => performance.timeOrigin + performance.now()
@@ -28,6 +29,34 @@ function payload(k: number): Buffer {
   return b
 }
 
+/**
+ * Peak memory by kind, sampled every 250 ms: V8's young generation (grows to 2 × --max-semi-space-size under a high
+ * allocation rate), the rest of its heap, and memory outside it (Buffers). Says where a member's RSS goes.
+ */
+function memorySampler(): { stop: () => { rssMB: number; youngMB: number; oldMB: number; externalMB: number } } {
+  const peak = { youngMB: 0, oldMB: 0, externalMB: 0 }
+  const MB = 2 ** 20
+  const sample = (): void => {
+    let young = 0
+    let old = 0
+    for (const sp of v8.getHeapSpaceStatistics()) {
+      if (sp.space_name.startsWith('new_')) young += sp.space_size
+      else old += sp.space_size
+    }
+    peak.youngMB = Math.max(peak.youngMB, Math.round(young / MB))
+    peak.oldMB = Math.max(peak.oldMB, Math.round(old / MB))
+    peak.externalMB = Math.max(peak.externalMB, Math.round(process.memoryUsage().external / MB))
+  }
+  const timer = setInterval(sample, 250)
+  return {
+    stop: () => {
+      clearInterval(timer)
+      sample()
+      return { rssMB: Math.round(process.resourceUsage().maxRSS / 1024), ...peak }
+    },
+  }
+}
+
 function summary(lat: number[]): { p50: number; p99: number; max: number } | null {
   if (lat.length === 0) return null
   lat.sort((a, b) => a - b)
@@ -38,6 +67,7 @@ function summary(lat: number[]): { p50: number; p99: number; max: number } | nul
 async function runSeqcast(): Promise<void> {
   // SEQCAST_BENCH_OPTS='{"sendWindowBytes": 8388608}' tries other join options (docs/PERFORMANCE.md, tuning).
   const extra = JSON.parse(process.env.SEQCAST_BENCH_OPTS ?? '{}') as Record<string, unknown>
+  const memory = memorySampler()
   const g = await Group.join('bench', id!, { directory: target, iface: '127.0.0.1', joinTimeoutMs: 30_000, ...extra })
   while ((g.view?.members.length ?? 0) < members) await new Promise((r) => setTimeout(r, 2))
   const hash = createHash('sha1')
@@ -86,7 +116,7 @@ async function runSeqcast(): Promise<void> {
   const s = g.stats()
   console.log(JSON.stringify({
     id, sent, delivered, bytes, firstSend, lastDelivery, hash: hash.digest('hex'), latency: summary(lat),
-    rssMB: Math.round(process.resourceUsage().maxRSS / 1024), resent: s.resent, nacks: s.nacksSent, dropped: s.dropped, rssSeries,
+    ...memory.stop(), resent: s.resent, nacks: s.nacksSent, dropped: s.dropped, rssSeries,
   }))
   g.close()
   process.exit(0)
@@ -100,6 +130,7 @@ async function runRaw(): Promise<void> {
   let delivered = 0
   let bytes = 0
   let lastDelivery = 0
+  const memory = memorySampler()
   await new Promise<void>((r) => rx.bind(port, host, () => r()))
   rx.addMembership(host!, '127.0.0.1')
   try { rx.setRecvBufferSize(4 << 20) } catch { /* capped */ }
@@ -130,7 +161,7 @@ async function runRaw(): Promise<void> {
     await new Promise((r) => setTimeout(r, IDLE_MS))
     if (delivered === before) break
   }
-  console.log(JSON.stringify({ id, sent, delivered, bytes, firstSend, lastDelivery, rssMB: Math.round(process.resourceUsage().maxRSS / 1024) }))
+  console.log(JSON.stringify({ id, sent, delivered, bytes, firstSend, lastDelivery, ...memory.stop() }))
   process.exit(0)
 }
 

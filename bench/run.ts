@@ -27,7 +27,8 @@ const DIR = `${here}../directory/cli.js`
 const SEND_MS = quick ? 1000 : 3000
 
 interface Report {
-  id: string; sent: number; delivered: number; bytes: number; firstSend: number; lastDelivery: number; rssMB: number
+  id: string; sent: number; delivered: number; bytes: number; firstSend: number; lastDelivery: number
+  rssMB: number; youngMB: number; oldMB: number; externalMB: number
   hash?: string; latency?: { p50: number; p99: number; max: number } | null; resent?: number; nacks?: number
   rssSeries?: number[]
 }
@@ -62,7 +63,14 @@ async function withDir<T>(fn: (addr: string) => Promise<T>): Promise<T> {
   }
 }
 
-interface Row { case: string; n: number; size: number; perMember: number; mbps: number; ratio?: number; ok: boolean; rssMB: number; extra: string }
+interface Memory { rssMB: number; youngMB?: number; oldMB?: number; externalMB?: number }
+interface Row extends Memory { case: string; n: number; size: number; perMember: number; mbps: number; ratio?: number; ok: boolean; extra: string }
+
+/** The peak RSS of a case, broken down (young generation / rest of the V8 heap / Buffers) for the member it is. */
+function memoryOf(rs: Report[]): Memory {
+  const top = rs.reduce((a, r) => (r.rssMB > a.rssMB ? r : a))
+  return { rssMB: top.rssMB, youngMB: top.youngMB, oldMB: top.oldMB, externalMB: top.externalMB }
+}
 const rows: Row[] = []
 
 function throughput(rs: Report[]): { perMember: number; mbps: number; secs: number } {
@@ -78,7 +86,8 @@ function emit(row: Row): void {
   rows.push(row)
   if (!json) {
     const ratio = row.ratio === undefined ? '' : `  ${row.ratio.toFixed(2)}x raw`
-    console.log(`${row.case.padEnd(6)} n=${row.n} ${String(row.size).padStart(8)} B  ${Math.round(row.perMember).toLocaleString('en').padStart(9)} msg/s/member  ${row.mbps.toFixed(1).padStart(7)} MB/s${ratio}  rss ${row.rssMB} MB  ${row.case.startsWith('RAW') ? '' : row.ok ? 'verified ' : 'MISMATCH '}${row.extra}`)
+    const memory = `rss ${row.rssMB} MB (young ${row.youngMB}, heap ${row.oldMB}, buffers ${row.externalMB})`
+    console.log(`${row.case.padEnd(6)} n=${row.n} ${String(row.size).padStart(8)} B  ${Math.round(row.perMember).toLocaleString('en').padStart(9)} msg/s/member  ${row.mbps.toFixed(1).padStart(7)} MB/s${ratio}  ${memory}  ${row.case.startsWith('RAW') ? '' : row.ok ? 'verified ' : 'MISMATCH '}${row.extra}`)
   }
 }
 
@@ -95,7 +104,7 @@ async function raw(n: number, size: number): Promise<{ perMember: number; loss: 
     const t = throughput(rs)
     const sent = rs.reduce((a, r) => a + r.sent, 0)
     const loss = 1 - rs.reduce((a, r) => a + r.delivered, 0) / (sent * n)
-    emit({ case: `RAW/${burst}`, n, size, perMember: t.perMember, mbps: t.mbps, ok: true, rssMB: Math.max(...rs.map((r) => r.rssMB)), extra: `loss ${(loss * 100).toFixed(1)}%` })
+    emit({ case: `RAW/${burst}`, n, size, perMember: t.perMember, mbps: t.mbps, ok: true, ...memoryOf(rs), extra: `loss ${(loss * 100).toFixed(1)}%` })
     if (t.perMember > best.perMember) best = { perMember: t.perMember, loss }
   }
   return best
@@ -108,7 +117,7 @@ async function w1(n: number, size: number, ceiling?: number, name = 'W1', sendMs
   const ok = rs.every((r) => r.hash === rs[0]!.hash && r.delivered === total)
   emit({
     case: name, n, size, perMember: t.perMember, mbps: t.mbps, ratio: ceiling ? t.perMember / ceiling : undefined, ok,
-    rssMB: Math.max(...rs.map((r) => r.rssMB)),
+    ...memoryOf(rs),
     extra: `(${total} msgs in ${t.secs.toFixed(1)} s, resent ${rs.reduce((a, r) => a + (r.resent ?? 0), 0)})` +
       (ok ? '' : ` delivered ${rs.map((r) => r.delivered).join('/')} of ${total}, hashes ${rs.map((r) => r.hash?.slice(0, 8)).join('/')}`),
   })
@@ -134,7 +143,7 @@ async function w2(rate: number): Promise<void> {
   const p50 = Math.max(...lat.map((l) => l.p50))
   const p99 = Math.max(...lat.map((l) => l.p99))
   const max = Math.max(...lat.map((l) => l.max))
-  rows.push({ case: `W2@${rate}`, n: 3, size: 100, perMember: rate, mbps: 0, ok, rssMB: Math.max(...rs.map((r) => r.rssMB)), extra: `p50 ${p50} ms p99 ${p99} ms max ${max} ms` })
+  rows.push({ case: `W2@${rate}`, n: 3, size: 100, perMember: rate, mbps: 0, ok, ...memoryOf(rs), extra: `p50 ${p50} ms p99 ${p99} ms max ${max} ms` })
   if (!json) console.log(`W2     n=3 at ${rate} msg/s, 100 B: send->delivery p50 ${(p50 * 1000).toFixed(0)} us, p99 ${(p99 * 1000).toFixed(0)} us, max ${max.toFixed(2)} ms (worst receiver)  ${ok ? 'verified' : 'MISMATCH'}`)
 }
 
