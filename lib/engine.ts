@@ -10,9 +10,10 @@
  */
 import {
   decode, DataPacker, encodeAck, encodeNack, fragmentRoom, groupIdOf, Kind, nackItemsPerDatagram, SEQ_WINDOW,
-  type Datagram, type DataEntry, type DataRange, type Run, type SlotRange, encodeOrder, runsPerDatagram,
+  type Datagram, type DataRange, type Run, type SlotRange, encodeOrder, runsPerDatagram,
 } from './wire.js'
 import { SlotLog, VIEW_SENDER } from './slotlog.js'
+import { MessageStore } from './msgstore.js'
 import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
 import type { EngineOptions } from './options.js'
 import type { Frame } from './frame.js'
@@ -225,13 +226,13 @@ export class Engine implements SequencerHost {
   private recountInflight(): void {
     const own = this.senders.get(this.me)
     this.inflightBytes = 0
-    for (let m = this.stableOwn + 1; m <= this.transmitted; m++) this.inflightBytes += own?.store.get(m)?.payload.length ?? 0
+    for (let m = this.stableOwn + 1; m <= this.transmitted; m++) this.inflightBytes += Math.max(0, own?.store.length(m) ?? 0)
   }
 
   private senderState(no: number): SenderState {
     let s = this.senders.get(no)
     if (!s) {
-      s = { store: new Map(), ordered: 0 }
+      s = { store: new MessageStore(), ordered: 0 }
       this.senders.set(no, s)
     }
     return s
@@ -281,7 +282,7 @@ export class Engine implements SequencerHost {
     for (let i = 0; i < frags; i++) {
       const payload = frags === 1 ? copy : copy.subarray(i * room, Math.min(copy.length, (i + 1) * room))
       const msgId = this.nextMsgId++
-      own.store.set(msgId, { msgId, more: i < frags - 1, payload })
+      own.store.set(msgId, i < frags - 1, payload)
     }
     this.ownUnstableBytes += data.length
     this.stats.sent++
@@ -303,13 +304,14 @@ export class Engine implements SequencerHost {
     let packer = new DataPacker(header, this.opts.maxDatagram)
     let m = this.transmitted + 1
     for (; m <= last; m++) {
-      const e = own.store.get(m)!
-      if (this.inflightBytes > 0 && this.inflightBytes + e.payload.length > this.opts.sendWindowBytes) break
-      this.inflightBytes += e.payload.length
-      if (!packer.add(m, e.more, e.payload)) {
+      const len = own.store.length(m)
+      if (this.inflightBytes > 0 && this.inflightBytes + len > this.opts.sendWindowBytes) break
+      this.inflightBytes += len
+      const payload = own.store.payload(m)
+      if (!packer.add(m, own.store.hasMore(m), payload)) {
         this.multicast(packer.finish())
         packer = new DataPacker(header, this.opts.maxDatagram)
-        packer.add(m, e.more, e.payload)
+        packer.add(m, own.store.hasMore(m), payload)
       }
     }
     if (packer.entries > 0) this.multicast(packer.finish())
@@ -335,7 +337,7 @@ export class Engine implements SequencerHost {
     if (this.resendOutstanding) this.resendBurst = Math.max(RESEND_BURST_MIN, this.resendBurst >> 1)
     this.resendOutstanding = true
     for (let bytes = 0, m = this.announced + 1; m <= this.transmitted && bytes < burst * this.opts.maxDatagram; m++, n++) {
-      bytes += own?.store.get(m)?.payload.length ?? 0
+      bytes += Math.max(0, own?.store.length(m) ?? 0)
     }
     n = this.sendData(this.me, this.announced + 1, Math.max(1, n), this.current.sequencer)
     this.stats.resent += n
@@ -350,12 +352,12 @@ export class Engine implements SequencerHost {
     let packer = new DataPacker(header, this.opts.maxDatagram)
     let count = 0
     for (let m = first; m < first + n; m++) {
-      const e = s.store.get(m)
-      if (!e) continue
-      if (!packer.add(m, e.more, e.payload)) {
+      if (!s.store.has(m)) continue
+      const payload = s.store.payload(m)
+      if (!packer.add(m, s.store.hasMore(m), payload)) {
         this.unicast(packer.finish(), to)
         packer = new DataPacker(header, this.opts.maxDatagram)
-        packer.add(m, e.more, e.payload)
+        packer.add(m, s.store.hasMore(m), payload)
       }
       count++
     }
@@ -400,11 +402,10 @@ export class Engine implements SequencerHost {
         this.stats.duplicates++
         continue
       }
-      if (s.store.size >= limit) {
+      if (s.store.size >= limit || !s.store.set(e.msgId, e.more, e.payload)) {
         this.stats.dropped++
         continue
       }
-      s.store.set(e.msgId, e)
     }
     this.role?.dataArrived(d.sender)
   }
@@ -459,16 +460,15 @@ export class Engine implements SequencerHost {
       if (s > limit || !this.log.has(s)) break
       const author = this.log.sender(s)
       const st = this.senders.get(author)
-      const e = st?.store.get(this.log.msgId(s))
-      if (!e) break
+      const m = this.log.msgId(s)
+      const len = st ? st.store.length(m) : -1
+      if (len < 0) break
       this.have = s
-      if (st!.ordered === 0 && e.msgId > 1) {
-        // First message of this sender since we joined: what it sent before was ordered before our view.
-        for (const m of st!.store.keys()) if (m < e.msgId) st!.store.delete(m)
-      }
-      st!.ordered = e.msgId
-      this.retainedBytes += e.payload.length
-      this.bytesSinceAck += e.payload.length
+      // First message of this sender since we joined: what it sent before was ordered before our view.
+      if (st!.ordered === 0 && m > 1) st!.store.deleteBelow(m)
+      st!.ordered = m
+      this.retainedBytes += len
+      this.bytesSinceAck += len
     }
     if (this.role) this.setStable(this.role.stableGiven(this.ackable()))
     this.deliver()
@@ -496,14 +496,15 @@ export class Engine implements SequencerHost {
       }
       const s = ++this.delivered
       const author = this.log.sender(s)
-      const e = this.senders.get(author)!.store.get(this.log.msgId(s))!
+      const store = this.senders.get(author)!.store
+      const m = this.log.msgId(s)
       let parts = this.partial.get(author)
-      if (e.more) {
+      if (store.hasMore(m)) {
         if (!parts) this.partial.set(author, (parts = []))
-        parts.push(e.payload)
+        parts.push(store.payload(m))
         continue
       }
-      let data = e.payload
+      let data: Uint8Array = store.payload(m)
       if (parts) {
         parts.push(data)
         data = Buffer.concat(parts)
@@ -533,14 +534,13 @@ export class Engine implements SequencerHost {
       if (author !== VIEW_SENDER) {
         const m = this.log.msgId(s)
         const st = this.senders.get(author)
-        const e = st?.store.get(m)
-        if (e) {
-          st!.store.delete(m)
-          this.retainedBytes -= e.payload.length
+        const len = st ? st.store.delete(m) : -1
+        if (len >= 0) {
+          this.retainedBytes -= len
           if (author === this.me) {
             this.stableOwn = m
-            this.ownUnstableBytes -= e.payload.length
-            this.inflightBytes -= e.payload.length
+            this.ownUnstableBytes -= len
+            this.inflightBytes -= len
             freedOwn = true
           }
         }
@@ -805,7 +805,7 @@ export class Engine implements SequencerHost {
     // Data of senders gone from the view will never be ordered.
     for (const [no, s] of this.senders) {
       if (v.byNo.has(no)) continue
-      for (const m of s.store.keys()) if (m > s.ordered) s.store.delete(m)
+      s.store.deleteAbove(s.ordered)
     }
     this.role = v.sequencer === this.me ? new SequencerRole(this, v.viewId, v.start, v.members.map((m) => m.no)) : null
     if (this.lifecycle === 'joining') {

@@ -5,11 +5,11 @@
  */
 import { encodeOrder, runsPerDatagram, SEQ_WINDOW, type Run } from './wire.js'
 import type { SlotLog } from './slotlog.js'
-import type { DataEntry } from './wire.js'
+import type { MessageStore } from './msgstore.js'
 
 export interface SenderState {
   /** Data held for this sender, by msgId: ordered-but-unstable and not-yet-ordered messages. */
-  store: Map<number, DataEntry>
+  store: MessageStore
   /** Highest msgId of this sender at a slot ≤ the member's `have` (derived from the stream). */
   ordered: number
 }
@@ -102,14 +102,14 @@ export class SequencerRole {
       let m = (this.queued.get(no) ?? s.ordered) + 1
       const firstMsgId = m
       const last = no === h.me ? h.transmitted : Infinity
-      for (let e = s.store.get(m); e !== undefined && m <= last; e = s.store.get(m)) {
+      for (let len = s.store.length(m); len >= 0 && m <= last; len = s.store.length(m)) {
         // Slots skipped by a view change hold nothing: the window counts from the view's start at least.
-        if (this.nextSlot - Math.max(h.stable, this.start) >= SEQ_WINDOW || (bytes > 0 && bytes + e.payload.length > h.maxUnstableBytes)) {
+        if (this.nextSlot - Math.max(h.stable, this.start) >= SEQ_WINDOW || (bytes > 0 && bytes + len > h.maxUnstableBytes)) {
           blocked = true
           break
         }
         h.log.set(this.nextSlot++, no, m, this.viewId)
-        bytes += e.payload.length
+        bytes += len
         if (no === h.me) h.ownOrdered(m)
         m++
       }
