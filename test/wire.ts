@@ -31,6 +31,20 @@ t.test('DATA round trip, fragments flag, payload views', async (t) => {
   t.equal(fragmentRoom(16384), 16384 - HEADER_SIZE - 2 - 9)
 })
 
+t.test('a packed datagram is exactly its bytes, and the packer\'s own: the next packer does not touch it', async (t) => {
+  const p = new DataPacker(H, 60_000)
+  p.add(1, false, Buffer.from('first'))
+  const first = p.finish()
+  t.equal(first.length, HEADER_SIZE + 2 + 9 + 5, 'no 60 000-byte buffer behind a 5-byte message')
+  const q = new DataPacker({ ...H, sender: 9 }, 60_000)
+  q.add(7, false, Buffer.from('other'))
+  q.finish()
+  const d = decode(first, G)
+  if (d.kind !== Kind.DATA) throw new Error('not DATA')
+  t.same([d.sender, d.entries[0]!.msgId, Buffer.from(d.entries[0]!.payload).toString()], [3, 1, 'first'])
+  t.throws(() => p.add(2, false, Buffer.from('late')), /another was made/, 'a superseded packer refuses to write')
+})
+
 t.test('ORDER and heartbeat round trip', async (t) => {
   const runs = [{ sender: 1, firstMsgId: 10, count: 3 }, { sender: 2, firstMsgId: 1, count: 65535 }]
   t.same(decode(encodeOrder(H, 2 ** 40, 99, runs), G), { kind: Kind.ORDER, ...H, firstSlot: 2 ** 40, stable: 99, runs })
