@@ -504,11 +504,14 @@ export class Engine implements SequencerHost {
         parts.push(store.payload(m))
         continue
       }
-      let data: Uint8Array = store.payload(m)
+      // The application gets its own bytes: what the store holds is also what repairs are served from.
+      let data: Uint8Array
       if (parts) {
-        parts.push(data)
+        parts.push(store.payload(m))
         data = Buffer.concat(parts)
         this.partial.delete(author)
+      } else {
+        data = store.copy(m)
       }
       this.stats.delivered++
       this.env.deliver({ type: 'message', group: this.group, sender: this.names.get(author) ?? String(author), seq: s, data })

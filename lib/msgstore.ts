@@ -48,6 +48,14 @@ export class MessageStore {
     return Buffer.from(this.buffers[i]!, this.offsets[i]!, this.lengths[i]!)
   }
 
+  /** A copy of the payload, the caller's to keep and to modify. Valid only when has(msgId). */
+  copy(msgId: number): Buffer {
+    const i = msgId & this.mask
+    const out = Buffer.allocUnsafe(this.lengths[i]!) // pooled below 4 KiB
+    out.set(new Uint8Array(this.buffers[i]!, this.offsets[i]!, this.lengths[i]!))
+    return out
+  }
+
   /** Holds a message (keeping `payload`'s memory, not a copy). False if it cannot be held: see MAX_CAPACITY. */
   set(msgId: number, more: boolean, payload: Uint8Array): boolean {
     if (msgId === 0) return false
@@ -107,3 +115,4 @@ export class MessageStore {
     }
   }
 }
+
