@@ -10,7 +10,7 @@ export class SlotLog {
   private readonly mask: number
   private readonly slotAt: Float64Array
   private readonly senderAt: Uint32Array
-  private readonly msgIdAt: Uint32Array
+  private readonly msgIdAt: Float64Array // msgIds are 48-bit
   private readonly viewAt: Uint32Array
 
   /** `capacity` must be a power of two. */
@@ -19,7 +19,7 @@ export class SlotLog {
     this.mask = capacity - 1
     this.slotAt = new Float64Array(capacity)
     this.senderAt = new Uint32Array(capacity)
-    this.msgIdAt = new Uint32Array(capacity)
+    this.msgIdAt = new Float64Array(capacity)
     this.viewAt = new Uint32Array(capacity)
   }
 

@@ -4,19 +4,19 @@
  */
 
 export const MAGIC = 0x5343
-export const VERSION = 1
+export const VERSION = 2
 export const HEADER_SIZE = 20
 export const MAX_DATAGRAM = 65_507
 
 export const Kind = { DATA: 1, ORDER: 2, ACK: 3, NACK: 4 } as const
 export type Kind = (typeof Kind)[keyof typeof Kind]
 
-export const DATA_ENTRY_OVERHEAD = 9 // u32 msgId, u8 flags, u32 length
+export const DATA_ENTRY_OVERHEAD = 11 // u48 msgId, u8 flags, u32 length
 const DATA_BODY_OVERHEAD = 2 // u16 count
-const RUN_SIZE = 10 // u32 sender, u32 firstMsgId, u16 count
+const RUN_SIZE = 12 // u32 sender, u48 firstMsgId, u16 count
 const ORDER_BODY_OVERHEAD = 14 // u48 firstSlot, u48 stable, u16 runCount
 const NACK_SLOTS_SIZE = 9 // u8 kind, u48 firstSlot, u16 n
-const NACK_DATA_SIZE = 11 // u8 kind, u32 sender, u32 firstMsgId, u16 n
+const NACK_DATA_SIZE = 13 // u8 kind, u32 sender, u48 firstMsgId, u16 n
 const FLAG_MORE = 1
 
 export interface Header {
@@ -121,9 +121,9 @@ export class DataPacker {
     if (payload.length > this.room || this.count === 0xffff) return false
     const buf = this.buf
     let o = this.off
-    buf.writeUInt32BE(msgId >>> 0, o)
-    buf[o + 4] = more ? FLAG_MORE : 0
-    buf.writeUInt32BE(payload.length, o + 5)
+    buf.writeUIntBE(msgId, o, 6)
+    buf[o + 6] = more ? FLAG_MORE : 0
+    buf.writeUInt32BE(payload.length, o + 7)
     o += DATA_ENTRY_OVERHEAD
     buf.set(payload, o)
     this.off = o + payload.length
@@ -160,8 +160,8 @@ export function encodeOrder(h: Header, firstSlot: number, stable: number, runs: 
   for (let i = from; i < to; i++) {
     const r = runs[i]!
     buf.writeUInt32BE(r.sender >>> 0, o)
-    buf.writeUInt32BE(r.firstMsgId >>> 0, o + 4)
-    buf.writeUInt16BE(r.count, o + 8)
+    buf.writeUIntBE(r.firstMsgId, o + 4, 6)
+    buf.writeUInt16BE(r.count, o + 10)
     o += RUN_SIZE
   }
   return buf
@@ -188,8 +188,8 @@ export function encodeNack(h: Header, slots: readonly SlotRange[], data: readonl
   for (const d of data) {
     buf[o] = 2
     buf.writeUInt32BE(d.sender >>> 0, o + 1)
-    buf.writeUInt32BE(d.firstMsgId >>> 0, o + 5)
-    buf.writeUInt16BE(d.n, o + 9)
+    buf.writeUIntBE(d.firstMsgId, o + 5, 6)
+    buf.writeUInt16BE(d.n, o + 11)
     o += NACK_DATA_SIZE
   }
   return buf
@@ -227,9 +227,9 @@ export function decode(buf: Uint8Array, groupId: number): Datagram | Malformed {
       const entries: DataEntry[] = new Array(count)
       for (let i = 0; i < count; i++) {
         if (len < o + DATA_ENTRY_OVERHEAD) return bad('truncated DATA entry')
-        const msgId = b.readUInt32BE(o)
-        const flags = b[o + 4]!
-        const plen = b.readUInt32BE(o + 5)
+        const msgId = b.readUIntBE(o, 6)
+        const flags = b[o + 6]!
+        const plen = b.readUInt32BE(o + 7)
         o += DATA_ENTRY_OVERHEAD
         if (flags & ~FLAG_MORE) return bad('unknown DATA flags')
         if (msgId === 0) return bad('msgId 0')
@@ -250,7 +250,7 @@ export function decode(buf: Uint8Array, groupId: number): Datagram | Malformed {
       if (firstSlot === 0) return bad('slot 0')
       const runs: Run[] = new Array(n)
       for (let i = 0; i < n; i++) {
-        const r = { sender: b.readUInt32BE(o), firstMsgId: b.readUInt32BE(o + 4), count: b.readUInt16BE(o + 8) }
+        const r = { sender: b.readUInt32BE(o), firstMsgId: b.readUIntBE(o + 4, 6), count: b.readUInt16BE(o + 10) }
         if (r.count === 0 || r.firstMsgId === 0) return bad('empty run')
         runs[i] = r
         o += RUN_SIZE
@@ -275,7 +275,7 @@ export function decode(buf: Uint8Array, groupId: number): Datagram | Malformed {
           o += NACK_SLOTS_SIZE
         } else if (b[o] === 2) {
           if (len < o + NACK_DATA_SIZE) return bad('truncated NACK')
-          data.push({ sender: b.readUInt32BE(o + 1), firstMsgId: b.readUInt32BE(o + 5), n: b.readUInt16BE(o + 9) })
+          data.push({ sender: b.readUInt32BE(o + 1), firstMsgId: b.readUIntBE(o + 5, 6), n: b.readUInt16BE(o + 11) })
           o += NACK_DATA_SIZE
         } else {
           return bad('unknown NACK item')

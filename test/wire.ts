@@ -1,8 +1,10 @@
 import t from 'tap'
 import {
-  DataPacker, decode, encodeAck, encodeNack, encodeOrder, fragmentRoom, groupIdOf, HEADER_SIZE, Kind, runsPerDatagram,
+  DataPacker, decode, encodeAck, encodeNack, encodeOrder, fragmentRoom, groupIdOf, HEADER_SIZE, Kind, runsPerDatagram, VERSION,
 } from '../lib/wire.js'
 import { rng } from './fixtures/sim-rng.js'
+import { SlotLog } from '../lib/slotlog.js'
+import { MessageStore } from '../lib/msgstore.js'
 
 const G = groupIdOf('lobby')
 const H = { groupId: G, viewId: 7, sender: 3 }
@@ -14,7 +16,7 @@ t.test('groupId is FNV-1a 32 of the UTF-8 name', async (t) => {
 
 t.test('ACK layout, byte by byte', async (t) => {
   const buf = encodeAck(H, 0x010203040506)
-  t.equal(buf.toString('hex'), '5343' + '01' + '03' + G.toString(16).padStart(8, '0') + '00000007' + '00000003' + '00000000' + '010203040506')
+  t.equal(buf.toString('hex'), '5343' + '02' + '03' + G.toString(16).padStart(8, '0') + '00000007' + '00000003' + '00000000' + '010203040506')
   t.same(decode(buf, G), { kind: Kind.ACK, ...H, have: 0x010203040506 })
 })
 
@@ -28,14 +30,14 @@ t.test('DATA round trip, fragments flag, payload views', async (t) => {
   t.equal(d.entries.length, 2)
   t.equal(Buffer.from(d.entries[0]!.payload).toString(), 'hello')
   t.same([d.entries[0]!.more, d.entries[1]!.more], [false, true])
-  t.equal(fragmentRoom(16384), 16384 - HEADER_SIZE - 2 - 9)
+  t.equal(fragmentRoom(16384), 16384 - HEADER_SIZE - 2 - 11)
 })
 
 t.test('a packed datagram is exactly its bytes, and the packer\'s own: the next packer does not touch it', async (t) => {
   const p = new DataPacker(H, 60_000)
   p.add(1, false, Buffer.from('first'))
   const first = p.finish()
-  t.equal(first.length, HEADER_SIZE + 2 + 9 + 5, 'no 60 000-byte buffer behind a 5-byte message')
+  t.equal(first.length, HEADER_SIZE + 2 + 11 + 5, 'no 60 000-byte buffer behind a 5-byte message')
   const q = new DataPacker({ ...H, sender: 9 }, 60_000)
   q.add(7, false, Buffer.from('other'))
   q.finish()
@@ -45,11 +47,29 @@ t.test('a packed datagram is exactly its bytes, and the packer\'s own: the next 
   t.throws(() => p.add(2, false, Buffer.from('late')), /another was made/, 'a superseded packer refuses to write')
 })
 
+t.test('msgIds are 48-bit everywhere: a sender past its 2^32-th message is not mistaken for a duplicate', async (t) => {
+  const big = 2 ** 32 + 7
+  const p = new DataPacker(H, 200)
+  p.add(big, false, Buffer.from('x'))
+  const d = decode(p.finish(), G)
+  t.equal(d.kind === Kind.DATA && d.entries[0]!.msgId, big, 'DATA')
+  const runs = [{ sender: 1, firstMsgId: 2 ** 48 - 10, count: 3 }]
+  t.same(decode(encodeOrder(H, 9, 1, runs), G), { kind: Kind.ORDER, ...H, firstSlot: 9, stable: 1, runs }, 'ORDER')
+  const data = [{ sender: 4, firstMsgId: big, n: 2 }]
+  t.same(decode(encodeNack(H, [], data), G), { kind: Kind.NACK, ...H, slots: [], data }, 'NACK')
+  const log = new SlotLog(8)
+  log.set(3, 1, big, 1)
+  t.equal(log.msgId(3), big, 'SlotLog')
+  const store = new MessageStore()
+  store.set(big, false, Buffer.from('y'))
+  t.ok(store.has(big) && !store.has(big - 2 ** 32), 'MessageStore')
+})
+
 t.test('ORDER and heartbeat round trip', async (t) => {
   const runs = [{ sender: 1, firstMsgId: 10, count: 3 }, { sender: 2, firstMsgId: 1, count: 65535 }]
   t.same(decode(encodeOrder(H, 2 ** 40, 99, runs), G), { kind: Kind.ORDER, ...H, firstSlot: 2 ** 40, stable: 99, runs })
   t.same(decode(encodeOrder(H, 5, 4, []), G), { kind: Kind.ORDER, ...H, firstSlot: 5, stable: 4, runs: [] })
-  t.equal(runsPerDatagram(1000), Math.floor((1000 - 20 - 14) / 10))
+  t.equal(runsPerDatagram(1000), Math.floor((1000 - 20 - 14) / 12))
 })
 
 t.test('NACK round trip', async (t) => {
@@ -76,7 +96,7 @@ t.test('rejects, never throws: foreign, truncated, trailing, garbage', async (t)
     const len = Math.floor(r() * 80)
     const buf = Buffer.alloc(len)
     for (let k = 0; k < len; k++) buf[k] = Math.floor(r() * 256)
-    if (len >= 20 && r() < 0.5) { buf.writeUInt16BE(0x5343, 0); buf[2] = 1; buf[3] = 1 + Math.floor(r() * 4); buf.writeUInt32BE(G, 4); buf[16] = 0 }
+    if (len >= 20 && r() < 0.5) { buf.writeUInt16BE(0x5343, 0); buf[2] = VERSION; buf[3] = 1 + Math.floor(r() * 4); buf.writeUInt32BE(G, 4); buf[16] = 0 }
     const d = decode(buf, G)
     if (d.kind !== 0) ok++
   }
