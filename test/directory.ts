@@ -168,11 +168,11 @@ t.test('restart: a fresh directory rebuilds the group from rejoins and removes w
 t.test('malformed frames throw with a code', async (t) => {
   const h = harness()
   h.core.opened(1)
-  t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: '', member: 'a', addr: '1.2.3.4:5' }), { code: ErrorCodes.BAD_REQUEST })
+  t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: '', member: 'a', addr: '127.0.0.4:5' }), { code: ErrorCodes.BAD_REQUEST })
   t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: 'g', member: 'a', addr: 'nowhere' }), { code: ErrorCodes.BAD_REQUEST })
-  t.throws(() => h.core.frame(1, { t: 'join', proto: 2, group: 'g', member: 'a', addr: '1.2.3.4:5' }), { code: ErrorCodes.BAD_REQUEST })
+  t.throws(() => h.core.frame(1, { t: 'join', proto: 2, group: 'g', member: 'a', addr: '127.0.0.4:5' }), { code: ErrorCodes.BAD_REQUEST })
   t.throws(() => h.core.frame(1, { t: 'prepared', group: 'g', viewId: 1, have: 1 }), { code: ErrorCodes.BAD_REQUEST })
-  t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: 'g', member: 7, addr: '1.2.3.4:5' }), { code: ErrorCodes.FRAME })
+  t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: 'g', member: 7, addr: '127.0.0.4:5' }), { code: ErrorCodes.FRAME })
 })
 
 t.test('over TCP: garbage, oversized and non-map frames close only their own connection', async (t) => {
