@@ -392,9 +392,12 @@ export class DirectoryCore {
     // Every participant can serve the slots in (low, have]; a recovering member asks one whose range covers the
     // slot it lacks. The holder is the one that covers the most: the lowest `low` among those with have = cut.
     const holder = reports.filter((r) => r.have === cut).sort((a, b) => a.low - b.low || a.no - b.no)[0]!
-    // If the old sequencer answered, it reported everything it assigned; otherwise skip past its window.
+    // If the old sequencer answered, it reported everything it assigned; otherwise skip past its window. Never
+    // below the last committed view's slot either: when nobody installed that view (a participant failed right
+    // after its commit), `cut` is older than it, and the slots it skipped may still hold what a dead sequencer
+    // ordered and dead members delivered.
     const seqAnswered = f.participants.some((p) => p.no === g.sequencer)
-    const start = seqAnswered ? cut + 1 : Math.max(cut, g.lastStart) + SEQ_WINDOW + 1
+    const start = seqAnswered ? Math.max(cut, g.lastStart) + 1 : Math.max(cut, g.lastStart) + SEQ_WINDOW + 1
     g.flush = null
     this.commit(g, f.viewId, cut, start, holder.no, reports)
   }

@@ -81,6 +81,26 @@ t.test('the sequencer crashes: the new view starts SEQ_WINDOW past the cut', asy
   t.match(c, { cut: 10, start: 10 + SEQ_WINDOW + 1, holder: 2, sequencer: 2 })
 })
 
+t.test('the view after an uninstalled one never starts below it: the dead sequencer\'s slots stay skipped', async (t) => {
+  // a (the sequencer) crashes; view 4 skips its window. c dies before anyone installs view 4, so b reports the
+  // same `have` again and b — view 4's sequencer — answers. Starting view 5 at cut + 1 would hand out slots a may
+  // have ordered (and a's peers delivered) before it died: the sim sweep found exactly that (seeds 1210, 1214).
+  const h = harness()
+  h.three()
+  h.take(2)
+  h.core.closed(1)
+  const [p4] = h.take(2, 'prepare')
+  for (const c of [2, 3]) h.core.frame(c, { t: 'prepared', group: 'g', viewId: p4!.viewId, have: 10, low: 0 })
+  const [c4] = h.take(2, 'commit')
+  t.match(c4, { cut: 10, start: 10 + SEQ_WINDOW + 1, sequencer: 2 })
+  h.core.closed(3)
+  const [p5] = h.take(2, 'prepare')
+  h.core.frame(2, { t: 'prepared', group: 'g', viewId: p5!.viewId, have: 10, low: 0 })
+  const [c5] = h.take(2, 'commit')
+  t.match(c5, { viewId: p5!.viewId, cut: 10, members: [{ id: 'b' }] })
+  t.ok((c5!.start as number) > (c4!.start as number), `view ${c5!.viewId} starts at ${c5!.start}, after view ${c4!.viewId}'s ${c4!.start}`)
+})
+
 t.test('a failure during a flush abandons it: new attempt, new view id, without the failed member', async (t) => {
   const h = harness()
   h.join(1, 'a')
