@@ -594,7 +594,10 @@ export class Engine implements SequencerHost {
       else req.data.push({ sender: author, firstMsgId: m, n: 1 })
     }
     const per = nackItemsPerDatagram(this.opts.maxDatagram)
-    const header = { groupId: this.groupId, viewId: this.current?.viewId ?? this.pending[0]!.viewId, sender: this.me }
+    // Named by the view the repair source is sure to know: while installing, the latest commit's (a source may have
+    // joined after this member's current view, and drops NACKs of views it never saw).
+    const viewId = (this.pending[this.pending.length - 1] ?? this.current)!.viewId
+    const header = { groupId: this.groupId, viewId, sender: this.me }
     for (const [to, { slots, data }] of requests) {
       if (slots.length + data.length === 0) continue
       this.lastNackAt = now

@@ -1,0 +1,100 @@
+/**
+ * Chaos schedules: 4–6 members all sending under a random mix of loss (0–30 %), duplication and reordering, and
+ * 1–4 random events at random moments — a crash that closes the connection, a silent crash the directory only
+ * notices by missed pings, a graceful leave, a join, an application that stops reading for a while — in any
+ * order, overlapping each other's view changes. At least one original member survives. Every run must settle
+ * and pass the checker. SEQCAST_CHAOS_SEEDS=N runs more; SEQCAST_CHAOS_FIRST=S SEQCAST_CHAOS_SEEDS=1 reruns seed S.
+ */
+import t from 'tap'
+import { Sim, type SimMember } from './fixtures/sim.js'
+import { check } from './fixtures/checker.js'
+
+const SEEDS = Number(process.env.SEQCAST_CHAOS_SEEDS ?? 200)
+const FIRST = Number(process.env.SEQCAST_CHAOS_FIRST ?? 7000)
+
+type Event = 'crash' | 'silent crash' | 'leave' | 'join' | 'pause reader'
+
+/** Members still in the group: not crashed, not failed, not left. */
+function active(sim: Sim): SimMember[] {
+  return sim.alive().filter((m) => m.engine.lifecycle !== 'left')
+}
+
+function settled(sim: Sim): boolean {
+  const a = active(sim)
+  if (a.some((m) => m.toSend > 0 || m.consumerPaused || m.engine.lifecycle !== 'joined' || m.engine.viewState !== 'active')) return false
+  const at = a.map((m) => m.engine.delivered)
+  const v = a.map((m) => m.engine.view?.viewId)
+  return at.every((x) => x === at[0]) && v.every((x) => x === v[0]) &&
+    a.every((m) => m.log.filter((d) => d.type === 'message' && d.sender === m.id).length >= m.sentCount)
+}
+
+/** Runs one schedule; returns what went wrong, or nothing. */
+function schedule(seed: number): string | undefined {
+  const probe = new Sim(seed)
+  const r = probe.random
+  const faults = { drop: r() * 0.3, dup: r() * 0.15, minDelay: 0.05, maxDelay: 0.5 + r() * 4 }
+  const sim = new Sim(seed, faults)
+  const n = 4 + Math.floor(r() * 3)
+  const delivery = r() < 0.3 ? 'safe' : 'agreed'
+  const originals: SimMember[] = []
+  for (let i = 0; i < n; i++) {
+    originals.push(sim.join(`m${i + 1}`, { delivery }))
+    sim.runUntil(() => originals.every((m) => m.engine.lifecycle === 'joined') && new Set(originals.map((m) => m.engine.view?.viewId)).size === 1, 5000)
+  }
+  for (const m of originals) m.send(150)
+  const events: string[] = []
+  const kinds: Event[] = ['crash', 'silent crash', 'leave', 'join', 'pause reader']
+  let joined = 0
+  for (let k = 1 + Math.floor(r() * 4); k > 0; k--) {
+    sim.run(sim.now + r() * 40)
+    const kind = kinds[Math.floor(r() * kinds.length)]!
+    const candidates = originals.filter((m) => m.alive && m.engine.lifecycle === 'joined')
+    if (candidates.length === 0) continue
+    const m = candidates[Math.floor(r() * candidates.length)]!
+    const lastOriginal = candidates.length === 1
+    switch (kind) {
+      case 'crash':
+      case 'silent crash':
+        if (lastOriginal) continue
+        sim.crash(m.id, kind === 'crash')
+        break
+      case 'leave':
+        if (lastOriginal) continue
+        m.toSend = 0
+        m.engine.leave()
+        break
+      case 'join':
+        sim.join(`j${++joined}`, { delivery }).send(20)
+        break
+      case 'pause reader': {
+        m.consumerPaused = true
+        sim.at(sim.now + r() * 300, () => {
+          m.consumerPaused = false
+          if (m.alive) m.engine.flush()
+        })
+        break
+      }
+    }
+    events.push(`${kind} ${kind === 'join' ? `j${joined}` : m.id} at ${sim.now.toFixed(1)}`)
+  }
+  const ok = sim.runUntil(() => settled(sim), 60_000)
+  const logs = [...sim.members.values()].map((m) => ({
+    id: m.id, survivor: m.alive && !m.error && m.engine.lifecycle !== 'left', sent: m.sentCount,
+    entries: m.log.map((d) => d.type === 'message'
+      ? { type: 'message' as const, sender: d.sender, seq: d.seq, body: Buffer.from(d.data).toString() }
+      : { type: 'view' as const, viewId: d.viewId, members: d.members }),
+  }))
+  const problems = check(logs)
+  if (ok && problems.length === 0) return undefined
+  return `seed ${seed} (${n} members, ${delivery}, drop ${faults.drop.toFixed(2)}; ${events.join(', ')}): ` +
+    `${ok ? '' : 'did not settle; '}${problems.slice(0, 2).join('; ')}`
+}
+
+t.test(`${SEEDS} chaos schedules`, async (t) => {
+  const failures: string[] = []
+  for (let seed = FIRST; seed < FIRST + SEEDS; seed++) {
+    const f = schedule(seed)
+    if (f) failures.push(f)
+  }
+  t.same(failures, [], 'every schedule settles and keeps every guarantee')
+})
