@@ -12,7 +12,7 @@ import {
   decode, DataPacker, encodeAck, encodeNack, fragmentRoom, groupIdOf, Kind, nackItemsPerDatagram, SEQ_WINDOW,
   type Datagram, type DataRange, type Run, type SlotRange, encodeOrder, runsPerDatagram,
 } from './wire.js'
-import { SlotLog, VIEW_SENDER } from './slotlog.js'
+import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
 import { MessageStore } from './msgstore.js'
 import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
 import type { EngineOptions } from './options.js'
@@ -457,7 +457,13 @@ export class Engine implements SequencerHost {
         continue
       }
       const s = this.have + 1
-      if (s > limit || !this.log.has(s)) break
+      if (s > limit) break
+      if (this.isVoid(s)) {
+        this.log.set(s, VOID_SENDER, 0, 0)
+        this.have = s
+        continue
+      }
+      if (!this.log.has(s)) break
       const author = this.log.sender(s)
       const st = this.senders.get(author)
       const m = this.log.msgId(s)
@@ -474,12 +480,27 @@ export class Engine implements SequencerHost {
     this.deliver()
   }
 
+  /**
+   * A slot below the cut being installed that no participant of the latest flush holds: the sequencer that
+   * ordered it died before any survivor had it (the holder can die before the others fetch from it). Every
+   * survivor decides this from the same commit, whatever late datagrams it has, and skips the slot; the senders
+   * of its messages resend them, since `ordered` never passed them.
+   */
+  private isVoid(slot: number): boolean {
+    const latest = this.pending[this.pending.length - 1]
+    if (!latest || slot > latest.cut || latest.sources.length === 0) return false
+    return !latest.sources.some((r) => r.low < slot && slot <= r.have)
+  }
+
   private deliver(): void {
     if (!this.env.leaseValid()) return
     let limit = this.have
     if (this.opts.delivery === 'safe') {
-      const lastInstalled = this.toDeliver.length > 0 ? this.toDeliver[this.toDeliver.length - 1]!.start : 0
-      limit = Math.min(this.have, Math.max(this.stable, lastInstalled))
+      // Only what every member has: the announced stable slot — across a view change too, since the holder of
+      // the slots up to the cut may die before the others fetch them. A leaver, which will never hear the new
+      // view's stable slot, delivers up to the cut that ends its stream.
+      const leaving = this.toDeliver.find((v) => v.excluded)
+      limit = Math.min(this.have, Math.max(this.stable, leaving ? leaving.cut : 0))
     }
     while (this.delivered < limit && this.env.deliveryRoom()) {
       const b = this.toDeliver[0]
@@ -496,6 +517,7 @@ export class Engine implements SequencerHost {
       }
       const s = ++this.delivered
       const author = this.log.sender(s)
+      if (author === VOID_SENDER) continue
       const store = this.senders.get(author)!.store
       const m = this.log.msgId(s)
       let parts = this.partial.get(author)
@@ -534,7 +556,7 @@ export class Engine implements SequencerHost {
     for (let s = this.gcDone + 1; s <= upTo; s++) {
       if (!this.log.has(s)) continue
       const author = this.log.sender(s)
-      if (author !== VIEW_SENDER) {
+      if (author !== VIEW_SENDER && author !== VOID_SENDER) {
         const m = this.log.msgId(s)
         const st = this.senders.get(author)
         const len = st ? st.store.delete(m) : -1
@@ -651,7 +673,7 @@ export class Engine implements SequencerHost {
     }
     const last = Math.min(first + n - 1, this.have)
     for (let s = first; s <= last; s++) {
-      if (!this.log.has(s) || this.log.isView(s)) {
+      if (!this.log.has(s) || this.log.isView(s) || this.log.sender(s) === VOID_SENDER) {
         flush()
         continue
       }

@@ -5,6 +5,8 @@
  */
 
 export const VIEW_SENDER = 0 // member numbers start at 1; sender 0 marks a view slot, whose msgId is the viewId
+/** Marks a slot a view change declared void: ordered by a sequencer that died before any survivor held it. */
+export const VOID_SENDER = 0xffffffff
 
 export class SlotLog {
   private readonly mask: number

@@ -98,3 +98,14 @@ t.test(`${SEEDS} chaos schedules`, async (t) => {
   }
   t.same(failures, [], 'every schedule settles and keeps every guarantee')
 })
+
+/** Schedules that once failed, each for its own reason, kept whatever range runs. */
+const REGRESSIONS: Array<[number, string]> = [
+  [7076, 'a lagging member NACKed with a view its repair source (a later joiner) never saw'],
+  [10157, 'the holder died before the others fetched from it: slots nobody holds must be skipped alike'],
+]
+for (const [seed, why] of REGRESSIONS) {
+  t.test(`seed ${seed}: ${why}`, async (t) => {
+    t.equal(schedule(seed), undefined)
+  })
+}
