@@ -20,6 +20,9 @@ serve options:
   --heartbeat-ms N     members ping this often (default ${DEFAULT_DIRECTORY_OPTIONS.heartbeatMs})
   --timeout-ms N       a member silent this long is removed (default ${DEFAULT_DIRECTORY_OPTIONS.timeoutMs})
   --flush-timeout-ms N a member that does not answer a view change this long is removed (default ${DEFAULT_DIRECTORY_OPTIONS.flushTimeoutMs})
+  --rejoin-grace-ms N  after start, a group this directory does not know waits this long for its members to
+                       rejoin (a restart) before a join creates it anew (default ${DEFAULT_DIRECTORY_OPTIONS.rejoinGraceMs};
+                       0 when no directory ran before)
   --log-level L        info (default) or debug (same as DEBUG=seqcast:*)
 
 ls/show options:
@@ -30,10 +33,10 @@ exit codes: 0 ok; 1 runtime error (port in use, directory unreachable, no such g
 
 class UsageError extends Error {}
 
-function int(v: string | undefined, name: string, def: number): number {
+function int(v: string | undefined, name: string, def: number, min = 1): number {
   if (v === undefined) return def
   const n = Number(v)
-  if (!Number.isInteger(n) || n <= 0) throw new UsageError(`--${name} must be a positive integer, got ${v}`)
+  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer of at least ${min}, got ${v}`)
   return n
 }
 
@@ -53,6 +56,7 @@ async function main(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' }, dir: { type: 'string' },
       host: { type: 'string' }, port: { type: 'string' }, 'mcast-range': { type: 'string' }, 'mcast-port': { type: 'string' },
       'heartbeat-ms': { type: 'string' }, 'timeout-ms': { type: 'string' }, 'flush-timeout-ms': { type: 'string' }, 'log-level': { type: 'string' },
+      'rejoin-grace-ms': { type: 'string' },
     },
   })
   const cmd = positionals[0] ?? 'serve'
@@ -95,6 +99,7 @@ async function main(argv: string[]): Promise<number> {
       heartbeatMs: int(values['heartbeat-ms'], 'heartbeat-ms', DEFAULT_DIRECTORY_OPTIONS.heartbeatMs),
       timeoutMs: int(values['timeout-ms'], 'timeout-ms', DEFAULT_DIRECTORY_OPTIONS.timeoutMs),
       flushTimeoutMs: int(values['flush-timeout-ms'], 'flush-timeout-ms', DEFAULT_DIRECTORY_OPTIONS.flushTimeoutMs),
+      rejoinGraceMs: int(values['rejoin-grace-ms'], 'rejoin-grace-ms', DEFAULT_DIRECTORY_OPTIONS.rejoinGraceMs, 0),
     })
   } catch (err) {
     throw new UsageError((err as Error).message)

@@ -8,10 +8,11 @@
  * A failure during a flush abandons it and starts another with a new view id. A change may start while the
  * previous view is still installing: members apply commits in order whatever their state.
  */
+import { randomBytes } from 'node:crypto'
 import { ErrorCodes, ProtocolError } from '../lib/errors.js'
 import { field, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
-import { SEQ_WINDOW } from '../lib/wire.js'
+import { formatIncarnation, parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
 
 const log = logger('dir')
 
@@ -24,6 +25,8 @@ export interface DirectoryHooks {
   /** Close that connection; the host then calls closed(). */
   close(conn: ConnId, reason: string): void
   now(): number
+  /** 64 random bits, not all zero, as 16 hex digits: a new group's incarnation. Default: crypto.randomBytes. */
+  randomIncarnation?(): string
 }
 
 export interface DirectoryOptions {
@@ -33,6 +36,11 @@ export interface DirectoryOptions {
   heartbeatMs: number
   timeoutMs: number
   flushTimeoutMs: number
+  /**
+   * A directory that starts cannot know whether it restarted: for this long after its start, a group it does not
+   * know waits for rejoins (which bring the group's identity and history) before a join may create it afresh.
+   */
+  rejoinGraceMs: number
 }
 
 export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
@@ -41,10 +49,13 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
   heartbeatMs: 500,
   timeoutMs: 2000,
   flushTimeoutMs: 2000,
+  rejoinGraceMs: 2500,
 }
 
 const MAX_NAME_BYTES = 64
 const ADDR = /^(\d{1,3}\.){3}\d{1,3}:\d{1,5}$/
+/** A commit whose history a rebuilt directory cannot see may have skipped this many slots (§7). */
+const UNKNOWN_COMMIT_SLOTS = 3 * SEQ_WINDOW
 
 interface Member {
   no: number
@@ -54,6 +65,8 @@ interface Member {
   conn: ConnId | null
   dead: boolean
   leaving: boolean
+  /** View id of the latest commit this member holds (after a directory restart: as its rejoin said). */
+  commitSeen: number
 }
 
 interface Flush {
@@ -65,6 +78,8 @@ interface Flush {
 
 interface Group {
   name: string
+  /** The group's incarnation (16 hex digits), in every datagram: another directory's group of this name is another group. */
+  inc: string
   mcast: string
   nextNo: number
   /** The last view id handed out (also for abandoned attempts). */
@@ -82,6 +97,13 @@ interface Group {
   changeNeeded: boolean
   /** After a directory restart: members of the rebuilt view that have not rejoined yet, until the deadline. */
   recovering: { deadline: number } | null
+  /** The latest commit, as sent (or as a rejoin brought it back): resent to members that missed it. */
+  lastCommit: Frame | null
+  /**
+   * A rebuilt group in which some member saw a view id above the adopted commit: a commit this directory cannot see
+   * may have reached members that never came back, so the next view skips past anything it could have ordered.
+   */
+  unknownCommit: boolean
 }
 
 interface Conn {
@@ -124,9 +146,64 @@ function name(f: Frame, key: string): string {
   return v
 }
 
+/** A non-negative integer field (slots, view ids and member numbers are at most 48 bits). */
+function count(f: Frame, key: string): number {
+  const v = field(f, key, 'number')
+  if (!Number.isSafeInteger(v) || v < 0) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `${key} must be a non-negative integer`)
+  return v
+}
+
+function validAddr(a: unknown): a is string {
+  if (typeof a !== 'string' || !ADDR.test(a)) return false
+  const [ip, port] = a.split(':') as [string, string]
+  return ip.split('.').every((o) => Number(o) <= 255) && Number(port) >= 1 && Number(port) <= 65535
+}
+
+/**
+ * Checks the commit a `rejoin` carries back (every field a rebuilt group takes from it) and returns it as a commit
+ * frame; throws ProtocolError otherwise.
+ */
+interface CommitFrame extends Frame {
+  group: string
+  viewId: number
+  members: Array<{ no: number; id: string; addr: string }>
+  sequencer: number
+  cut: number
+  start: number
+  inc: string
+  mcast: string
+  nextNo: number
+}
+
+function parseCommit(v: unknown): CommitFrame {
+  const bad = (what: string): never => {
+    throw new ProtocolError(ErrorCodes.BAD_REQUEST, `rejoin: commit ${what}`)
+  }
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return bad('missing')
+  const c = { ...(v as Record<string, unknown>), t: 'commit' } as Frame
+  for (const k of ['viewId', 'sequencer', 'cut', 'start', 'holder', 'nextNo']) {
+    if (!Number.isSafeInteger(c[k]) || (c[k] as number) < 0) bad(`field ${k} must be a non-negative integer`)
+  }
+  if (typeof c.group !== 'string') bad('names no group')
+  if ((c.viewId as number) < 1 || (c.start as number) <= (c.cut as number)) bad('has no valid view id, cut and start')
+  if (!parseIncarnation(c.inc)) bad('has no valid incarnation')
+  if (!validAddr(c.mcast)) bad('has no valid multicast address')
+  const members = c.members
+  if (!Array.isArray(members) || members.length === 0) return bad('has no members')
+  const nos = new Set<number>()
+  for (const m of members as Array<Record<string, unknown>>) {
+    if (typeof m !== 'object' || m === null || !Number.isSafeInteger(m.no) || (m.no as number) < 1 || typeof m.id !== 'string' || !validAddr(m.addr)) bad('has a bad member')
+    if ((m.no as number) >= (c.nextNo as number)) bad('has a member number not below nextNo')
+    nos.add(m.no as number)
+  }
+  if (!nos.has(c.sequencer as number)) bad('names a sequencer outside the view')
+  if (!Array.isArray(c.sources)) bad('has no sources')
+  return c as CommitFrame
+}
+
 function addrField(f: Frame): string {
   const a = field(f, 'addr', 'string')
-  if (!ADDR.test(a)) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `addr must be "ip:port", got ${JSON.stringify(a)}`)
+  if (!validAddr(a)) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `addr must be "ip:port", got ${JSON.stringify(a)}`)
   return a
 }
 
@@ -134,9 +211,11 @@ export class DirectoryCore {
   private readonly groups = new Map<string, Group>()
   private readonly conns = new Map<ConnId, Conn>()
   private readonly range: { base: number; size: number }
+  private readonly startedAt: number
 
   constructor(readonly opts: DirectoryOptions, private readonly hooks: DirectoryHooks) {
     this.range = parseRange(opts.mcastRange)
+    this.startedAt = hooks.now()
   }
 
   opened(conn: ConnId): void {
@@ -216,12 +295,7 @@ export class DirectoryCore {
           if (!g.flush.reports.has(p.no) && p.conn !== null) this.expel(p.conn, `no answer to prepare within ${this.opts.flushTimeoutMs} ms`)
         }
       }
-      if (g.recovering && now > g.recovering.deadline) {
-        for (const m of g.members) if (m.conn === null) m.dead = true
-        g.recovering = null
-        log('%s: rebuilt; members that did not rejoin are removed', g.name)
-        this.needChange(g)
-      }
+      if (g.recovering && now > g.recovering.deadline) this.endRecovery(g, 'members that did not rejoin are removed')
     }
   }
 
@@ -250,8 +324,13 @@ export class DirectoryCore {
       this.hooks.close(conn, 'duplicate member id')
       return
     }
-    g ??= this.createGroup(groupName, this.allocateMcast())
-    const m: Member = { no: g.nextNo++, id, addr, conn, dead: false, leaving: false }
+    if (!g) {
+      g = this.createGroup(groupName, this.newIncarnation())
+      // Just started: this may be a restart, and the group's members may be about to rejoin (§7).
+      const graceEnd = this.startedAt + this.opts.rejoinGraceMs
+      if (this.hooks.now() < graceEnd) g.recovering = { deadline: graceEnd }
+    }
+    const m: Member = { no: g.nextNo++, id, addr, conn, dead: false, leaving: false, commitSeen: 0 }
     c.group = g.name
     c.member = m
     g.joiners.push(m)
@@ -260,74 +339,123 @@ export class DirectoryCore {
     this.needChange(g)
   }
 
-  /** A member of a view this directory may not know (it restarted) reattaches (PROTOCOL.md §7). */
+  /**
+   * A member that lost its directory connection (not expelled) reattaches with the latest commit it received
+   * (PROTOCOL.md §7). A directory that restarted rebuilds the group from these: identity, the latest commit any
+   * member holds, member numbers and view ids above anything any member saw.
+   */
   private onRejoin(conn: ConnId, c: Conn, f: Frame): void {
     if (c.member) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'this connection has joined already')
     if (field(f, 'proto', 'number') !== 1) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'unsupported protocol version')
     const groupName = name(f, 'group')
     const id = name(f, 'member')
-    const no = field(f, 'no', 'number')
-    const view = f.view as { viewId?: unknown; members?: unknown; sequencer?: unknown; start?: unknown } | null
-    const valid = view !== null && typeof view === 'object' && typeof view.viewId === 'number' && typeof view.sequencer === 'number' &&
-      typeof view.start === 'number' && Array.isArray(view.members) &&
-      view.members.every((m: { no?: unknown; id?: unknown; addr?: unknown }) => typeof m?.no === 'number' && typeof m.id === 'string' && typeof m.addr === 'string')
-    if (!valid) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'rejoin needs a view {viewId, members, sequencer, start}')
-    const v = view as { viewId: number; members: Array<{ no: number; id: string; addr: string }>; sequencer: number; start: number }
+    const no = count(f, 'no')
+    const addr = addrField(f)
+    const seen = count(f, 'seenViewId')
+    const commit = parseCommit(f.commit)
+    if (commit.group !== groupName || seen < commit.viewId) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'rejoin: commit of another group, or seenViewId below it')
     let g = this.groups.get(groupName)
-    if (!g) {
-      g = this.createGroup(groupName, field(f, 'mcast', 'string'))
-      g.recovering = { deadline: this.hooks.now() + this.opts.timeoutMs }
-      this.adoptView(g, v)
-      log('%s: rebuilding from %s\'s view %d', g.name, id, v.viewId)
-    } else if (g.recovering && v.viewId > g.viewId) {
-      this.adoptView(g, v)
-    }
-    const m = g.members.find((x) => x.no === no && x.id === id && !x.dead && x.conn === null)
-    if (!m) {
-      this.hooks.send(conn, { t: 'expelled', group: groupName, reason: `not a member of view ${g.viewId}` })
+    const refuse = (reason: string): void => {
+      this.hooks.send(conn, { t: 'expelled', group: groupName, reason })
       this.hooks.close(conn, 'rejoin refused')
-      return
     }
+    if (g && g.inc !== commit.inc) {
+      // Only joiners that arrived before the rejoins (no view committed yet): the group with a history wins.
+      if (g.viewId !== 0 || g.members.length > 0) return refuse(`group ${groupName} here is another incarnation`)
+      g.inc = commit.inc
+      g.mcast = commit.mcast
+      g.recovering ??= { deadline: this.hooks.now() + this.opts.timeoutMs }
+      this.adopt(g, commit)
+      for (const j of g.joiners) {
+        j.no = g.nextNo++ // numbers of the group's history are taken
+        if (j.conn !== null) this.hooks.send(j.conn, { t: 'welcome', no: j.no, heartbeatMs: this.opts.heartbeatMs, timeoutMs: this.opts.timeoutMs })
+      }
+    } else if (!g) {
+      g = this.createGroup(groupName, commit.inc, commit.mcast)
+      g.recovering = { deadline: this.hooks.now() + this.opts.timeoutMs }
+      this.adopt(g, commit)
+      log('%s: rebuilding from %s\'s commit of view %d', g.name, id, commit.viewId)
+    } else if (g.recovering && (commit.viewId) > g.viewId) {
+      this.adopt(g, commit)
+    }
+    g.viewCounter = Math.max(g.viewCounter, seen)
+    g.nextNo = Math.max(g.nextNo, commit.nextNo)
+    const m = g.members.find((x) => x.no === no && x.id === id && !x.dead && x.conn === null)
+    if (!m || !g.recovering) return refuse(`not a member of view ${g.viewId}`)
     m.conn = conn
-    m.addr = addrField(f)
+    m.addr = addr
+    m.commitSeen = commit.viewId
     c.group = g.name
     c.member = m
     this.hooks.send(conn, { t: 'welcome', no: m.no, heartbeatMs: this.opts.heartbeatMs, timeoutMs: this.opts.timeoutMs })
-    if (g.recovering && g.members.every((x) => x.conn !== null || x.dead)) {
-      g.recovering = null
-      log('%s: rebuilt, every member rejoined', g.name)
-      this.startChangeIfNeeded(g)
+    if (g.members.every((x) => x.conn !== null || x.dead)) this.endRecovery(g, 'every member rejoined')
+  }
+
+  /** Takes a commit a rejoin brought back as the group's latest: members that rejoined but are not in it are expelled. */
+  private adopt(g: Group, commit: CommitFrame): void {
+    const members = commit.members
+    const attached = new Map(g.members.filter((m) => m.conn !== null).map((m) => [m.no, m]))
+    g.members = members.map((m) => attached.get(m.no) ?? { no: m.no, id: m.id, addr: m.addr, conn: null, dead: false, leaving: false, commitSeen: 0 })
+    g.viewId = commit.viewId
+    g.viewCounter = Math.max(g.viewCounter, g.viewId)
+    g.sequencer = commit.sequencer
+    g.lastStart = commit.start
+    g.lastCut = commit.cut
+    g.nextNo = Math.max(g.nextNo, commit.nextNo, ...members.map((m) => m.no + 1))
+    g.lastCommit = commit
+    for (const m of attached.values()) {
+      if (!members.some((x) => x.no === m.no) && m.conn !== null) this.expel(m.conn, `view ${g.viewId} excludes this member`)
     }
   }
 
-  private adoptView(g: Group, v: { viewId: number; members: Array<{ no: number; id: string; addr: string }>; sequencer: number; start: number }): void {
-    const attached = new Map(g.members.filter((m) => m.conn !== null).map((m) => [m.no, m]))
-    g.members = v.members.map((m) => attached.get(m.no) ?? { no: m.no, id: m.id, addr: m.addr, conn: null, dead: false, leaving: false })
-    g.viewId = v.viewId
-    g.viewCounter = Math.max(g.viewCounter, v.viewId)
-    g.sequencer = v.sequencer
-    g.lastStart = v.start
-    g.lastCut = v.start - 1
-    g.nextNo = Math.max(g.nextNo, ...v.members.map((m) => m.no + 1))
+  /** A rebuilt group is complete (or its deadline passed): the absent are failed, and a view change settles it. */
+  private endRecovery(g: Group, why: string): void {
+    g.recovering = null
+    // A member saw a view id above the adopted commit: a commit nobody here holds may exist.
+    g.unknownCommit = g.viewCounter > g.viewId
+    for (const m of g.members) if (m.conn === null) m.dead = true
+    // Members that had not received the latest commit get it first: they apply commits in order.
+    for (const m of g.members) {
+      if (!m.dead && m.conn !== null && g.lastCommit && m.commitSeen < g.viewId) this.hooks.send(m.conn, g.lastCommit)
+    }
+    log('%s: rebuilt (%s); a view change settles it', g.name, why)
+    // Always: whatever was under way when the directory died (a flush, an install) is ended by a new change.
+    if (g.viewId !== 0) g.changeNeeded = true
+    this.startChangeIfNeeded(g)
+    this.maybeDelete(g)
   }
 
-  private createGroup(groupName: string, mcast: string): Group {
+  private createGroup(groupName: string, inc: string, mcast = this.allocateMcast(inc)): Group {
     const g: Group = {
-      name: groupName, mcast, nextNo: 1, viewCounter: 0, viewId: 0, members: [], sequencer: 0, lastStart: 0, lastCut: 0,
-      joiners: [], leavers: [], flush: null, installing: null, changeNeeded: false, recovering: null,
+      name: groupName, inc, mcast, nextNo: 1, viewCounter: 0, viewId: 0, members: [], sequencer: 0, lastStart: 0, lastCut: 0,
+      joiners: [], leavers: [], flush: null, installing: null, changeNeeded: false, recovering: null, lastCommit: null,
+      unknownCommit: false,
     }
     this.groups.set(groupName, g)
     return g
   }
 
-  private allocateMcast(): string {
+  private newIncarnation(): string {
+    for (;;) {
+      const inc = this.hooks.randomIncarnation?.() ?? randomBytes(8).toString('hex')
+      if (parseIncarnation(inc)) return inc
+    }
+  }
+
+  /**
+   * An address derived from the incarnation, so that independent directories rarely pick the same one (and when
+   * they do, the incarnation in every datagram keeps the groups apart); the next free one if this directory uses it.
+   */
+  private allocateMcast(inc: string): string {
     const used = new Set([...this.groups.values()].map((g) => g.mcast))
-    for (let i = 1; i < this.range.size - 1; i++) {
-      const a = `${ipOf((this.range.base + i) >>> 0)}:${this.opts.mcastPort}`
+    const usable = this.range.size - 2 // not the range's network and broadcast addresses
+    const { lo } = parseIncarnation(inc)!
+    for (let k = 0; k < usable; k++) {
+      const a = `${ipOf((this.range.base + 1 + ((lo + k) % usable)) >>> 0)}:${this.opts.mcastPort}`
       if (!used.has(a)) return a
     }
-    // More groups than addresses: share one; the groupId in every datagram keeps them apart.
-    return `${ipOf((this.range.base + 1) >>> 0)}:${this.opts.mcastPort}`
+    // More groups than addresses: share one; the incarnation in every datagram keeps them apart.
+    return `${ipOf((this.range.base + 1 + (lo % usable)) >>> 0)}:${this.opts.mcastPort}`
   }
 
   // ---------------------------------------------------------------- failures
@@ -396,8 +524,12 @@ export class DirectoryCore {
     // below the last committed view's slot either: when nobody installed that view (a participant failed right
     // after its commit), `cut` is older than it, and the slots it skipped may still hold what a dead sequencer
     // ordered and dead members delivered.
+    // After a restart in which a member saw a view id this directory cannot see, a commit may have reached only
+    // members that never came back, and its sequencer ordered slots nobody here knows of (PROTOCOL.md §7).
     const seqAnswered = f.participants.some((p) => p.no === g.sequencer)
-    const start = seqAnswered ? Math.max(cut, g.lastStart) + 1 : Math.max(cut, g.lastStart) + SEQ_WINDOW + 1
+    const skip = g.unknownCommit ? UNKNOWN_COMMIT_SLOTS : seqAnswered ? 0 : SEQ_WINDOW
+    g.unknownCommit = false
+    const start = Math.max(cut, g.lastStart) + skip + 1
     g.flush = null
     this.commit(g, f.viewId, cut, start, holder.no, reports)
   }
@@ -409,10 +541,15 @@ export class DirectoryCore {
     const excluded = g.members.filter((m) => !m.dead && m.leaving && m.conn !== null)
     const frame: Frame = {
       t: 'commit', group: g.name, viewId, members: members.map((m) => ({ no: m.no, id: m.id, addr: m.addr })),
-      sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast,
+      sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast, inc: g.inc, nextNo: g.nextNo,
     }
+    g.lastCommit = frame
     const to = new Set<Member>([...members, ...excluded, ...g.leavers.map((l) => l.m)])
-    for (const m of to) if (m.conn !== null) this.hooks.send(m.conn, frame)
+    for (const m of to) {
+      if (m.conn === null) continue
+      this.hooks.send(m.conn, frame)
+      m.commitSeen = viewId
+    }
     for (const m of excluded) g.leavers.push({ m, viewId })
     g.members = members
     g.joiners = []

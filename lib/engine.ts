@@ -9,15 +9,17 @@
  * `nack()`/`serveNack()` the repair logic, `onCommit()`/`install()` the view change, `gc()` stability.
  */
 import {
-  decode, DataPacker, encodeAck, encodeNack, fragmentRoom, groupIdOf, Kind, nackItemsPerDatagram, SEQ_WINDOW,
-  type Datagram, type DataRange, type Run, type SlotRange, encodeOrder, runsPerDatagram,
+  decode, DataPacker, encodeAck, encodeNack, FOREIGN, formatIncarnation, fragmentRoom, Kind, MAX_MESSAGE,
+  nackItemsPerDatagram, parseIncarnation, SEQ_WINDOW, type Datagram, type DataRange, type Incarnation, type Run,
+  type SlotRange, encodeOrder, runsPerDatagram,
 } from './wire.js'
 import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
 import { MessageStore } from './msgstore.js'
+import { Reassembly } from './reassembly.js'
 import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
 import type { EngineOptions } from './options.js'
 import type { Frame } from './frame.js'
-import { errorFromCode, ExpelledError, MessageTooLargeError, NotJoinedError, type SeqcastError } from './errors.js'
+import { ErrorCodes, errorFromCode, ExpelledError, MessageTooLargeError, NotJoinedError, ProtocolError, type SeqcastError } from './errors.js'
 import { logger } from './log.js'
 
 const logView = logger('view')
@@ -93,6 +95,8 @@ export interface EngineStats {
   ordered: number
   views: number
   violations: number
+  /** Fragments delivered to nobody: pieces of messages begun before this member joined, or never finished. */
+  skipped: number
 }
 
 const LOG_CAPACITY = 4 * SEQ_WINDOW
@@ -103,14 +107,15 @@ const RESEND_BURST_MIN = 4
 const RESEND_BURST_MAX = 256
 
 export class Engine implements SequencerHost {
-  readonly groupId: number
+  /** The group's incarnation, learnt from the first commit (0 until then: no datagram matches it). */
+  inc: Incarnation = { hi: 0, lo: 0 }
   me = 0
   lifecycle: Lifecycle = 'joining'
   viewState: ViewState = 'none'
   readonly log = new SlotLog(LOG_CAPACITY)
   readonly stats: EngineStats = {
     sent: 0, delivered: 0, datagramsIn: 0, datagramsOut: 0, dropped: 0, foreign: 0, duplicates: 0, nacksSent: 0,
-    nacksServed: 0, retransmitted: 0, resent: 0, ordered: 0, views: 0, violations: 0,
+    nacksServed: 0, retransmitted: 0, resent: 0, ordered: 0, views: 0, violations: 0, skipped: 0,
   }
 
   /** Contiguous slots held (ordering and data). */
@@ -136,7 +141,7 @@ export class Engine implements SequencerHost {
   private known: ViewRec[] = []
   private names = new Map<number, string>()
   private readonly senders = new Map<number, SenderState>()
-  private readonly partial = new Map<number, Uint8Array[]>()
+  private readonly reassembly = new Reassembly()
   private role: SequencerRole | null = null
 
   // Own messages: msgIds 1 … nextMsgId-1 were submitted.
@@ -161,6 +166,10 @@ export class Engine implements SequencerHost {
   private lastTickHave = -1
   private lastNackAt = -Infinity
   private leaveRequested = false
+  /** The latest commit received, as received: a rejoin carries it back to a restarted directory. */
+  private lastCommit: Frame | null = null
+  /** The highest view id seen in a prepare or a commit. */
+  private seenViewId = 0
 
   constructor(
     readonly group: string,
@@ -168,7 +177,6 @@ export class Engine implements SequencerHost {
     readonly opts: EngineOptions,
     private readonly env: EngineEnv,
   ) {
-    this.groupId = groupIdOf(group)
     this.resendWait = opts.resendMs
   }
 
@@ -186,11 +194,15 @@ export class Engine implements SequencerHost {
     return { viewId: v.viewId, members: v.members.map((m) => m.id), sequencer: this.names.get(v.sequencer) ?? '' }
   }
 
-  /** What a `rejoin` frame says of this member's installed view (PROTOCOL.md §7). */
-  rejoinView(): { viewId: number; members: Array<{ no: number; id: string; addr: string }>; sequencer: number; start: number } | null {
-    const v = this.current
-    if (!v || v.excluded) return null
-    return { viewId: v.viewId, members: v.members, sequencer: v.sequencer, start: v.start }
+  /**
+   * The `rejoin` frame this member sends a directory it reconnected to (PROTOCOL.md §7): the latest commit it
+   * received, installed or not, and the highest view id it saw. Null when it has nothing to rejoin with.
+   */
+  rejoinFrame(addr: string): Frame | null {
+    const c = this.lastCommit
+    if (!c || this.pending.concat(this.current ?? []).some((v) => v.excluded) || this.lifecycle !== 'joined') return null
+    const { t: _t, ...commit } = c
+    return { t: 'rejoin', proto: 1, group: this.group, member: this.memberId, no: this.me, addr, seenViewId: this.seenViewId, commit }
   }
 
   get isSequencer(): boolean {
@@ -282,7 +294,7 @@ export class Engine implements SequencerHost {
     for (let i = 0; i < frags; i++) {
       const payload = frags === 1 ? copy : copy.subarray(i * room, Math.min(copy.length, (i + 1) * room))
       const msgId = this.nextMsgId++
-      own.store.set(msgId, i < frags - 1, payload)
+      own.store.set(msgId, i === 0, i < frags - 1, payload)
     }
     this.ownUnstableBytes += data.length
     this.stats.sent++
@@ -300,7 +312,7 @@ export class Engine implements SequencerHost {
     if (this.transmitted >= last || this.viewState !== 'active' || !this.current) return
     const own = this.senderState(this.me)
     if (this.announced >= this.transmitted) this.lastProgressAt = this.env.now()
-    const header = { groupId: this.groupId, viewId: this.current.viewId, sender: this.me }
+    const header = { inc: this.inc, viewId: this.current.viewId, sender: this.me }
     let packer = new DataPacker(header, this.opts.maxDatagram)
     let m = this.transmitted + 1
     for (; m <= last; m++) {
@@ -308,10 +320,10 @@ export class Engine implements SequencerHost {
       if (this.inflightBytes > 0 && this.inflightBytes + len > this.opts.sendWindowBytes) break
       this.inflightBytes += len
       const payload = own.store.payload(m)
-      if (!packer.add(m, own.store.hasMore(m), payload)) {
+      if (!packer.add(m, own.store.isFirst(m), own.store.hasMore(m), payload)) {
         this.multicast(packer.finish())
         packer = new DataPacker(header, this.opts.maxDatagram)
-        packer.add(m, own.store.hasMore(m), payload)
+        packer.add(m, own.store.isFirst(m), own.store.hasMore(m), payload)
       }
     }
     if (packer.entries > 0) this.multicast(packer.finish())
@@ -348,16 +360,16 @@ export class Engine implements SequencerHost {
   private sendData(author: number, first: number, n: number, to: number): number {
     const s = this.senders.get(author)
     if (!s || !this.current) return 0
-    const header = { groupId: this.groupId, viewId: this.current.viewId, sender: author }
+    const header = { inc: this.inc, viewId: this.current.viewId, sender: author }
     let packer = new DataPacker(header, this.opts.maxDatagram)
     let count = 0
     for (let m = first; m < first + n; m++) {
       if (!s.store.has(m)) continue
       const payload = s.store.payload(m)
-      if (!packer.add(m, s.store.hasMore(m), payload)) {
+      if (!packer.add(m, s.store.isFirst(m), s.store.hasMore(m), payload)) {
         this.unicast(packer.finish(), to)
         packer = new DataPacker(header, this.opts.maxDatagram)
-        packer.add(m, s.store.hasMore(m), payload)
+        packer.add(m, s.store.isFirst(m), s.store.hasMore(m), payload)
       }
       count++
     }
@@ -370,9 +382,10 @@ export class Engine implements SequencerHost {
   datagram(buf: Uint8Array): void {
     this.stats.datagramsIn++
     if (this.lifecycle === 'left' || this.lifecycle === 'failed' || this.me === 0) return
-    const d = decode(buf, this.groupId)
+    const d = decode(buf, this.inc)
     if (d.kind === 0) {
-      this.stats.dropped++
+      if (d.reason === FOREIGN) this.stats.foreign++
+      else this.stats.dropped++
       return
     }
     if (d.sender === this.me) return // our own multicast, looped back
@@ -402,7 +415,7 @@ export class Engine implements SequencerHost {
         this.stats.duplicates++
         continue
       }
-      if (s.store.size >= limit || !s.store.set(e.msgId, e.more, e.payload)) {
+      if (s.store.size >= limit || !s.store.set(e.msgId, e.first, e.more, e.payload)) {
         this.stats.dropped++
         continue
       }
@@ -509,6 +522,8 @@ export class Engine implements SequencerHost {
         this.toDeliver.shift()
         this.delivered = b.start
         this.stats.views++
+        // A sender gone from the view will never send the rest of a message it had begun.
+        this.reassembly.retain((no) => b.byNo.has(no))
         this.env.deliver({
           type: 'view', group: this.group, viewId: b.viewId, members: b.members.map((m) => m.id),
           sequencer: b.byNo.get(b.sequencer)!.id, seq: b.start,
@@ -520,21 +535,9 @@ export class Engine implements SequencerHost {
       if (author === VOID_SENDER) continue
       const store = this.senders.get(author)!.store
       const m = this.log.msgId(s)
-      let parts = this.partial.get(author)
-      if (store.hasMore(m)) {
-        if (!parts) this.partial.set(author, (parts = []))
-        parts.push(store.payload(m))
-        continue
-      }
       // The application gets its own bytes: what the store holds is also what repairs are served from.
-      let data: Uint8Array
-      if (parts) {
-        parts.push(store.payload(m))
-        data = Buffer.concat(parts)
-        this.partial.delete(author)
-      } else {
-        data = store.copy(m)
-      }
+      const data = this.reassembly.push(author, store.isFirst(m), store.hasMore(m), store.payload(m))
+      if (!data) continue
       this.stats.delivered++
       this.env.deliver({ type: 'message', group: this.group, sender: this.names.get(author) ?? String(author), seq: s, data })
     }
@@ -619,7 +622,7 @@ export class Engine implements SequencerHost {
     // Named by the view the repair source is sure to know: while installing, the latest commit's (a source may have
     // joined after this member's current view, and drops NACKs of views it never saw).
     const viewId = (this.pending[this.pending.length - 1] ?? this.current)!.viewId
-    const header = { groupId: this.groupId, viewId, sender: this.me }
+    const header = { inc: this.inc, viewId, sender: this.me }
     for (const [to, { slots, data }] of requests) {
       if (slots.length + data.length === 0) continue
       this.lastNackAt = now
@@ -661,7 +664,7 @@ export class Engine implements SequencerHost {
     const flush = (): void => {
       if (runs.length === 0) return
       const per = runsPerDatagram(this.opts.maxDatagram)
-      const header = { groupId: this.groupId, viewId: runView, sender: this.me }
+      const header = { inc: this.inc, viewId: runView, sender: this.me }
       let slot = runFirst
       for (let i = 0; i < runs.length; i += per) {
         const chunk = runs.slice(i, i + per)
@@ -747,7 +750,7 @@ export class Engine implements SequencerHost {
     this.lastAckAt = this.env.now()
     this.bytesSinceAck = 0
     if (v.sequencer === this.me) return
-    this.unicast(encodeAck({ groupId: this.groupId, viewId: v.viewId, sender: this.me }, acked), v.sequencer)
+    this.unicast(encodeAck({ inc: this.inc, viewId: v.viewId, sender: this.me }, acked), v.sequencer)
   }
 
   // ---------------------------------------------------------------- membership (PROTOCOL.md §5)
@@ -758,6 +761,7 @@ export class Engine implements SequencerHost {
         this.me = f.no as number
         break
       case 'prepare':
+        if (typeof f.viewId === 'number' && f.viewId > this.seenViewId) this.seenViewId = f.viewId
         this.viewState = 'flushing'
         this.frozenAt = this.have
         this.env.toDirectory({ t: 'prepared', group: this.group, viewId: f.viewId, have: this.have, low: this.gcDone })
@@ -780,6 +784,16 @@ export class Engine implements SequencerHost {
   }
 
   private onCommit(f: Frame): void {
+    // A restarted directory resends its latest commit to whoever rejoined without it; one already held is ignored.
+    if (this.lastCommit && (f.viewId as number) <= (this.lastCommit.viewId as number)) return
+    const inc = parseIncarnation(f.inc)
+    if (!inc || (this.lastCommit && (inc.hi !== this.inc.hi || inc.lo !== this.inc.lo))) {
+      this.fail(new ProtocolError(ErrorCodes.PROTOCOL, `commit ${String(f.viewId)} of group ${this.group} has another incarnation`))
+      return
+    }
+    this.inc = inc
+    this.lastCommit = f
+    if ((f.viewId as number) > this.seenViewId) this.seenViewId = f.viewId as number
     const members = (f.members as MemberRec[]).map((m) => ({ no: m.no, id: m.id, addr: m.addr }))
     const v: ViewRec = {
       viewId: f.viewId as number, members, byNo: new Map(members.map((m) => [m.no, m])), sequencer: f.sequencer as number,
@@ -804,6 +818,13 @@ export class Engine implements SequencerHost {
     this.knownTop = v.cut
     this.pending = this.pending.filter((p) => p.start <= v.cut)
     this.known = this.known.filter((k) => k.start <= v.cut)
+    // A number new to the group starts from nothing: no counters or data of anyone who had it before apply.
+    const before = this.known[this.known.length - 1]
+    for (const m of members) {
+      if (before?.byNo.has(m.no) || !this.senders.has(m.no) || m.no === this.me) continue
+      this.stats.violations++
+      this.senders.delete(m.no)
+    }
     this.known.push(v)
     this.pending.push(v)
     for (const m of members) this.names.set(m.no, m.id)
@@ -873,7 +894,7 @@ export class Engine implements SequencerHost {
   /** Counters and positions, for group.stats(). */
   snapshot(): EngineStats & { have: number; delivered: number; stable: number; viewId: number; sequencer: boolean; retainedBytes: number; inflightBytes: number } {
     return {
-      ...this.stats, ordered: this.role?.ordered ?? this.stats.ordered, have: this.have, delivered: this.delivered,
+      ...this.stats, ordered: this.role?.ordered ?? this.stats.ordered, skipped: this.reassembly.skipped, have: this.have, delivered: this.delivered,
       stable: this.stable, viewId: this.current?.viewId ?? 0, sequencer: this.role !== null, retainedBytes: this.retainedBytes,
       inflightBytes: this.inflightBytes,
     }

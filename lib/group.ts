@@ -280,14 +280,15 @@ export class Group extends EventEmitter<GroupEvents> {
       if (this.closed) return
       this.connectDirectory().then(
         () => {
-          const view = this.engine.rejoinView()
           const addr = this.uni.address()
+          const rejoin = this.engine.rejoinFrame(`${addr.address}:${addr.port}`)
           this.reconnectDelay = RECONNECT_MIN_MS
-          this.toDirectory({
-            t: 'rejoin', proto: 1, group: this.name, member: this.memberId, no: this.engine.me,
-            addr: `${addr.address}:${addr.port}`, view, mcast: this.mcastKey,
-          })
-          log('%s: reconnected to the directory, rejoining in view %d', this.memberId, view?.viewId)
+          if (!rejoin) {
+            this.abort(new DirectoryError(ErrorCodes.DIRECTORY_LOST, 'lost the directory with nothing to rejoin with'))
+            return
+          }
+          this.toDirectory(rejoin)
+          log('%s: reconnected to the directory, rejoining with commit %d', this.memberId, (rejoin.commit as { viewId: number }).viewId)
           this.emit('directory', 'restored')
         },
         () => {

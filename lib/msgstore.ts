@@ -20,7 +20,8 @@ export class MessageStore {
   private mask = MIN_CAPACITY - 1
   /** msgId held in each cell, 0 when empty (msgIds start at 1). */
   private ids = new Float64Array(MIN_CAPACITY)
-  private more = new Uint8Array(MIN_CAPACITY)
+  /** Per cell: bit 0 MORE (another fragment follows), bit 1 FIRST (starts a message). */
+  private flags = new Uint8Array(MIN_CAPACITY)
   private offsets = new Uint32Array(MIN_CAPACITY)
   private lengths = new Uint32Array(MIN_CAPACITY)
   private buffers: (ArrayBufferLike | undefined)[] = new Array(MIN_CAPACITY).fill(undefined)
@@ -39,7 +40,12 @@ export class MessageStore {
 
   /** Another fragment of the same message follows. Valid only when has(msgId). */
   hasMore(msgId: number): boolean {
-    return this.more[msgId & this.mask] === 1
+    return (this.flags[msgId & this.mask]! & 1) !== 0
+  }
+
+  /** This message starts an application message (whole, or its first fragment). Valid only when has(msgId). */
+  isFirst(msgId: number): boolean {
+    return (this.flags[msgId & this.mask]! & 2) !== 0
   }
 
   /** A view of the payload (no copy). Valid only when has(msgId). */
@@ -57,7 +63,7 @@ export class MessageStore {
   }
 
   /** Holds a message (keeping `payload`'s memory, not a copy). False if it cannot be held: see MAX_CAPACITY. */
-  set(msgId: number, more: boolean, payload: Uint8Array): boolean {
+  set(msgId: number, first: boolean, more: boolean, payload: Uint8Array): boolean {
     if (msgId === 0) return false
     let i = msgId & this.mask
     while (this.ids[i] !== 0 && this.ids[i] !== msgId) {
@@ -67,7 +73,7 @@ export class MessageStore {
     }
     if (this.ids[i] === 0) this.size++
     this.ids[i] = msgId
-    this.more[i] = more ? 1 : 0
+    this.flags[i] = (more ? 1 : 0) | (first ? 2 : 0)
     this.offsets[i] = payload.byteOffset
     this.lengths[i] = payload.byteLength
     this.buffers[i] = payload.buffer
@@ -95,11 +101,11 @@ export class MessageStore {
   }
 
   private grow(): void {
-    const { ids, more, offsets, lengths, buffers } = this
+    const { ids, flags, offsets, lengths, buffers } = this
     const capacity = ids.length * 2
     this.mask = capacity - 1
     this.ids = new Float64Array(capacity)
-    this.more = new Uint8Array(capacity)
+    this.flags = new Uint8Array(capacity)
     this.offsets = new Uint32Array(capacity)
     this.lengths = new Uint32Array(capacity)
     this.buffers = new Array(capacity).fill(undefined)
@@ -108,7 +114,7 @@ export class MessageStore {
       if (id === 0) continue
       const i = id & this.mask
       this.ids[i] = id
-      this.more[i] = more[j]!
+      this.flags[i] = flags[j]!
       this.offsets[i] = offsets[j]!
       this.lengths[i] = lengths[j]!
       this.buffers[i] = buffers[j]

@@ -3,7 +3,7 @@
  * this object only while it is the installed view's sequencer; on a view change the engine drops it and, if it is
  * still (or newly) the sequencer, makes a fresh one from the stream it has delivered.
  */
-import { encodeOrder, runsPerDatagram, SEQ_WINDOW, type Run } from './wire.js'
+import { encodeOrder, runsPerDatagram, SEQ_WINDOW, type Incarnation, type Run } from './wire.js'
 import type { SlotLog } from './slotlog.js'
 import type { MessageStore } from './msgstore.js'
 
@@ -17,7 +17,7 @@ export interface SenderState {
 /** What the role needs from the member that plays it. */
 export interface SequencerHost {
   readonly me: number
-  readonly groupId: number
+  readonly inc: Incarnation
   readonly log: SlotLog
   readonly maxDatagram: number
   readonly maxUnstableBytes: number
@@ -137,7 +137,7 @@ export class SequencerRole {
 
   private sendRuns(firstSlot: number, runs: Run[]): void {
     const h = this.host
-    const header = { groupId: h.groupId, viewId: this.viewId, sender: h.me }
+    const header = { inc: h.inc, viewId: this.viewId, sender: h.me }
     const per = runsPerDatagram(h.maxDatagram)
     let slot = firstSlot
     let i = 0

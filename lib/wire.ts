@@ -4,9 +4,14 @@
  */
 
 export const MAGIC = 0x5343
-export const VERSION = 2
-export const HEADER_SIZE = 20
+export const VERSION = 3
+export const HEADER_SIZE = 24
 export const MAX_DATAGRAM = 65_507
+/**
+ * The largest application message the protocol carries (1 GiB). A receiver drops a message whose fragments add up
+ * to more — a sender whose message never ends cannot grow its reassembly without bound.
+ */
+export const MAX_MESSAGE = 1 << 30
 
 export const Kind = { DATA: 1, ORDER: 2, ACK: 3, NACK: 4 } as const
 export type Kind = (typeof Kind)[keyof typeof Kind]
@@ -18,9 +23,31 @@ const ORDER_BODY_OVERHEAD = 14 // u48 firstSlot, u48 stable, u16 runCount
 const NACK_SLOTS_SIZE = 9 // u8 kind, u48 firstSlot, u16 n
 const NACK_DATA_SIZE = 13 // u8 kind, u32 sender, u48 firstMsgId, u16 n
 const FLAG_MORE = 1
+const FLAG_FIRST = 2
+
+/**
+ * A group's incarnation: 64 random bits the directory draws when it creates the group (PROTOCOL.md §1), as two
+ * u32 halves. Every datagram carries it; a datagram of another incarnation — another directory's group of the
+ * same name, or an older life of this one — is dropped.
+ */
+export interface Incarnation {
+  hi: number
+  lo: number
+}
+
+/** The incarnation as it travels in directory frames: 16 lowercase hex digits, not all zero. */
+export function formatIncarnation(inc: Incarnation): string {
+  return (inc.hi >>> 0).toString(16).padStart(8, '0') + (inc.lo >>> 0).toString(16).padStart(8, '0')
+}
+
+/** Parses 16 hex digits, not all zero; undefined otherwise. */
+export function parseIncarnation(s: unknown): Incarnation | undefined {
+  if (typeof s !== 'string' || !/^[0-9a-f]{16}$/.test(s) || /^0+$/.test(s)) return undefined
+  return { hi: parseInt(s.slice(0, 8), 16), lo: parseInt(s.slice(8), 16) }
+}
 
 export interface Header {
-  groupId: number
+  inc: Incarnation
   viewId: number
   sender: number
 }
@@ -29,6 +56,8 @@ export interface DataEntry {
   msgId: number
   /** Another fragment of the same message follows. */
   more: boolean
+  /** This entry starts a message (a whole message, or its first fragment). */
+  first: boolean
   payload: Uint8Array
 }
 
@@ -50,38 +79,35 @@ export interface DataRange {
   n: number
 }
 
+/** What a receiver reads of a header: the incarnation was checked against its own. */
+export interface Received {
+  viewId: number
+  sender: number
+}
+
 export type Datagram =
-  | (Header & { kind: typeof Kind.DATA; entries: DataEntry[] })
-  | (Header & { kind: typeof Kind.ORDER; firstSlot: number; stable: number; runs: Run[] })
-  | (Header & { kind: typeof Kind.ACK; have: number })
-  | (Header & { kind: typeof Kind.NACK; slots: SlotRange[]; data: DataRange[] })
+  | (Received & { kind: typeof Kind.DATA; entries: DataEntry[] })
+  | (Received & { kind: typeof Kind.ORDER; firstSlot: number; stable: number; runs: Run[] })
+  | (Received & { kind: typeof Kind.ACK; have: number })
+  | (Received & { kind: typeof Kind.NACK; slots: SlotRange[]; data: DataRange[] })
 
 export interface Malformed {
   kind: 0
   reason: string
 }
 
-/** FNV-1a, 32 bit, of the UTF-8 group name: the groupId in every header. */
-export function groupIdOf(name: string): number {
-  let h = 0x811c9dc5
-  for (const byte of Buffer.from(name, 'utf8')) {
-    h ^= byte
-    h = Math.imul(h, 0x01000193) >>> 0
-  }
-  return h >>> 0
-}
+/** The reason `decode` gives for a well-formed header of another incarnation (counted apart from garbage). */
+export const FOREIGN = 'foreign incarnation'
 
 function writeHeader(buf: Buffer, kind: Kind, h: Header): void {
   buf.writeUInt16BE(MAGIC, 0)
   buf[2] = VERSION
   buf[3] = kind
-  buf.writeUInt32BE(h.groupId >>> 0, 4)
-  buf.writeUInt32BE(h.viewId >>> 0, 8)
-  buf.writeUInt32BE(h.sender >>> 0, 12)
-  buf[16] = 0
-  buf[17] = 0
-  buf[18] = 0
-  buf[19] = 0
+  buf.writeUInt32BE(h.inc.hi >>> 0, 4)
+  buf.writeUInt32BE(h.inc.lo >>> 0, 8)
+  buf.writeUInt32BE(h.viewId >>> 0, 12)
+  buf.writeUInt32BE(h.sender >>> 0, 16)
+  buf.writeUInt32BE(0, 20) // flags, reserved
 }
 
 /** Where packers build datagrams: one buffer for the process, reused, so a small datagram costs a small copy. */
@@ -116,13 +142,13 @@ export class DataPacker {
   }
 
   /** Adds the entry if it fits; returns false (and adds nothing) otherwise. */
-  add(msgId: number, more: boolean, payload: Uint8Array): boolean {
+  add(msgId: number, first: boolean, more: boolean, payload: Uint8Array): boolean {
     if (scratchOwner !== this) throw new Error('DataPacker used after another was made')
     if (payload.length > this.room || this.count === 0xffff) return false
     const buf = this.buf
     let o = this.off
     buf.writeUIntBE(msgId, o, 6)
-    buf[o + 6] = more ? FLAG_MORE : 0
+    buf[o + 6] = (more ? FLAG_MORE : 0) | (first ? FLAG_FIRST : 0)
     buf.writeUInt32BE(payload.length, o + 7)
     o += DATA_ENTRY_OVERHEAD
     buf.set(payload, o)
@@ -205,19 +231,20 @@ function bad(reason: string): Malformed {
 }
 
 /**
- * Decodes one datagram addressed to group `groupId`. Payloads are views into `buf` (no copy): a caller that keeps
- * one beyond the datagram's life keeps the datagram's memory alive, which is bounded by the windows.
+ * Decodes one datagram of incarnation `inc`. Payloads are views into `buf` (no copy): a caller that keeps one
+ * beyond the datagram's life keeps the datagram's memory alive, which is bounded by the windows.
  */
-export function decode(buf: Uint8Array, groupId: number): Datagram | Malformed {
+export function decode(buf: Uint8Array, inc: Incarnation): Datagram | Malformed {
   const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength)
   const len = b.length
   if (len < HEADER_SIZE) return bad('short header')
   if (b.readUInt16BE(0) !== MAGIC) return bad('bad magic')
   if (b[2] !== VERSION) return bad(`unsupported version ${b[2]}`)
-  if (b[16] !== 0) return bad('flags set (authentication not supported)')
+  if (b[20] !== 0) return bad('flags set (authentication not supported)')
+  if (b[21] !== 0 || b[22] !== 0 || b[23] !== 0) return bad('reserved bytes set')
+  if (b.readUInt32BE(4) !== inc.hi || b.readUInt32BE(8) !== inc.lo) return bad(FOREIGN)
   const kind = b[3]!
-  const h: Header = { groupId: b.readUInt32BE(4), viewId: b.readUInt32BE(8), sender: b.readUInt32BE(12) }
-  if (h.groupId !== groupId) return bad('foreign group')
+  const h: Received = { viewId: b.readUInt32BE(12), sender: b.readUInt32BE(16) }
   let o = HEADER_SIZE
   switch (kind) {
     case Kind.DATA: {
@@ -231,10 +258,10 @@ export function decode(buf: Uint8Array, groupId: number): Datagram | Malformed {
         const flags = b[o + 6]!
         const plen = b.readUInt32BE(o + 7)
         o += DATA_ENTRY_OVERHEAD
-        if (flags & ~FLAG_MORE) return bad('unknown DATA flags')
+        if (flags & ~(FLAG_MORE | FLAG_FIRST)) return bad('unknown DATA flags')
         if (msgId === 0) return bad('msgId 0')
         if (len < o + plen) return bad('truncated DATA payload')
-        entries[i] = { msgId, more: (flags & FLAG_MORE) !== 0, payload: b.subarray(o, o + plen) }
+        entries[i] = { msgId, more: (flags & FLAG_MORE) !== 0, first: (flags & FLAG_FIRST) !== 0, payload: b.subarray(o, o + plen) }
         o += plen
       }
       if (o !== len) return bad('trailing bytes')

@@ -5,20 +5,22 @@
 import t from 'tap'
 import net from 'node:net'
 import { spawn, spawnSync } from 'node:child_process'
-import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, SEQ_WINDOW, type ConnId } from '../directory/core.js'
+import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, SEQ_WINDOW, type ConnId, type DirectoryOptions } from '../directory/core.js'
 import { DirectoryServer, queryStatus } from '../directory/server.js'
 import { encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
 import { ErrorCodes } from '../lib/errors.js'
 import { DIR_CLI, freePort } from './fixtures/procs.js'
 
-function harness() {
+function harness(opts: Partial<DirectoryOptions> = {}) {
   let now = 0
   const out: Array<{ conn: ConnId; f: Frame }> = []
   const closed: ConnId[] = []
-  const core = new DirectoryCore(DEFAULT_DIRECTORY_OPTIONS, {
+  let incs = 0
+  const core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, rejoinGraceMs: 0, ...opts }, {
     now: () => now,
     send: (conn, f) => out.push({ conn, f }),
     close: (conn) => closed.push(conn),
+    randomIncarnation: () => `00000001${(incs++).toString(16).padStart(8, '0')}`, // the first group's address: 239.255.0.1
   })
   const take = (conn: ConnId, t?: string): Frame[] => {
     const mine = out.filter((o) => o.conn === conn && (t === undefined || o.f.t === t)).map((o) => o.f)
@@ -166,15 +168,23 @@ t.test('a silent member is expelled after timeoutMs', async (t) => {
   t.same(h.closed, [1])
 })
 
+/** The commit a member of view 7 {a, b} holds, as its rejoin carries it back. */
+const INC = 'c0ffee0000000007'
+const commit7 = {
+  group: 'g', viewId: 7, sequencer: 1, cut: 499, start: 500, holder: 1, sources: [], mcast: '239.255.0.9:46100', inc: INC, nextNo: 5,
+  members: [{ no: 1, id: 'a', addr: '127.0.0.1:9001' }, { no: 2, id: 'b', addr: '127.0.0.1:9002' }],
+}
+const rejoin = (member: string, no: number, commit: object = commit7, seenViewId = 7): Frame =>
+  ({ t: 'rejoin', proto: 1, group: 'g', member, no, addr: `127.0.0.1:900${no}`, seenViewId, commit })
+
 t.test('restart: a fresh directory rebuilds the group from rejoins and removes who never comes back', async (t) => {
   const h = harness()
-  const view = { viewId: 7, sequencer: 1, start: 500, members: [{ no: 1, id: 'a', addr: '127.0.0.1:9001' }, { no: 2, id: 'b', addr: '127.0.0.1:9002' }] }
   h.core.opened(1)
-  h.core.frame(1, { t: 'rejoin', proto: 1, group: 'g', member: 'a', no: 1, addr: '127.0.0.1:9001', view, mcast: '239.255.0.9:46100' })
+  h.core.frame(1, rejoin('a', 1))
   t.match(h.take(1, 'welcome'), [{ no: 1 }])
   t.match(h.core.status()[0], { viewId: 7, state: 'recovering', mcast: '239.255.0.9:46100' })
   h.core.opened(3)
-  h.core.frame(3, { t: 'rejoin', proto: 1, group: 'g', member: 'x', no: 9, addr: '127.0.0.1:9009', view, mcast: '239.255.0.9:46100' })
+  h.core.frame(3, rejoin('x', 9))
   t.match(h.take(3, 'expelled'), [{}], 'a stranger is refused')
   h.advance(1000)
   h.core.frame(1, { t: 'ping' })
@@ -182,7 +192,93 @@ t.test('restart: a fresh directory rebuilds the group from rejoins and removes w
   const [p] = h.take(1, 'prepare')
   t.ok((p!.viewId as number) > 7, 'view ids keep increasing')
   h.core.frame(1, { t: 'prepared', group: 'g', viewId: p!.viewId, have: 600, low: 0 })
-  t.match(h.take(1, 'commit'), [{ members: [{ id: 'a' }], cut: 600, start: 601 }])
+  t.match(h.take(1, 'commit'), [{ members: [{ id: 'a' }], cut: 600, start: 601, inc: INC, mcast: '239.255.0.9:46100' }], 'same incarnation and address')
+})
+
+t.test('restart: member numbers continue above every number the group ever gave, not only the view\'s', async (t) => {
+  const h = harness()
+  h.core.opened(1)
+  h.core.frame(1, rejoin('a', 1))
+  h.core.opened(2)
+  h.core.frame(2, rejoin('b', 2))
+  h.take(1)
+  h.core.frame(1, { t: 'prepared', group: 'g', viewId: 8, have: 510, low: 0 })
+  h.core.frame(2, { t: 'prepared', group: 'g', viewId: 8, have: 510, low: 0 })
+  h.join(3, 'c') // numbers 3 and 4 belonged to members that left before the restart
+  t.match(h.take(3, 'welcome'), [{ no: 5 }])
+})
+
+t.test('restart during a view change: every member back still gets a new view, past any slot a lost commit could use', async (t) => {
+  const h = harness()
+  // a holds commit 7 and saw prepare 8 (the directory died during that flush); b is back too.
+  h.core.opened(1)
+  h.core.frame(1, rejoin('a', 1, commit7, 8))
+  h.core.opened(2)
+  h.core.frame(2, rejoin('b', 2))
+  const [p] = h.take(1, 'prepare')
+  t.ok(p, 'a view change follows the rebuild even though every member rejoined')
+  t.equal(p!.viewId, 9, 'above every view id any member saw')
+  h.core.frame(1, { t: 'prepared', group: 'g', viewId: 9, have: 510, low: 0 })
+  h.core.frame(2, { t: 'prepared', group: 'g', viewId: 9, have: 505, low: 0 })
+  t.match(h.take(2, 'commit'), [{ viewId: 9, cut: 510, start: 510 + 3 * SEQ_WINDOW + 1 }], 'commit 8 may have reached a member that never came back')
+})
+
+t.test('restart: a member that missed the latest commit gets it before the next prepare', async (t) => {
+  const h = harness()
+  const commit6 = { ...commit7, viewId: 6, cut: 300, start: 301 }
+  h.core.opened(2)
+  h.core.frame(2, rejoin('b', 2, commit6))
+  h.core.opened(1)
+  h.core.frame(1, rejoin('a', 1, commit7))
+  const toB = h.take(2).map((f) => f.t === 'commit' ? `commit ${String(f.viewId)}` : f.t)
+  t.same(toB, ['welcome', 'commit 7', 'prepare'], 'b applies commit 7, then the new change')
+  t.same(h.take(1).map((f) => f.t), ['welcome', 'prepare'], 'a holds it already')
+})
+
+t.test('restart: a rejoin of another incarnation is refused; rejoins beat joins that came first', async (t) => {
+  const h = harness({ rejoinGraceMs: 2500 })
+  h.join(5, 'newcomer') // within the grace: waits
+  t.same(h.take(5, 'commit'), [], 'no view for a group the restarted directory may be about to learn')
+  h.core.opened(1)
+  h.core.frame(1, rejoin('a', 1))
+  t.match(h.take(5, 'welcome'), [{ no: 1 }, { no: 5 }], 'renumbered above the group\'s history')
+  h.core.opened(2)
+  h.core.frame(2, rejoin('b', 2, { ...commit7, inc: 'c0ffee0000000008' }))
+  t.match(h.take(2, 'expelled'), [{}], 'another incarnation of g')
+  h.advance(1500)
+  h.core.frame(1, { t: 'ping' })
+  h.core.frame(5, { t: 'ping' })
+  h.advance(1100)
+  const [p] = h.take(1, 'prepare')
+  h.core.frame(1, { t: 'prepared', group: 'g', viewId: p!.viewId, have: 500, low: 0 })
+  t.match(h.take(5, 'commit'), [{ inc: INC, members: [{ id: 'a' }, { id: 'newcomer', no: 5 }] }])
+})
+
+t.test('joins to a new group wait out the rejoin grace of a directory that just started', async (t) => {
+  const h = harness({ rejoinGraceMs: 2500 })
+  h.join(1, 'a')
+  t.same(h.take(1, 'commit'), [])
+  t.match(h.core.status()[0], { state: 'recovering' })
+  h.advance(1500)
+  h.core.frame(1, { t: 'ping' })
+  h.advance(1100)
+  t.match(h.take(1, 'commit'), [{ viewId: 1, members: [{ id: 'a' }] }])
+})
+
+t.test('independent directories give the same group different incarnations and, mostly, addresses', async (t) => {
+  const addrs = new Set<string>()
+  const incs = new Set<string>()
+  for (let i = 0; i < 20; i++) {
+    const out: Frame[] = []
+    const core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, rejoinGraceMs: 0 }, { now: () => 0, send: (_c, f) => out.push(f), close: () => {} })
+    core.opened(1)
+    core.frame(1, { t: 'join', proto: 1, group: 'lobby', member: 'a', addr: '127.0.0.1:9001' })
+    const c = out.find((f) => f.t === 'commit')!
+    incs.add(c.inc as string)
+    addrs.add(c.mcast as string)
+  }
+  t.equal(incs.size, 20, 'random incarnations')
+  t.ok(addrs.size >= 18, `addresses drawn from the range (${addrs.size} distinct of 20)`)
 })
 
 t.test('malformed frames throw with a code', async (t) => {
@@ -196,7 +292,7 @@ t.test('malformed frames throw with a code', async (t) => {
 })
 
 t.test('over TCP: garbage, oversized and non-map frames close only their own connection', async (t) => {
-  const server = new DirectoryServer({ port: 0 })
+  const server = new DirectoryServer({ port: 0, rejoinGraceMs: 0 })
   const { port } = await server.listen()
   t.teardown(() => server.close())
   const connect = (): Promise<net.Socket> => new Promise((r) => { const s = net.connect(port, '127.0.0.1', () => r(s)) })

@@ -25,7 +25,7 @@ t.test('the directory is killed mid-stream: data keeps flowing, a restarted dire
   await dir.stop() // SIGKILL
   const during = ms[1]!.messages()
   t.ok(await until(() => ms[1]!.messages() > during + 1000, 20_000), 'messages still delivered while the directory is down')
-  dir = await startDir(port)
+  dir = await startDir(port, ['--rejoin-grace-ms', '2500']) // a restart: the default grace
   await new Promise((r) => setTimeout(r, 1500)) // members reconnect and rejoin
   ms[2]!.kill() // a membership change needs the rebuilt directory
   const survivors = ms.slice(0, 2)

@@ -51,7 +51,7 @@ t.test('4 hosts, 10–25 % UDP loss, the directory killed and restarted mid-stre
   await dir.stop()
   const during = ms[1]!.messages()
   t.ok(await until(() => ms[1]!.messages() > during + 300, 30_000), 'data flows while the directory is down')
-  dir = await startDir(4720, [], dirHost)
+  dir = await startDir(4720, ['--rejoin-grace-ms', '2500'], dirHost) // a restart: the default grace
   await new Promise((r) => setTimeout(r, 2000))
   ms[0]!.kill() // the sequencer: the rebuilt directory must run the flush
   const survivors = ms.slice(1)

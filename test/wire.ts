@@ -1,93 +1,110 @@
 import t from 'tap'
 import {
-  DataPacker, decode, encodeAck, encodeNack, encodeOrder, fragmentRoom, groupIdOf, HEADER_SIZE, Kind, runsPerDatagram, VERSION,
+  DataPacker, decode, encodeAck, encodeNack, encodeOrder, FOREIGN, formatIncarnation, fragmentRoom, HEADER_SIZE, Kind,
+  parseIncarnation, runsPerDatagram, VERSION,
 } from '../lib/wire.js'
 import { rng } from './fixtures/sim-rng.js'
 import { SlotLog } from '../lib/slotlog.js'
 import { MessageStore } from '../lib/msgstore.js'
 
-const G = groupIdOf('lobby')
-const H = { groupId: G, viewId: 7, sender: 3 }
+const G = { hi: 0x0123abcd, lo: 0xfedc0042 }
+const H = { inc: G, viewId: 7, sender: 3 }
+const R = { viewId: 7, sender: 3 } // what a receiver reads of H
 
-t.test('groupId is FNV-1a 32 of the UTF-8 name', async (t) => {
-  t.equal(groupIdOf(''), 0x811c9dc5)
-  t.equal(groupIdOf('a'), 0xe40c292c)
+t.test('incarnations travel as 16 hex digits, never all zero', async (t) => {
+  t.equal(formatIncarnation(G), '0123abcdfedc0042')
+  t.same(parseIncarnation('0123abcdfedc0042'), G)
+  for (const bad of ['0000000000000000', '0123abcdfedc004', '0123ABCDFEDC0042', 'x123abcdfedc0042', 42, null]) {
+    t.equal(parseIncarnation(bad), undefined, `refuses ${String(bad)}`)
+  }
 })
 
 t.test('ACK layout, byte by byte', async (t) => {
   const buf = encodeAck(H, 0x010203040506)
-  t.equal(buf.toString('hex'), '5343' + '02' + '03' + G.toString(16).padStart(8, '0') + '00000007' + '00000003' + '00000000' + '010203040506')
-  t.same(decode(buf, G), { kind: Kind.ACK, ...H, have: 0x010203040506 })
+  t.equal(buf.toString('hex'), '5343' + '03' + '03' + '0123abcd' + 'fedc0042' + '00000007' + '00000003' + '00000000' + '010203040506')
+  t.same(decode(buf, G), { kind: Kind.ACK, ...R, have: 0x010203040506 })
 })
 
 t.test('DATA round trip, fragments flag, payload views', async (t) => {
   const p = new DataPacker(H, 200)
-  t.ok(p.add(1, false, Buffer.from('hello')))
-  t.ok(p.add(2, true, Buffer.alloc(0)))
-  t.notOk(p.add(3, false, Buffer.alloc(500)), 'refuses what does not fit')
-  const d = decode(p.finish(), G)
+  t.ok(p.add(1, true, false, Buffer.from('hello')))
+  t.ok(p.add(2, true, true, Buffer.alloc(0)))
+  t.ok(p.add(3, false, false, Buffer.from('!')))
+  t.notOk(p.add(4, true, false, Buffer.alloc(500)), 'refuses what does not fit')
+  const buf = p.finish()
+  t.equal(buf.toString('hex', HEADER_SIZE + 2 + 6, HEADER_SIZE + 2 + 7), '02', 'a whole message: FIRST (bit 1), not MORE')
+  const d = decode(buf, G)
   if (d.kind !== Kind.DATA) throw new Error('not DATA')
-  t.equal(d.entries.length, 2)
+  t.equal(d.entries.length, 3)
   t.equal(Buffer.from(d.entries[0]!.payload).toString(), 'hello')
-  t.same([d.entries[0]!.more, d.entries[1]!.more], [false, true])
+  t.same(d.entries.map((e) => [e.first, e.more]), [[true, false], [true, true], [false, false]])
+  const unknownFlag = Buffer.from(buf)
+  unknownFlag[HEADER_SIZE + 2 + 6] = 4
+  t.equal(decode(unknownFlag, G).kind, 0, 'an unknown DATA flag is refused')
   t.equal(fragmentRoom(16384), 16384 - HEADER_SIZE - 2 - 11)
 })
 
 t.test('a packed datagram is exactly its bytes, and the packer\'s own: the next packer does not touch it', async (t) => {
   const p = new DataPacker(H, 60_000)
-  p.add(1, false, Buffer.from('first'))
+  p.add(1, true, false, Buffer.from('first'))
   const first = p.finish()
   t.equal(first.length, HEADER_SIZE + 2 + 11 + 5, 'no 60 000-byte buffer behind a 5-byte message')
   const q = new DataPacker({ ...H, sender: 9 }, 60_000)
-  q.add(7, false, Buffer.from('other'))
+  q.add(7, true, false, Buffer.from('other'))
   q.finish()
   const d = decode(first, G)
   if (d.kind !== Kind.DATA) throw new Error('not DATA')
   t.same([d.sender, d.entries[0]!.msgId, Buffer.from(d.entries[0]!.payload).toString()], [3, 1, 'first'])
-  t.throws(() => p.add(2, false, Buffer.from('late')), /another was made/, 'a superseded packer refuses to write')
+  t.throws(() => p.add(2, true, false, Buffer.from('late')), /another was made/, 'a superseded packer refuses to write')
 })
 
 t.test('msgIds are 48-bit everywhere: a sender past its 2^32-th message is not mistaken for a duplicate', async (t) => {
   const big = 2 ** 32 + 7
   const p = new DataPacker(H, 200)
-  p.add(big, false, Buffer.from('x'))
+  p.add(big, true, false, Buffer.from('x'))
   const d = decode(p.finish(), G)
   t.equal(d.kind === Kind.DATA && d.entries[0]!.msgId, big, 'DATA')
   const runs = [{ sender: 1, firstMsgId: 2 ** 48 - 10, count: 3 }]
-  t.same(decode(encodeOrder(H, 9, 1, runs), G), { kind: Kind.ORDER, ...H, firstSlot: 9, stable: 1, runs }, 'ORDER')
+  t.same(decode(encodeOrder(H, 9, 1, runs), G), { kind: Kind.ORDER, ...R, firstSlot: 9, stable: 1, runs }, 'ORDER')
   const data = [{ sender: 4, firstMsgId: big, n: 2 }]
-  t.same(decode(encodeNack(H, [], data), G), { kind: Kind.NACK, ...H, slots: [], data }, 'NACK')
+  t.same(decode(encodeNack(H, [], data), G), { kind: Kind.NACK, ...R, slots: [], data }, 'NACK')
   const log = new SlotLog(8)
   log.set(3, 1, big, 1)
   t.equal(log.msgId(3), big, 'SlotLog')
   const store = new MessageStore()
-  store.set(big, false, Buffer.from('y'))
+  store.set(big, true, false, Buffer.from('y'))
   t.ok(store.has(big) && !store.has(big - 2 ** 32), 'MessageStore')
 })
 
 t.test('ORDER and heartbeat round trip', async (t) => {
   const runs = [{ sender: 1, firstMsgId: 10, count: 3 }, { sender: 2, firstMsgId: 1, count: 65535 }]
-  t.same(decode(encodeOrder(H, 2 ** 40, 99, runs), G), { kind: Kind.ORDER, ...H, firstSlot: 2 ** 40, stable: 99, runs })
-  t.same(decode(encodeOrder(H, 5, 4, []), G), { kind: Kind.ORDER, ...H, firstSlot: 5, stable: 4, runs: [] })
-  t.equal(runsPerDatagram(1000), Math.floor((1000 - 20 - 14) / 12))
+  t.same(decode(encodeOrder(H, 2 ** 40, 99, runs), G), { kind: Kind.ORDER, ...R, firstSlot: 2 ** 40, stable: 99, runs })
+  t.same(decode(encodeOrder(H, 5, 4, []), G), { kind: Kind.ORDER, ...R, firstSlot: 5, stable: 4, runs: [] })
+  t.equal(runsPerDatagram(1000), Math.floor((1000 - HEADER_SIZE - 14) / 12))
 })
 
 t.test('NACK round trip', async (t) => {
   const slots = [{ firstSlot: 12, n: 3 }]
   const data = [{ sender: 4, firstMsgId: 8, n: 2 }]
-  t.same(decode(encodeNack(H, slots, data), G), { kind: Kind.NACK, ...H, slots, data })
+  t.same(decode(encodeNack(H, slots, data), G), { kind: Kind.NACK, ...R, slots, data })
 })
 
 t.test('rejects, never throws: foreign, truncated, trailing, garbage', async (t) => {
   const good = encodeOrder(H, 5, 4, [{ sender: 1, firstMsgId: 1, count: 2 }])
-  t.equal((decode(good, G + 1) as { reason: string }).reason, 'foreign group')
+  t.equal((decode(good, { ...G, lo: G.lo + 1 }) as { reason: string }).reason, FOREIGN, 'another incarnation (low half)')
+  t.equal((decode(good, { ...G, hi: G.hi + 1 }) as { reason: string }).reason, FOREIGN, 'another incarnation (high half)')
   for (let n = 0; n < good.length; n++) t.equal(decode(good.subarray(0, n), G).kind, 0, `truncated to ${n}`)
   t.equal(decode(Buffer.concat([good, Buffer.from([0])]), G).kind, 0, 'trailing byte')
   const flagged = Buffer.from(good)
-  flagged[16] = 1
+  flagged[20] = 1
   t.equal(decode(flagged, G).kind, 0, 'auth flag without key')
+  for (const at of [21, 22, 23]) {
+    const reserved = Buffer.from(good)
+    reserved[at] = 1
+    t.equal(decode(reserved, G).kind, 0, `reserved byte ${at} set`)
+  }
   const p = new DataPacker(H, 100)
-  p.add(1, false, Buffer.from('x'))
+  p.add(1, true, false, Buffer.from('x'))
   const data = p.finish()
   for (let n = 0; n < data.length; n++) t.equal(decode(data.subarray(0, n), G).kind, 0, `DATA truncated to ${n}`)
   const r = rng(7)
@@ -96,7 +113,7 @@ t.test('rejects, never throws: foreign, truncated, trailing, garbage', async (t)
     const len = Math.floor(r() * 80)
     const buf = Buffer.alloc(len)
     for (let k = 0; k < len; k++) buf[k] = Math.floor(r() * 256)
-    if (len >= 20 && r() < 0.5) { buf.writeUInt16BE(0x5343, 0); buf[2] = VERSION; buf[3] = 1 + Math.floor(r() * 4); buf.writeUInt32BE(G, 4); buf[16] = 0 }
+    if (len >= HEADER_SIZE && r() < 0.5) { buf.writeUInt16BE(0x5343, 0); buf[2] = VERSION; buf[3] = 1 + Math.floor(r() * 4); buf.writeUInt32BE(G.hi, 4); buf.writeUInt32BE(G.lo, 8); buf.writeUInt32BE(0, 20) }
     const d = decode(buf, G)
     if (d.kind !== 0) ok++
   }
