@@ -385,6 +385,7 @@ export class DirectoryCore {
     m.conn = conn
     m.addr = addr
     m.commitSeen = commit.viewId
+    m.leaving = f.leaving === true
     c.group = g.name
     c.member = m
     this.hooks.send(conn, { t: 'welcome', no: m.no, heartbeatMs: this.opts.heartbeatMs, timeoutMs: this.opts.timeoutMs })

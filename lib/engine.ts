@@ -200,9 +200,12 @@ export class Engine implements SequencerHost {
    */
   rejoinFrame(addr: string): Frame | null {
     const c = this.lastCommit
-    if (!c || this.pending.concat(this.current ?? []).some((v) => v.excluded) || this.lifecycle !== 'joined') return null
+    const excluded = this.pending.concat(this.current ?? []).some((v) => v.excluded)
+    if (!c || excluded || (this.lifecycle !== 'joined' && this.lifecycle !== 'leaving')) return null
     const { t: _t, ...commit } = c
-    return { t: 'rejoin', proto: 1, group: this.group, member: this.memberId, no: this.me, addr, seenViewId: this.seenViewId, commit }
+    // A leave asked while the directory was away was lost with it: the rejoin asks again.
+    const leaving = this.lifecycle === 'leaving'
+    return { t: 'rejoin', proto: 1, group: this.group, member: this.memberId, no: this.me, addr, seenViewId: this.seenViewId, leaving, commit }
   }
 
   get isSequencer(): boolean {
