@@ -126,8 +126,8 @@ function parseRange(range: string): { base: number; size: number } {
   if (!m) throw new Error(`bad multicast range ${range} (want a.b.c.d/prefix)`)
   const octets = m.slice(1, 5).map(Number)
   const prefix = Number(m[5])
-  if (octets.some((o) => o > 255) || prefix < 4 || prefix > 30 || octets[0]! < 224 || octets[0]! > 239) {
-    throw new Error(`bad multicast range ${range} (must lie in 224.0.0.0/4, prefix 4-30)`)
+  if (octets.some((o) => o > 255) || prefix < 4 || prefix > 32 || octets[0]! < 224 || octets[0]! > 239) {
+    throw new Error(`bad multicast range ${range} (must lie in 224.0.0.0/4, prefix 4-32)`)
   }
   const size = 2 ** (32 - prefix)
   const base = ((octets[0]! * 2 ** 24 + octets[1]! * 2 ** 16 + octets[2]! * 2 ** 8 + octets[3]!) >>> 0) & ~(size - 1)
@@ -449,14 +449,14 @@ export class DirectoryCore {
    */
   private allocateMcast(inc: string): string {
     const used = new Set([...this.groups.values()].map((g) => g.mcast))
-    const usable = this.range.size - 2 // not the range's network and broadcast addresses
+    // Not the first and last of a range of 4 or more (they look like a subnet's network and broadcast addresses).
+    const first = this.range.size > 2 ? 1 : 0
+    const usable = this.range.size - 2 * first
     const { lo } = parseIncarnation(inc)!
-    for (let k = 0; k < usable; k++) {
-      const a = `${ipOf((this.range.base + 1 + ((lo + k) % usable)) >>> 0)}:${this.opts.mcastPort}`
-      if (!used.has(a)) return a
-    }
+    const at = (k: number): string => `${ipOf((this.range.base + first + ((lo + k) % usable)) >>> 0)}:${this.opts.mcastPort}`
+    for (let k = 0; k < usable; k++) if (!used.has(at(k))) return at(k)
     // More groups than addresses: share one; the incarnation in every datagram keeps them apart.
-    return `${ipOf((this.range.base + 1 + (lo % usable)) >>> 0)}:${this.opts.mcastPort}`
+    return at(0)
   }
 
   // ---------------------------------------------------------------- failures
