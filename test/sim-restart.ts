@@ -100,3 +100,23 @@ t.test(`${SEEDS} schedules with the directory killed and restarted`, async (t) =
   }
   t.same(failures, [], 'every schedule converges and keeps every guarantee')
 })
+
+t.test('a member number is never reused after a restart: a newcomer\'s first messages reach everyone', async (t) => {
+  const sim = new Sim(3)
+  const ms: SimMember[] = []
+  for (const id of ['a', 'b', 'c', 'd']) {
+    ms.push(sim.join(id))
+    sim.runUntil(() => ms.every((m) => m.engine.lifecycle === 'joined'), 5000)
+  }
+  for (const m of ms) m.send(50)
+  sim.run(sim.now + 200)
+  ms[3]!.engine.leave() // d (number 4) leaves: the view's largest number is 3 again
+  t.ok(sim.runUntil(() => ms[3]!.engine.lifecycle === 'left', 5000), 'd left')
+  sim.restartDirectory(300)
+  sim.run(sim.now + 3000)
+  const e = sim.join('e')
+  e.send(50)
+  t.ok(sim.runUntil(() => ['a', 'b', 'c', 'e'].every((id) => sim.members.get(id)!.messages().filter((x) => x.startsWith('e:')).length === 50), 20_000),
+    'every member delivers all 50 of e\'s messages')
+  t.not(e.engine.me, 4, `e got a fresh number (${e.engine.me})`)
+})
