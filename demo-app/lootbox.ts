@@ -103,7 +103,7 @@ if (values.child) {
 let server: DirectoryServer | undefined
 let dir = values.dir
 if (!dir) {
-  server = new DirectoryServer({ host: '127.0.0.1', port: 0 })
+  server = new DirectoryServer({ host: '127.0.0.1', port: 0, rejoinGraceMs: 0 }) // on a fresh port no directory ran before
   const a = await server.listen()
   dir = `${a.host}:${a.port}`
 }
