@@ -55,7 +55,8 @@ function runMembers(argv: (i: number) => string[]): Promise<Report[]> {
 
 async function withDir<T>(fn: (addr: string) => Promise<T>): Promise<T> {
   const port = await freePort()
-  const d = spawn(process.execPath, [DIR, '--host', '127.0.0.1', '--port', String(port)], { stdio: ['ignore', 'pipe', 'inherit'] })
+  // A fresh port: no directory ran there before, so no rejoin grace.
+  const d = spawn(process.execPath, [DIR, '--host', '127.0.0.1', '--port', String(port), '--rejoin-grace-ms', '0'], { stdio: ['ignore', 'pipe', 'inherit'] })
   await new Promise<void>((r) => d.stdout.on('data', (b: Buffer) => b.toString().includes('listening') && r()))
   try {
     return await fn(`127.0.0.1:${port}`)
