@@ -82,7 +82,7 @@ function schedule(seed: number): string | undefined {
     id: m.id, survivor: m.alive && !m.error && m.engine.lifecycle !== 'left', sent: m.sentCount,
     entries: m.log.map((d) => d.type === 'message'
       ? { type: 'message' as const, sender: d.sender, seq: d.seq, body: Buffer.from(d.data).toString() }
-      : { type: 'view' as const, viewId: d.viewId, members: d.members }),
+      : { type: 'view' as const, viewId: d.viewId, members: d.members, seq: d.seq }),
   }))
   const problems = check(logs)
   if (ok && problems.length === 0) return undefined

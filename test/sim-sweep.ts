@@ -48,7 +48,7 @@ t.test(`${SEEDS} random failure schedules`, async (t) => {
       id: m.id, survivor: m.alive && !m.error, sent: m.sentCount,
       entries: m.log.map((d) => d.type === 'message'
         ? { type: 'message' as const, sender: d.sender, seq: d.seq, body: Buffer.from(d.data).toString() }
-        : { type: 'view' as const, viewId: d.viewId, members: d.members }),
+        : { type: 'view' as const, viewId: d.viewId, members: d.members, seq: d.seq }),
     }))
     const problems = check(logs)
     if (!ok || problems.length > 0) failures.push(`seed ${seed}: ${ok ? '' : 'did not settle; '}${problems.slice(0, 2).join('; ')}`)
