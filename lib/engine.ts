@@ -163,6 +163,8 @@ export class Engine implements SequencerHost {
   private lastTickHave = -1
   private lastNackAt = -Infinity
   private leaveRequested = false
+  /** The directory released this leaver: every remaining member holds all of its stream. */
+  private released = false
 
   constructor(
     readonly group: string,
@@ -509,12 +511,11 @@ export class Engine implements SequencerHost {
   private deliver(): void {
     if (!this.env.leaseValid()) return
     let limit = this.have
-    if (this.opts.delivery === 'safe') {
+    if (this.opts.delivery === 'safe' && !this.released) {
       // Only what every member has: the announced stable slot — across a view change too, since the holder of
-      // the slots up to the cut may die before the others fetch them. A leaver, which will never hear the new
-      // view's stable slot, delivers up to the cut that ends its stream.
-      const leaving = this.toDeliver.find((v) => v.excluded)
-      limit = Math.min(this.have, Math.max(this.stable, leaving ? leaving.cut : 0))
+      // the slots up to the cut may die before the others fetch them. A leaver need not ever hear a stable slot
+      // past its stream's end; `released` tells it that every member installed the views since, so holds it all.
+      limit = Math.min(this.have, this.stable)
     }
     while (this.delivered < limit && this.env.deliveryRoom()) {
       const b = this.toDeliver[0]
@@ -781,6 +782,8 @@ export class Engine implements SequencerHost {
         this.onCommit(f)
         break
       case 'released':
+        this.released = true
+        this.deliver()
         this.finish('left')
         break
       case 'expelled':

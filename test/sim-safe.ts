@@ -122,6 +122,31 @@ t.test('agreed delivery is not uniform: the same schedule makes the uniform chec
   t.match(r.problems.join('\n'), /m2 delivered m1:1 \(seq \d+\); survivor m3 .* never did/, 'the checker reports it')
 })
 
+t.test('safe: a leaver that alone (with the sequencer) held a message delivers it only once every survivor holds it', async (t) => {
+  // m3 leaves; the sequencer's message reaches only m3. The leave's flush has cut = that slot; m3's stream ends
+  // there. m1 and m3 crash the moment m3 delivers it. The others get nothing from m1 or m3 for 500 ms.
+  const sim = new Sim(6)
+  const ms = startGroup(sim, 4, 'safe')
+  const [a, , l] = ms as [SimMember, SimMember, SimMember, SimMember]
+  sim.run(sim.now + 50)
+  only(sim, [a, l], [l])
+  const before = l.engine.have
+  a.send(1)
+  sim.runUntil(() => l.engine.have > before, 1000)
+  t.ok(l.engine.have > before && ms.filter((m) => m !== a && m !== l).every((m) => m.engine.have === before), 'only m1 and m3 hold it')
+  let delivered = false
+  onDeliver(l, (x) => {
+    if (bodyOf(x) !== 'm1:1') return
+    delivered = true
+    sim.crash('m1')
+    sim.crash('m3')
+  })
+  sim.at(sim.now + 500, () => (sim.filter = null))
+  l.engine.leave()
+  t.ok(sim.runUntil(() => delivered && settled(sim), 30_000), 'the leaver delivers it, and the survivors settle')
+  t.same(check(logs(sim), { uniform: true }), [], 'what the leaver delivered, the survivors deliver')
+})
+
 t.test('safe: slots a commit declared void stay void under every later commit', async (t) => {
   // m1 (the sequencer) orders g = m1:1, which reaches only m2, then x = m1:2, which reaches only m4: m4 holds x but
   // not g. j1 joins; m1, the holder, dies as that commit reaches it. No survivor holds x (j1 starts past it): the
