@@ -139,6 +139,8 @@ export class Engine implements SequencerHost {
   private toDeliver: ViewRec[] = []
   /** Every view whose slots may still be in the log, by increasing start. */
   private known: ViewRec[] = []
+  /** Void slot ranges [first, last] above `have`, recorded from every commit (PROTOCOL.md §5 "Void slots"). */
+  private voids: Array<[number, number]> = []
   private names = new Map<number, string>()
   private readonly senders = new Map<number, SenderState>()
   private readonly reassembly = new Reassembly()
@@ -170,6 +172,8 @@ export class Engine implements SequencerHost {
   private lastCommit: Frame | null = null
   /** The highest view id seen in a prepare or a commit. */
   private seenViewId = 0
+  /** The directory released this leaver: every remaining member holds all of its stream. */
+  private released = false
 
   constructor(
     readonly group: string,
@@ -497,26 +501,37 @@ export class Engine implements SequencerHost {
   }
 
   /**
-   * A slot below the cut being installed that no participant of the latest flush holds: the sequencer that
-   * ordered it died before any survivor had it (the holder can die before the others fetch from it). Every
-   * survivor decides this from the same commit, whatever late datagrams it has, and skips the slot; the senders
-   * of its messages resend them, since `ordered` never passed them.
+   * Slots up to a commit's cut that none of its sources holds: the sequencer that ordered them died before any
+   * survivor had them (the holder can die before the others fetch from it). Every member that still has to pass
+   * such a slot saw that commit, and skips the slot whatever late datagrams it holds; so does it under every later
+   * commit, whose sources may count the slot in their `have` without holding it. The senders of its messages resend
+   * them, since `ordered` never passed them. Kept only above `have` and up to the newest cut.
    */
+  private recordVoids(v: ViewRec): void {
+    this.voids = this.voids.flatMap(([a, b]) => (b > this.have && a <= v.cut ? [[a, Math.min(b, v.cut)] as [number, number]] : []))
+    if (v.sources.length === 0) return
+    const held = v.sources.filter((r) => r.have > r.low).sort((x, y) => x.low - y.low)
+    let next = this.have + 1 // the first slot not yet known to be held
+    for (const r of held) {
+      if (next > v.cut) break
+      if (r.low + 1 > next) this.voids.push([next, Math.min(r.low, v.cut)])
+      next = Math.max(next, r.have + 1)
+    }
+    if (next <= v.cut) this.voids.push([next, v.cut])
+  }
+
   private isVoid(slot: number): boolean {
-    const latest = this.pending[this.pending.length - 1]
-    if (!latest || slot > latest.cut || latest.sources.length === 0) return false
-    return !latest.sources.some((r) => r.low < slot && slot <= r.have)
+    return this.voids.some(([a, b]) => a <= slot && slot <= b)
   }
 
   private deliver(): void {
     if (!this.env.leaseValid()) return
     let limit = this.have
-    if (this.opts.delivery === 'safe') {
+    if (this.opts.delivery === 'safe' && !this.released) {
       // Only what every member has: the announced stable slot — across a view change too, since the holder of
-      // the slots up to the cut may die before the others fetch them. A leaver, which will never hear the new
-      // view's stable slot, delivers up to the cut that ends its stream.
-      const leaving = this.toDeliver.find((v) => v.excluded)
-      limit = Math.min(this.have, Math.max(this.stable, leaving ? leaving.cut : 0))
+      // the slots up to the cut may die before the others fetch them. A leaver need not ever hear a stable slot
+      // past its stream's end; `released` tells it that every member installed the views since, so holds it all.
+      limit = Math.min(this.have, this.stable)
     }
     while (this.delivered < limit && this.env.deliveryRoom()) {
       const b = this.toDeliver[0]
@@ -605,7 +620,7 @@ export class Engine implements SequencerHost {
     const scanTo = Math.min(top, this.have + NACK_SCAN, next ? next.cut : Infinity)
     for (let s = this.have + 1; s <= scanTo; s++) {
       const from = source(s)
-      if (from === undefined || from === this.me) continue
+      if (from === undefined || from === this.me || this.isVoid(s)) continue
       let req = requests.get(from)
       if (!req) requests.set(from, (req = { slots: [], data: [] }))
       if (!this.log.has(s)) {
@@ -774,6 +789,8 @@ export class Engine implements SequencerHost {
         this.onCommit(f)
         break
       case 'released':
+        this.released = true
+        this.deliver()
         this.finish('left')
         break
       case 'expelled':
@@ -819,6 +836,7 @@ export class Engine implements SequencerHost {
     // Forget every slot above the cut, and every view that starts above it.
     for (let s = v.cut + 1; s <= this.knownTop; s++) this.log.delete(s)
     this.knownTop = v.cut
+    this.recordVoids(v)
     this.pending = this.pending.filter((p) => p.start <= v.cut)
     this.known = this.known.filter((k) => k.start <= v.cut)
     // A number new to the group starts from nothing: no counters or data of anyone who had it before apply.

@@ -37,3 +37,23 @@ t.test('a member is killed mid-stream; the others go on', async (t) => {
   const problems = check(logs)
   t.same(problems, [], 'guarantees hold')
 })
+
+t.test('safe delivery, cascading kills: the sequencer, then the next one as the view without it shows', async (t) => {
+  const dir = await startDir(await freePort())
+  const N = 3000
+  const ms = ['a', 'b', 'c', 'd'].map((id) => new MemberProc(id, dir.addr, 'e2e-safe', N, 4, 'safe'))
+  t.teardown(async () => {
+    for (const m of ms) m.kill()
+    await dir.stop()
+  })
+  await until(() => ms[0]!.messages() > 1000, 30_000)
+  ms[0]!.kill() // a, the sequencer
+  const without = (m: MemberProc, id: string): boolean => m.entries.some((e) => e.type === 'view' && e.members.length > 0 && !e.members.includes(id))
+  await until(() => ms.slice(1).some((m) => without(m, 'a')), 20_000)
+  ms[1]!.kill() // b, the new sequencer, as soon as a view without a is delivered anywhere
+  const survivors = ms.slice(2)
+  t.ok(await until(() => survivors.every((m) => m.sentDone && m.entries.filter((e) => e.type === 'message' && e.sender === m.id).length >= N && without(m, 'b')), 60_000), 'survivors deliver everything they sent')
+  await until(() => false, 300)
+  const logs = ms.map((m, i) => ({ id: m.id, survivor: i > 1, entries: m.entries, sent: N }))
+  t.same(check(logs, { uniform: true }), [], 'what any member delivered, both survivors delivered')
+})

@@ -12,7 +12,7 @@ function entries(m: SimMember): LogEntry[] {
   return m.log.map((d) =>
     d.type === 'message'
       ? { type: 'message', sender: d.sender, seq: d.seq, body: Buffer.from(d.data).toString() }
-      : { type: 'view', viewId: d.viewId, members: d.members },
+      : { type: 'view', viewId: d.viewId, members: d.members, seq: d.seq },
   )
 }
 
