@@ -22,7 +22,9 @@ function settled(sim: Sim): boolean {
   if (!sim.dirUp || a.some((m) => m.toSend > 0 || m.engine.lifecycle !== 'joined' || m.engine.viewState !== 'active')) return false
   const at = a.map((m) => m.engine.delivered)
   const v = a.map((m) => m.engine.view?.viewId)
+  // Everyone delivered all it holds: a safe member's cursor waits for the stable slot (the uniform check needs it).
   return at.every((x) => x === at[0]) && v.every((x) => x === v[0]) && sim.dir.status().every((g) => g.state === 'stable') &&
+    a.every((m) => m.engine.delivered === m.engine.have) &&
     a.every((m) => m.log.filter((d) => d.type === 'message' && d.sender === m.id).length >= m.sentCount)
 }
 
@@ -79,9 +81,9 @@ export function schedule(seed: number): string | undefined {
     id: m.id, survivor: m.alive && !m.error && m.engine.lifecycle !== 'left', sent: m.sentCount,
     entries: m.log.map((d) => d.type === 'message'
       ? { type: 'message' as const, sender: d.sender, seq: d.seq, body: Buffer.from(d.data).toString() }
-      : { type: 'view' as const, viewId: d.viewId, members: d.members }),
+      : { type: 'view' as const, viewId: d.viewId, members: d.members, seq: d.seq }),
   }))
-  const problems = check(logs)
+  const problems = check(logs, { uniform: delivery === 'safe' })
   for (const l of logs) {
     const views = l.entries.filter((e) => e.type === 'view').map((e) => (e as { viewId: number }).viewId)
     if (views.some((v, i) => i > 0 && v <= views[i - 1]!)) problems.push(`${l.id}: view ids not increasing: ${views.join(',')}`)
