@@ -56,8 +56,8 @@ export class DuplicateMemberError extends SeqcastError {
 }
 
 export class MessageTooLargeError extends SeqcastError {
-  constructor(size: number, max: number) {
-    super(ErrorCodes.MESSAGE_TOO_LARGE, `message of ${size} bytes exceeds maxMessage (${max} bytes)`)
+  constructor(size: number, max: number, limit = 'maxMessage') {
+    super(ErrorCodes.MESSAGE_TOO_LARGE, `message of ${size} bytes exceeds ${limit} (${max} bytes)`)
   }
 }
 

@@ -13,7 +13,7 @@ import os from 'node:os'
 import { Engine, type Delivery, type EngineStats, type Lifecycle } from './engine.js'
 import { ArgumentError, DirectoryError, ErrorCodes, JoinTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
 import { encodeFrame, FrameDecoder, type Frame } from './frame.js'
-import { parseHostPort, parseJoinOptions, type JoinOptions, type ResolvedJoinOptions } from './options.js'
+import { checkMaxMessage, parseHostPort, parseJoinOptions, type JoinOptions, type ResolvedJoinOptions } from './options.js'
 import { logger } from './log.js'
 
 const log = logger('group')
@@ -110,7 +110,10 @@ export class Group extends EventEmitter<GroupEvents> {
     checkName(group, 'group')
     checkName(memberId, 'memberId')
     const opts = parseJoinOptions(options)
-    if (options.maxDatagram === undefined) opts.maxDatagram = datagramSizeFor(opts.iface) ?? opts.maxDatagram
+    if (options.maxDatagram === undefined) {
+      opts.maxDatagram = datagramSizeFor(opts.iface) ?? opts.maxDatagram
+      checkMaxMessage(opts, ` (from the MTU of ${opts.iface})`)
+    }
     const g = new Group(group, memberId, opts)
     await g.start()
     return g

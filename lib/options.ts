@@ -1,5 +1,6 @@
 import { ArgumentError } from './errors.js'
-import { MAX_DATAGRAM } from './wire.js'
+import { MAX_CAPACITY } from './msgstore.js'
+import { fragmentRoom, MAX_DATAGRAM } from './wire.js'
 
 export const DEFAULT_DIRECTORY = '127.0.0.1:4720'
 export const DEFAULT_IFACE = '127.0.0.1'
@@ -10,6 +11,8 @@ export const DEFAULT_IFACE = '127.0.0.1'
 export const DEFAULT_MAX_DATAGRAM = 16_384
 /** Largest application message, bytes; larger ones are refused with EMESSAGE_TOO_LARGE. */
 export const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+/** The largest maxMessage accepted at all. */
+export const MAX_MESSAGE_LIMIT = 1 << 30
 /** Own messages (fragments) sent but not yet stable before grp_send waits. */
 export const DEFAULT_SEND_WINDOW = 1024
 /** Own bytes sent but not yet stable before grp_send waits. */
@@ -118,7 +121,7 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
     throw new ArgumentError(`option delivery must be 'agreed' or 'safe', got ${String(o.delivery)}`)
   }
   const maxDatagram = int(o, 'maxDatagram', DEFAULT_MAX_DATAGRAM, 512, MAX_DATAGRAM)
-  return {
+  const resolved: ResolvedJoinOptions = {
     directory,
     iface,
     ttl: int(o, 'ttl', DEFAULT_MCAST_TTL, 0, 255),
@@ -128,7 +131,7 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
     maxQueuedBytes: int(o, 'maxQueuedBytes', DEFAULT_MAX_QUEUED_BYTES, 1024, 1 << 30),
     delivery: (o.delivery as DeliveryMode | undefined) ?? 'agreed',
     maxDatagram,
-    maxMessage: int(o, 'maxMessage', DEFAULT_MAX_MESSAGE, 1, 1 << 30),
+    maxMessage: int(o, 'maxMessage', DEFAULT_MAX_MESSAGE, 1, MAX_MESSAGE_LIMIT),
     sendWindow: int(o, 'sendWindow', DEFAULT_SEND_WINDOW, 1, 16_384),
     sendWindowBytes: int(o, 'sendWindowBytes', DEFAULT_SEND_WINDOW_BYTES, 1, 1 << 30),
     maxUnstableBytes: int(o, 'maxUnstableBytes', DEFAULT_MAX_UNSTABLE_BYTES, 1, 1 << 30),
@@ -136,5 +139,27 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
     nackIntervalMs: int(o, 'nackIntervalMs', DEFAULT_NACK_INTERVAL_MS, 1, 60_000),
     heartbeatMs: int(o, 'heartbeatMs', DEFAULT_HEARTBEAT_MS, 1, 60_000),
     ackEvery: int(o, 'ackEvery', DEFAULT_ACK_EVERY, 1, 16_384),
+  }
+  checkMaxMessage(resolved)
+  return resolved
+}
+
+/**
+ * The largest message a sender can send with datagrams of `maxDatagram` bytes: it holds every fragment of a
+ * message from submit until stable, and its store holds at most MAX_CAPACITY (131 072) of them — 188 MB with
+ * Ethernet's 1 472-byte datagrams, 62 MB with 512-byte ones.
+ */
+export function largestMessage(maxDatagram: number): number {
+  return Math.min(MAX_MESSAGE_LIMIT, MAX_CAPACITY * fragmentRoom(maxDatagram))
+}
+
+/** Refuses a maxMessage a sender could not hold at this maxDatagram; `why` says where maxDatagram came from. */
+export function checkMaxMessage(o: { maxMessage: number; maxDatagram: number }, why = ''): void {
+  const max = largestMessage(o.maxDatagram)
+  if (o.maxMessage > max) {
+    throw new ArgumentError(
+      `option maxMessage must be at most ${max} with maxDatagram ${o.maxDatagram}${why} (at most ${MAX_CAPACITY} fragments ` +
+      `of ${fragmentRoom(o.maxDatagram)} bytes), got ${o.maxMessage}`,
+    )
   }
 }
