@@ -11,6 +11,7 @@
 import { ErrorCodes, ProtocolError } from '../lib/errors.js'
 import { field, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
+import { parseUnicastAddr } from '../lib/options.js'
 import { SEQ_WINDOW } from '../lib/wire.js'
 
 const log = logger('dir')
@@ -44,7 +45,6 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
 }
 
 const MAX_NAME_BYTES = 64
-const ADDR = /^(\d{1,3}\.){3}\d{1,3}:\d{1,5}$/
 
 interface Member {
   no: number
@@ -126,7 +126,7 @@ function name(f: Frame, key: string): string {
 
 function addrField(f: Frame): string {
   const a = field(f, 'addr', 'string')
-  if (!ADDR.test(a)) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `addr must be "ip:port", got ${JSON.stringify(a)}`)
+  if (!parseUnicastAddr(a)) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `addr must be a unicast IPv4 "ip:port" (port 1-65535), got ${JSON.stringify(a.slice(0, 64))}`)
   return a
 }
 

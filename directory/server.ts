@@ -4,7 +4,7 @@
  */
 import net from 'node:net'
 import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, type ConnId, type DirectoryOptions, type GroupStatus } from './core.js'
-import { DirectoryError, ErrorCodes } from '../lib/errors.js'
+import { DirectoryError, ErrorCodes, SeqcastError } from '../lib/errors.js'
 import { encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
 import { parseHostPort } from '../lib/options.js'
 import { logger } from '../lib/log.js'
@@ -12,6 +12,7 @@ import { logger } from '../lib/log.js'
 const log = logger('dir')
 export const DEFAULT_DIRECTORY_PORT = 4720
 const TICK_MS = 100
+const CLOSE_GRACE_MS = 1000
 
 export interface DirectoryServerOptions extends Partial<DirectoryOptions> {
   host?: string
@@ -22,6 +23,8 @@ export class DirectoryServer {
   readonly core: DirectoryCore
   private readonly server: net.Server
   private readonly sockets = new Map<ConnId, net.Socket>()
+  /** Connections being closed (refused, expelled): nothing more they send is read. */
+  private readonly closing = new Set<ConnId>()
   private nextConn = 1
   private ticker: NodeJS.Timeout | null = null
   /** Connections closed for a bad frame. */
@@ -33,7 +36,7 @@ export class DirectoryServer {
       send: (conn, frame) => this.send(conn, frame),
       close: (conn, reason) => {
         log('closing connection %d: %s', conn, reason)
-        this.sockets.get(conn)?.end()
+        this.endConnection(conn)
       },
     })
     this.server = net.createServer((sock) => this.accept(sock))
@@ -71,19 +74,45 @@ export class DirectoryServer {
     const decoder = new FrameDecoder()
     this.core.opened(conn)
     sock.on('data', (chunk) => {
+      if (this.closing.has(conn)) return
+      let frames: Frame[]
       try {
-        for (const f of decoder.push(chunk)) this.core.frame(conn, f)
+        frames = decoder.push(chunk)
       } catch (err) {
+        // Undecodable or oversized: the stream is out of step, nothing can be answered on it.
         this.badFrames++
         log('connection %d from %s: %s; closing it', conn, sock.remoteAddress, (err as Error).message)
         sock.destroy()
+        return
+      }
+      for (const f of frames) {
+        try {
+          this.core.frame(conn, f)
+        } catch (err) {
+          // A well-framed but invalid request: say why (grp_join rejects with that code), then close.
+          this.badFrames++
+          log('connection %d from %s: %s; refusing it', conn, sock.remoteAddress, (err as Error).message)
+          if (err instanceof SeqcastError) this.send(conn, { t: 'error', code: err.code, message: err.message })
+          this.endConnection(conn)
+          return
+        }
       }
     })
     sock.on('error', (err) => log('connection %d: %s', conn, err.message))
     sock.on('close', () => {
       this.sockets.delete(conn)
+      this.closing.delete(conn)
       this.core.closed(conn)
     })
+  }
+
+  /** Ends a connection after what was written to it; a peer that does not read it is cut off after a grace. */
+  private endConnection(conn: ConnId): void {
+    const s = this.sockets.get(conn)
+    this.closing.add(conn)
+    if (!s) return
+    s.end()
+    s.setTimeout(CLOSE_GRACE_MS, () => s.destroy())
   }
 
   private send(conn: ConnId, frame: Frame): void {

@@ -87,6 +87,7 @@ export function errorFromCode(code: string, message: string): SeqcastError {
     case ErrorCodes.DUPLICATE_MEMBER: return new DuplicateMemberError(message)
     case ErrorCodes.EXPELLED: return new ExpelledError(message)
     case ErrorCodes.BAD_REQUEST: return new ProtocolError(ErrorCodes.BAD_REQUEST, message)
+    case ErrorCodes.FRAME: return new ProtocolError(ErrorCodes.FRAME, message)
     default: return new ProtocolError(ErrorCodes.PROTOCOL, `${code}: ${message}`)
   }
 }

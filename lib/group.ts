@@ -12,8 +12,8 @@ import net from 'node:net'
 import os from 'node:os'
 import { Engine, type Delivery, type EngineStats, type Lifecycle } from './engine.js'
 import { ArgumentError, DirectoryError, ErrorCodes, JoinTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
-import { encodeFrame, FrameDecoder, type Frame } from './frame.js'
-import { checkMaxMessage, parseHostPort, parseJoinOptions, type JoinOptions, type ResolvedJoinOptions } from './options.js'
+import { checkDirectoryFrame, encodeFrame, FrameDecoder, type Frame } from './frame.js'
+import { checkMaxMessage, parseJoinOptions, parseMulticastAddr, parseUnicastAddr, type JoinOptions, type ResolvedJoinOptions } from './options.js'
 import { logger } from './log.js'
 
 const log = logger('group')
@@ -44,6 +44,8 @@ export interface GroupStats extends EngineStats {
   retainedBytes: number
   /** Bytes of own messages sent but not yet stable (at most sendWindowBytes, or one datagram more). */
   inflightBytes: number
+  /** Datagrams that could not be sent: a bad peer address (from a view), or an error from the socket. */
+  sendErrors: number
   /** Deliveries waiting for receive(). */
   queued: number
   /** What they count against maxQueuedBytes (data + 64 per delivery). */
@@ -143,7 +145,8 @@ export class Group extends EventEmitter<GroupEvents> {
       this.uni.once('error', reject)
       this.uni.bind(0, this.opts.iface, () => {
         this.uni.off('error', reject)
-        this.uni.on('error', (err) => log('%s: unicast socket error %s', this.memberId, err.message))
+        // Errors sending (a send without a callback reports them here): counted, like a lost datagram.
+        this.uni.on('error', (err) => this.sendFailed('?', err.message))
         this.uni.setMulticastInterface(this.opts.iface)
         this.uni.setMulticastTTL(this.opts.ttl)
         this.uni.setMulticastLoopback(true)
@@ -154,10 +157,13 @@ export class Group extends EventEmitter<GroupEvents> {
     })
   }
 
+  /** Joins the group's multicast address (checked by checkDirectoryFrame). */
   private openMulticast(mcast: string): void {
     if (this.mcastKey === mcast) return
+    const target = parseMulticastAddr(mcast)
+    if (!target) return
     this.mcast?.close()
-    const { host, port } = parseHostPort(mcast, 'multicast address')
+    const { host, port } = target
     const s = dgram.createSocket({ type: 'udp4', reuseAddr: true })
     s.on('error', (err) => log('%s: multicast socket error %s', this.memberId, err.message))
     s.on('message', (buf) => this.engine.datagram(buf))
@@ -179,14 +185,37 @@ export class Group extends EventEmitter<GroupEvents> {
   private leaseUntil = Infinity
   private readonly pingsSent: number[] = []
 
+  private sendErrors = 0
+  /** The last unicast address parsed: ACKs and resends go to the same sequencer again and again. */
+  private lastTo = ''
+  private lastTarget: { host: string; port: number } | null = null
+
+  /**
+   * Never throws: a peer address from a view that is not a unicast "ip:port" (dgram would throw for a port
+   * above 65535, or look a name up) and a socket that refuses the datagram are counted in `sendErrors`.
+   */
   private sendDatagram(buf: Buffer, to: string | null): void {
     if (this.closed) return
-    if (to === null) {
-      if (this.mcastTarget) this.uni.send(buf, this.mcastTarget.port, this.mcastTarget.host)
-      return
+    let target = this.mcastTarget
+    if (to !== null) {
+      if (to !== this.lastTo) {
+        this.lastTo = to
+        this.lastTarget = parseUnicastAddr(to)
+      }
+      target = this.lastTarget
+      if (!target) return this.sendFailed(to, 'not a unicast "ip:port"')
     }
-    const i = to.lastIndexOf(':')
-    this.uni.send(buf, Number(to.slice(i + 1)), to.slice(0, i))
+    if (!target) return
+    try {
+      this.uni.send(buf, target.port, target.host)
+    } catch (err) {
+      this.sendFailed(to ?? this.mcastKey, (err as Error).message)
+    }
+  }
+
+  private sendFailed(to: string, why: string): void {
+    this.sendErrors++
+    log('%s: cannot send to %s: %s', this.memberId, to, why)
   }
 
   private connectDirectory(): Promise<void> {
@@ -224,6 +253,15 @@ export class Group extends EventEmitter<GroupEvents> {
   }
 
   private onFrame(f: Frame): void {
+    if (this.closed) return
+    try {
+      checkDirectoryFrame(f)
+    } catch (err) {
+      // A frame this member cannot act on: it fails (grp_join rejects, or an `error` event), the process goes on.
+      log('%s: %s', this.memberId, (err as Error).message)
+      this.abort(err as SeqcastError)
+      return
+    }
     switch (f.t) {
       case 'pong': {
         // The directory had not expelled us when it read that ping: we stay a member for the lease after it.
@@ -283,6 +321,7 @@ export class Group extends EventEmitter<GroupEvents> {
       if (this.closed) return
       this.connectDirectory().then(
         () => {
+          if (this.closed) return
           const view = this.engine.rejoinView()
           const addr = this.uni.address()
           this.reconnectDelay = RECONNECT_MIN_MS
@@ -302,7 +341,16 @@ export class Group extends EventEmitter<GroupEvents> {
   }
 
   private toDirectory(f: Frame): void {
-    if (this.conn && !this.conn.destroyed) this.conn.write(encodeFrame(f))
+    if (!this.conn || this.conn.destroyed) return
+    let bytes: Buffer
+    try {
+      bytes = encodeFrame(f)
+    } catch (err) {
+      // Cannot happen within the documented limits (test/limits.ts encodes the largest frames).
+      this.abort(err as SeqcastError)
+      return
+    }
+    this.conn.write(bytes)
   }
 
   private onLifecycle(state: Lifecycle, err?: SeqcastError): void {
@@ -414,7 +462,7 @@ export class Group extends EventEmitter<GroupEvents> {
   }
 
   stats(): GroupStats {
-    return { ...this.engine.snapshot(), queued: this.queue.length, queuedBytes: this.queuedBytes }
+    return { ...this.engine.snapshot(), sendErrors: this.sendErrors, queued: this.queue.length, queuedBytes: this.queuedBytes }
   }
 
   /** Announces the leave, waits until this member's messages are delivered everywhere, then closes. */

@@ -94,6 +94,32 @@ export function parseHostPort(value: string, what: string): { host: string; port
   return { host: m[1]!, port }
 }
 
+const OCTET = '(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)'
+const IP_PORT = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}:([1-9]\\d{0,4})$`)
+
+/** "a.b.c.d:port", octets 0–255 without leading zeros, port 1–65535; with the first octet, or null. */
+function parseIpPort(value: unknown): { host: string; port: number; first: number } | null {
+  const m = typeof value === 'string' ? IP_PORT.exec(value) : null
+  const port = m ? Number(m[5]) : 0
+  if (!m || port > 65535) return null
+  return { host: `${m[1]}.${m[2]}.${m[3]}.${m[4]}`, port, first: Number(m[1]) }
+}
+
+/**
+ * A member's unicast address "a.b.c.d:port", with a host one can send to: not 0.0.0.0/8, multicast
+ * (224.0.0.0/4), reserved or broadcast (240.0.0.0/4). Null otherwise.
+ */
+export function parseUnicastAddr(value: unknown): { host: string; port: number } | null {
+  const a = parseIpPort(value)
+  return a && a.first !== 0 && a.first < 224 ? { host: a.host, port: a.port } : null
+}
+
+/** A group's multicast address "a.b.c.d:port" (224.0.0.0/4), or null. */
+export function parseMulticastAddr(value: unknown): { host: string; port: number } | null {
+  const a = parseIpPort(value)
+  return a && a.first >= 224 && a.first <= 239 ? { host: a.host, port: a.port } : null
+}
+
 function int(opts: Record<string, unknown>, name: string, def: number, min: number, max: number): number {
   const v = opts[name]
   if (v === undefined) return def
