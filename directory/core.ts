@@ -9,7 +9,7 @@
  * previous view is still installing: members apply commits in order whatever their state.
  */
 import { ErrorCodes, ProtocolError } from '../lib/errors.js'
-import { field, type Frame } from '../lib/frame.js'
+import { encodedSize, field, MAX_FRAME_FROM_DIRECTORY, MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
 import { parseUnicastAddr } from '../lib/options.js'
 import { SEQ_WINDOW } from '../lib/wire.js'
@@ -45,6 +45,8 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
 }
 
 const MAX_NAME_BYTES = 64
+/** A `status` frame's bytes besides its groups: `t`, the list's header, `next` (a group name). */
+const STATUS_PAGE_OVERHEAD = 256
 
 interface Member {
   no: number
@@ -54,7 +56,11 @@ interface Member {
   conn: ConnId | null
   dead: boolean
   leaving: boolean
+  /** The view id of the last commit sent to it: a later commit may then be sent as a delta from that one. */
+  seenView?: number
 }
+
+type MemberEntry = { no: number; id: string; addr: string }
 
 interface Flush {
   viewId: number
@@ -82,6 +88,8 @@ interface Group {
   changeNeeded: boolean
   /** After a directory restart: members of the rebuilt view that have not rejoined yet, until the deadline. */
   recovering: { deadline: number } | null
+  /** The member list of the last commit this directory sent, by member number (what a delta is taken from). */
+  committed?: { viewId: number; members: Map<number, MemberEntry> }
 }
 
 interface Conn {
@@ -130,6 +138,42 @@ function addrField(f: Frame): string {
   return a
 }
 
+type Report = { no: number; low: number; have: number }
+
+/**
+ * The fewest reports that hold every slot some report holds, the holder first: members ask the holder for every
+ * slot it has and call a slot no source holds void (PROTOCOL.md §5), so only the union of the ranges matters —
+ * and a commit listing all 1 000 participants' ranges went to all 1 000 members at every view change.
+ * The holder has the highest `have` (the cut), so only the ranges starting below its `low` add anything: below it,
+ * a greedy sweep takes, at each uncovered slot, the range reaching farthest.
+ */
+export function sourcesCovering(reports: Report[], holder: Report): Report[] {
+  const below = reports.filter((r) => r !== holder && r.low < holder.low && r.have > r.low).sort((a, b) => a.low - b.low)
+  const chosen = [holder]
+  let covered = -1 // every slot ≤ covered is held by a chosen range, or by none at all
+  for (let i = 0; i < below.length;) {
+    if (below[i]!.low > covered) covered = below[i]!.low // slots up to it are in no range
+    let best: Report | null = null
+    for (; i < below.length && below[i]!.low <= covered; i++) if (best === null || below[i]!.have > best.have) best = below[i]!
+    if (best !== null && best.have > covered) {
+      chosen.push(best)
+      covered = Math.min(best.have, holder.low)
+    }
+    if (covered >= holder.low) break
+  }
+  return chosen
+}
+
+/** A commit's members as a change from the previous commit's (PROTOCOL.md §3.2): `added` also lists changed entries. */
+function commitDelta(base: { viewId: number; members: Map<number, MemberEntry> }, list: MemberEntry[]): { base: number; added: MemberEntry[]; removed: number[] } {
+  const now = new Set(list.map((e) => e.no))
+  return {
+    base: base.viewId,
+    added: list.filter((e) => { const b = base.members.get(e.no); return !b || b.id !== e.id || b.addr !== e.addr }),
+    removed: [...base.members.keys()].filter((no) => !now.has(no)),
+  }
+}
+
 export class DirectoryCore {
   private readonly groups = new Map<string, Group>()
   private readonly conns = new Map<ConnId, Conn>()
@@ -153,7 +197,7 @@ export class DirectoryCore {
         this.hooks.send(conn, { t: 'pong' })
         return
       case 'ls':
-        this.hooks.send(conn, { t: 'status', groups: this.status() })
+        this.hooks.send(conn, this.statusPage(f))
         return
       case 'join':
         return this.onJoin(conn, c, f)
@@ -226,14 +270,39 @@ export class DirectoryCore {
   }
 
   status(): GroupStatus[] {
-    return [...this.groups.values()].map((g) => ({
+    return [...this.groups.values()].map((g) => this.groupStatus(g))
+  }
+
+  private groupStatus(g: Group): GroupStatus {
+    return {
       name: g.name,
       viewId: g.viewId,
       members: g.members.filter((m) => !m.dead).map((m) => ({ no: m.no, id: m.id, addr: m.addr })),
       sequencer: g.members.find((m) => m.no === g.sequencer)?.id ?? '',
       mcast: g.mcast,
       state: g.recovering ? 'recovering' : g.flush ? 'flushing' : g.installing ? 'installing' : 'stable',
-    }))
+    }
+  }
+
+  /**
+   * The answer to `ls`: groups by name, after `after` if given (or only `group`), as many as fit in one frame;
+   * `next` names the last one when more follow (PROTOCOL.md §3). One group always fits: it has at most
+   * MAX_GROUP_MEMBERS members.
+   */
+  private statusPage(f: Frame): Frame {
+    const after = typeof f.after === 'string' ? f.after : undefined
+    const only = typeof f.group === 'string' ? f.group : undefined
+    const names = only !== undefined ? (this.groups.has(only) ? [only] : []) : [...this.groups.keys()].sort()
+    const groups: GroupStatus[] = []
+    let room = MAX_FRAME_FROM_DIRECTORY - STATUS_PAGE_OVERHEAD
+    for (const n of names) {
+      if (after !== undefined && n <= after) continue
+      const status = this.groupStatus(this.groups.get(n)!)
+      room -= encodedSize(status)
+      if (room < 0 && groups.length > 0) return { t: 'status', groups, next: groups[groups.length - 1]!.name }
+      groups.push(status)
+    }
+    return { t: 'status', groups }
   }
 
   // ---------------------------------------------------------------- joining
@@ -248,6 +317,12 @@ export class DirectoryCore {
     if (g && [...g.members, ...g.joiners].some((m) => m.id === id && !m.dead && !m.leaving)) {
       this.hooks.send(conn, { t: 'error', code: ErrorCodes.DUPLICATE_MEMBER, message: `member id ${id} is already in group ${groupName}` })
       this.hooks.close(conn, 'duplicate member id')
+      return
+    }
+    if (g && g.members.filter((m) => !m.dead).length + g.joiners.filter((m) => !m.dead).length + g.leavers.length >= MAX_GROUP_MEMBERS) {
+      // Refused, not admitted: a commit listing more would not fit the members' frames (lib/frame.ts).
+      this.hooks.send(conn, { t: 'error', code: ErrorCodes.GROUP_FULL, message: `group ${groupName} has ${MAX_GROUP_MEMBERS} members, the most a group may have` })
+      this.hooks.close(conn, 'group full')
       return
     }
     g ??= this.createGroup(groupName, this.allocateMcast())
@@ -399,7 +474,7 @@ export class DirectoryCore {
     const seqAnswered = f.participants.some((p) => p.no === g.sequencer)
     const start = seqAnswered ? Math.max(cut, g.lastStart) + 1 : Math.max(cut, g.lastStart) + SEQ_WINDOW + 1
     g.flush = null
-    this.commit(g, f.viewId, cut, start, holder.no, reports)
+    this.commit(g, f.viewId, cut, start, holder.no, sourcesCovering(reports, holder))
   }
 
   private commit(g: Group, viewId: number, cut: number, start: number, holder: number, sources: Array<{ no: number; low: number; have: number }> = []): void {
@@ -407,12 +482,21 @@ export class DirectoryCore {
     const joiners = g.joiners.filter((m) => !m.dead)
     const members = [...staying, ...joiners].sort((a, b) => a.no - b.no)
     const excluded = g.members.filter((m) => !m.dead && m.leaving && m.conn !== null)
-    const frame: Frame = {
-      t: 'commit', group: g.name, viewId, members: members.map((m) => ({ no: m.no, id: m.id, addr: m.addr })),
-      sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast,
-    }
+    const list: MemberEntry[] = members.map((m) => ({ no: m.no, id: m.id, addr: m.addr }))
+    const common = { t: 'commit', group: g.name, viewId, sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast }
+    const full: Frame = { ...common, members: list }
+    // A member that has the previous commit gets only what changed: a full list to each of 1 000 members at every
+    // view change was 1 000 × 110 KB, and a join storm runs dozens of view changes.
+    const base = g.committed
+    let delta: Frame | null = null
     const to = new Set<Member>([...members, ...excluded, ...g.leavers.map((l) => l.m)])
-    for (const m of to) if (m.conn !== null) this.hooks.send(m.conn, frame)
+    for (const m of to) {
+      if (m.conn === null) continue
+      if (base && m.seenView === base.viewId) this.hooks.send(m.conn, (delta ??= { ...common, ...commitDelta(base, list) }))
+      else this.hooks.send(m.conn, full)
+      m.seenView = viewId
+    }
+    g.committed = { viewId, members: new Map(list.map((e) => [e.no, e])) }
     for (const m of excluded) g.leavers.push({ m, viewId })
     g.members = members
     g.joiners = []

@@ -5,7 +5,7 @@
 import net from 'node:net'
 import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, type ConnId, type DirectoryOptions, type GroupStatus } from './core.js'
 import { DirectoryError, ErrorCodes, SeqcastError } from '../lib/errors.js'
-import { encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
+import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from '../lib/frame.js'
 import { parseHostPort } from '../lib/options.js'
 import { logger } from '../lib/log.js'
 
@@ -13,6 +13,8 @@ const log = logger('dir')
 export const DEFAULT_DIRECTORY_PORT = 4720
 const TICK_MS = 100
 const CLOSE_GRACE_MS = 1000
+/** Connections waiting to be accepted: a thousand members starting at once must not wait for SYN retries (1 s, 3 s, 7 s…). The kernel caps it at net.core.somaxconn. */
+const LISTEN_BACKLOG = 4096
 
 export interface DirectoryServerOptions extends Partial<DirectoryOptions> {
   host?: string
@@ -29,6 +31,8 @@ export class DirectoryServer {
   private ticker: NodeJS.Timeout | null = null
   /** Connections closed for a bad frame. */
   badFrames = 0
+  private lastFrame: Frame | null = null
+  private lastBytes: Buffer = Buffer.alloc(0)
 
   constructor(private readonly opts: DirectoryServerOptions = {}) {
     this.core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, ...stripUndefined(opts) }, {
@@ -51,7 +55,7 @@ export class DirectoryServer {
         reject(new Error(err.code === 'EADDRINUSE' ? `${host}:${port} is already in use (another directory running?)` : `cannot listen on ${host}:${port}: ${err.message}`))
       }
       this.server.once('error', onError)
-      this.server.listen(port, host, () => {
+      this.server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
         this.server.off('error', onError)
         this.ticker = setInterval(() => this.core.tick(), TICK_MS)
         this.ticker.unref()
@@ -117,7 +121,22 @@ export class DirectoryServer {
 
   private send(conn: ConnId, frame: Frame): void {
     const s = this.sockets.get(conn)
-    if (s && !s.destroyed) s.write(encodeFrame(frame))
+    if (!s || s.destroyed) return
+    // A commit goes to every member as the same object: encode it once, not once per member.
+    if (frame !== this.lastFrame) {
+      try {
+        this.lastBytes = encodeFrame(frame, MAX_FRAME_FROM_DIRECTORY)
+      } catch (err) {
+        // Cannot happen within MAX_GROUP_MEMBERS (test/limits.ts encodes the largest frames); the member cannot
+        // follow the group without it.
+        log('connection %d: cannot send %s: %s; closing it', conn, frame.t, (err as Error).message)
+        this.lastFrame = null
+        s.destroy()
+        return
+      }
+      this.lastFrame = frame
+    }
+    s.write(this.lastBytes)
   }
 }
 
@@ -125,8 +144,11 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
 }
 
-/** Asks a running directory for its groups (what `dir ls` prints). */
-export function queryStatus(hostPort: string, timeoutMs = 2000): Promise<GroupStatus[]> {
+/**
+ * Asks a running directory for its groups (what `dir ls` prints), or for one (`dir show`): page after page
+ * (`ls` with `after`) until a `status` frame has no `next`.
+ */
+export function queryStatus(hostPort: string, timeoutMs = 2000, group?: string): Promise<GroupStatus[]> {
   const { host, port } = parseHostPort(hostPort, 'directory address')
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host, port })
@@ -135,19 +157,26 @@ export function queryStatus(hostPort: string, timeoutMs = 2000): Promise<GroupSt
       reject(new DirectoryError(ErrorCodes.DIRECTORY_UNREACHABLE, `cannot query the directory at ${hostPort}: ${why}`, cause))
     }
     const timer = setTimeout(() => fail(`no answer in ${timeoutMs} ms`), timeoutMs)
-    const decoder = new FrameDecoder()
+    const decoder = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
+    const groups: GroupStatus[] = []
     sock.once('error', (err) => {
       clearTimeout(timer)
       fail(err.message, err)
     })
-    sock.on('connect', () => sock.write(encodeFrame({ t: 'ls' })))
+    sock.on('connect', () => sock.write(encodeFrame(group === undefined ? { t: 'ls' } : { t: 'ls', group })))
     sock.on('data', (chunk) => {
       try {
         for (const f of decoder.push(chunk)) {
           if (f.t !== 'status') continue
+          if (!Array.isArray(f.groups)) throw new Error('status without a list of groups')
+          groups.push(...(f.groups as GroupStatus[]))
+          if (typeof f.next === 'string') {
+            sock.write(encodeFrame({ t: 'ls', after: f.next }))
+            continue
+          }
           clearTimeout(timer)
           sock.end()
-          resolve(f.groups as GroupStatus[])
+          resolve(groups)
         }
       } catch (err) {
         clearTimeout(timer)

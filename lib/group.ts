@@ -12,7 +12,7 @@ import net from 'node:net'
 import os from 'node:os'
 import { Engine, type Delivery, type EngineStats, type Lifecycle } from './engine.js'
 import { ArgumentError, DirectoryError, ErrorCodes, JoinTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
-import { checkDirectoryFrame, encodeFrame, FrameDecoder, type Frame } from './frame.js'
+import { DirectoryReader, encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
 import { checkMaxMessage, parseJoinOptions, parseMulticastAddr, parseUnicastAddr, type JoinOptions, type ResolvedJoinOptions } from './options.js'
 import { logger } from './log.js'
 
@@ -71,6 +71,7 @@ export class Group extends EventEmitter<GroupEvents> {
   private ticker: NodeJS.Timeout | null = null
   private pinger: NodeJS.Timeout | null = null
   private flushQueued = false
+  private readonly reader = new DirectoryReader()
   private readonly queue: Delivery[] = []
   /** Bytes held by `queue` (data plus a fixed overhead per delivery), bounded by maxQueuedBytes. */
   private queuedBytes = 0
@@ -157,7 +158,7 @@ export class Group extends EventEmitter<GroupEvents> {
     })
   }
 
-  /** Joins the group's multicast address (checked by checkDirectoryFrame). */
+  /** Joins the group's multicast address (checked by DirectoryReader). */
   private openMulticast(mcast: string): void {
     if (this.mcastKey === mcast) return
     const target = parseMulticastAddr(mcast)
@@ -232,7 +233,7 @@ export class Group extends EventEmitter<GroupEvents> {
       })
       const onError = (err: Error): void => reject(new DirectoryError(ErrorCodes.DIRECTORY_UNREACHABLE, `cannot reach the directory at ${host}:${port}: ${err.message}`, err))
       sock.once('error', onError)
-      const decoder = new FrameDecoder()
+      const decoder = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
       sock.on('data', (chunk) => {
         let frames: Frame[]
         try {
@@ -252,10 +253,11 @@ export class Group extends EventEmitter<GroupEvents> {
     })
   }
 
-  private onFrame(f: Frame): void {
+  private onFrame(frame: Frame): void {
     if (this.closed) return
+    let f: Frame
     try {
-      checkDirectoryFrame(f)
+      f = this.reader.read(frame)
     } catch (err) {
       // A frame this member cannot act on: it fails (grp_join rejects, or an `error` event), the process goes on.
       log('%s: %s', this.memberId, (err as Error).message)

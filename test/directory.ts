@@ -7,7 +7,7 @@ import net from 'node:net'
 import { spawn, spawnSync } from 'node:child_process'
 import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, SEQ_WINDOW, type ConnId } from '../directory/core.js'
 import { DirectoryServer, queryStatus } from '../directory/server.js'
-import { encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
+import { DirectoryReader, encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
 import { ErrorCodes } from '../lib/errors.js'
 import { DIR_CLI, freePort } from './fixtures/procs.js'
 
@@ -15,9 +15,15 @@ function harness() {
   let now = 0
   const out: Array<{ conn: ConnId; f: Frame }> = []
   const closed: ConnId[] = []
+  // Each connection reads its frames as a member does: delta commits come out whole.
+  const readers = new Map<ConnId, DirectoryReader>()
+  const read = (conn: ConnId, f: Frame): Frame => {
+    if (!readers.has(conn)) readers.set(conn, new DirectoryReader())
+    return readers.get(conn)!.read(f)
+  }
   const core = new DirectoryCore(DEFAULT_DIRECTORY_OPTIONS, {
     now: () => now,
-    send: (conn, f) => out.push({ conn, f }),
+    send: (conn, f) => out.push({ conn, f: read(conn, f) }),
     close: (conn) => closed.push(conn),
   })
   const take = (conn: ConnId, t?: string): Frame[] => {

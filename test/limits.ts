@@ -4,14 +4,15 @@
  */
 import t, { type Test } from 'tap'
 import net from 'node:net'
-import { Sim } from './fixtures/sim.js'
-import { ErrorCodes } from '../lib/errors.js'
+import { rng, Sim } from './fixtures/sim.js'
+import { ErrorCodes, errorFromCode } from '../lib/errors.js'
 import { DEFAULT_MAX_MESSAGE, largestMessage, parseJoinOptions } from '../lib/options.js'
 import { grp_join, grp_send } from '../lib/index.js'
 import { fragmentRoom } from '../lib/wire.js'
-import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS } from '../directory/core.js'
+import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, sourcesCovering } from '../directory/core.js'
 import { DirectoryServer, queryStatus } from '../directory/server.js'
-import { encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
+import { DirectoryReader, encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, MAX_FRAME_TO_DIRECTORY, MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
+import { until } from './fixtures/procs.js'
 
 t.test('a message with more fragments than a sender can hold is refused at submit, before anything is stored', async (t) => {
   const sim = new Sim(7)
@@ -140,4 +141,151 @@ t.test('a commit the member cannot use fails that member with EFRAME; the proces
     const directory = await fakeDirectory(t, 1, commit)
     await t.rejects(grp_join('g', 'a', { directory, iface: '127.0.0.1', joinTimeoutMs: 3000 }), { code: ErrorCodes.FRAME }, what)
   }
+})
+
+const id64 = (i: number): string => `member-${i}-`.padEnd(64, 'x')
+
+t.test('over TCP: 1 024 members with 64-byte ids all get the commit; the 1 025th is refused with EGROUP_FULL', async (t) => {
+  const server = new DirectoryServer({ port: 0, timeoutMs: 60_000, flushTimeoutMs: 60_000 })
+  const { port } = await server.listen()
+  t.teardown(() => server.close())
+  // Raw members: answer every prepare and commit at once, remember the last commit.
+  const member = (i: number) => {
+    const s = net.connect(port, '127.0.0.1')
+    const dec = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
+    const reader = new DirectoryReader()
+    const m = { s, closed: false, lastCommit: null as Frame | null, error: null as Frame | null }
+    s.on('error', () => {})
+    s.on('close', () => (m.closed = true))
+    s.on('data', (b) => {
+      for (const f of dec.push(b).map((x) => reader.read(x))) {
+        if (f.t === 'prepare') s.write(encodeFrame({ t: 'prepared', group: 'big', viewId: f.viewId, have: 0, low: 0 }))
+        else if (f.t === 'commit') {
+          m.lastCommit = f
+          s.write(encodeFrame({ t: 'installed', group: 'big', viewId: f.viewId }))
+        } else if (f.t === 'error') m.error = f
+      }
+    })
+    s.write(encodeFrame({ t: 'join', proto: 1, group: 'big', member: id64(i), addr: `127.0.0.1:${10_000 + i}` }))
+    return m
+  }
+  const ms = Array.from({ length: MAX_GROUP_MEMBERS }, (_, i) => member(i))
+  const full = (): boolean => ms.every((m) => (m.lastCommit?.members as unknown[] | undefined)?.length === MAX_GROUP_MEMBERS)
+  t.ok(await until(() => full() || ms.some((m) => m.closed), 60_000), 'every member got a commit listing all, or someone was closed')
+  t.equal(ms.filter((m) => m.closed).length, 0, 'no member was closed')
+  t.ok(full(), `every member has the view of ${MAX_GROUP_MEMBERS}`)
+  const late = member(MAX_GROUP_MEMBERS)
+  t.ok(await until(() => late.closed, 5000), 'the newcomer is closed')
+  t.match(late.error, { t: 'error', code: ErrorCodes.GROUP_FULL })
+  await new Promise((r) => setTimeout(r, 200))
+  t.equal(ms.filter((m) => m.closed).length, 0, 'nobody else was closed')
+  const [g] = await queryStatus(`127.0.0.1:${port}`)
+  t.equal(g?.members.length, MAX_GROUP_MEMBERS, 'dir ls lists them all')
+  for (const m of ms) m.s.destroy()
+})
+
+t.test('a commit lists the fewest flush sources that hold every slot any participant holds, the holder first', async (t) => {
+  const random = rng(99)
+  const holds = (rs: Array<{ low: number; have: number }>, s: number): boolean => rs.some((r) => r.low < s && s <= r.have)
+  let checked = 0
+  for (let run = 0; run < 500; run++) {
+    const n = 1 + Math.floor(random() * 12)
+    const reports = Array.from({ length: n }, (_, i) => {
+      const low = Math.floor(random() * 40)
+      return { no: i + 1, low, have: low + Math.floor(random() * 30) }
+    })
+    const cut = Math.max(...reports.map((r) => r.have))
+    const holder = reports.filter((r) => r.have === cut).sort((a, b) => a.low - b.low || a.no - b.no)[0]!
+    const chosen = sourcesCovering(reports, holder)
+    t.equal(chosen[0], holder)
+    for (let s = 0; s <= cut + 1; s++) {
+      if (holds(reports, s) !== holds(chosen, s)) t.fail(`run ${run}: slot ${s} held by ${holds(reports, s) ? 'some report' : 'no report'} but not so by the chosen`)
+    }
+    // None is redundant: each holds a slot the others chosen do not.
+    for (const c of chosen.slice(1)) {
+      const others = chosen.filter((x) => x !== c)
+      if (!Array.from({ length: cut + 1 }, (_, s) => s).some((s) => holds([c], s) && !holds(others, s))) t.fail(`run ${run}: ${JSON.stringify(c)} is redundant`)
+    }
+    checked++
+  }
+  t.equal(checked, 500)
+  const all = Array.from({ length: MAX_GROUP_MEMBERS }, (_, i) => ({ no: i + 1, low: 100 + (i % 7), have: 5000 }))
+  t.same(sourcesCovering(all, all[0]!), [all[0]], 'a thousand caught-up members: one source')
+})
+
+t.test('the largest frames fit their limits: a commit and a rejoin of MAX_GROUP_MEMBERS, a status page', async (t) => {
+  const slot = 2 ** 48 - 1
+  const members = Array.from({ length: MAX_GROUP_MEMBERS }, (_, i) => ({ no: 0xffff_ffff - i, id: id64(i), addr: '255.255.255.254:65535' }))
+  const sources = members.map((m) => ({ no: m.no, low: slot, have: slot }))
+  const group = 'g'.repeat(64)
+  const commit: Frame = {
+    t: 'commit', group, viewId: 0xffff_ffff, members, sequencer: members[0]!.no, cut: slot, start: slot, holder: members[0]!.no,
+    sources, mcast: '239.255.255.255:65535',
+  }
+  const bytes = encodeFrame(commit, MAX_FRAME_FROM_DIRECTORY)
+  t.ok(bytes.length < MAX_FRAME_FROM_DIRECTORY, `a commit of ${MAX_GROUP_MEMBERS} members and as many sources: ${bytes.length} bytes`)
+  t.same(new DirectoryReader().read(new FrameDecoder(MAX_FRAME_FROM_DIRECTORY).push(bytes)[0]!).members, members, 'decodes whole')
+  // Multi-byte ids: 64 bytes of UTF-8 are fewer characters, never more bytes.
+  t.ok(encodeFrame({ ...commit, members: members.map((m) => ({ ...m, id: '\u{1F600}'.repeat(16) })) }, MAX_FRAME_FROM_DIRECTORY).length <= bytes.length)
+  const rejoin: Frame = {
+    t: 'rejoin', proto: 1, group, member: id64(0), no: 0xffff_ffff, addr: '255.255.255.254:65535',
+    view: { viewId: 0xffff_ffff, members, sequencer: members[0]!.no, start: slot }, mcast: '239.255.255.255:65535',
+  }
+  const r = encodeFrame(rejoin, MAX_FRAME_TO_DIRECTORY)
+  t.ok(r.length < MAX_FRAME_TO_DIRECTORY, `a rejoin listing ${MAX_GROUP_MEMBERS} members: ${r.length} bytes`)
+  t.equal(new FrameDecoder(MAX_FRAME_TO_DIRECTORY).push(r).length, 1, 'a directory reads it')
+  t.throws(() => new FrameDecoder(MAX_FRAME_TO_DIRECTORY).push(bytes), { code: ErrorCodes.FRAME }, 'a directory reads no commit-sized frame')
+})
+
+/** The core with `groups` full groups of members with 64-byte ids (joins answered at once). */
+function fullDirectory(groups: number, size = MAX_GROUP_MEMBERS) {
+  const out: Array<{ conn: number; f: Frame }> = []
+  const core = new DirectoryCore(DEFAULT_DIRECTORY_OPTIONS, { now: () => 0, send: (conn, f) => out.push({ conn, f }), close: () => {} })
+  let conn = 0
+  for (let g = 0; g < groups; g++) {
+    const first = ++conn
+    for (let i = 0; i < size; i++) {
+      if (i > 0) ++conn
+      core.opened(conn)
+      core.frame(conn, { t: 'join', proto: 1, group: `group-${g}`.padEnd(64, '.'), member: id64(i), addr: `127.0.0.1:${1 + (conn % 65535)}` })
+    }
+    const prepare = out.find((o) => o.conn === first && o.f.t === 'prepare')
+    if (prepare) core.frame(first, { t: 'prepared', group: `group-${g}`.padEnd(64, '.'), viewId: prepare.f.viewId, have: 1, low: 0 })
+    out.length = 0
+  }
+  return { core, out, conns: conn }
+}
+
+t.test('dir ls pages: every status frame fits, and paging lists every group once', async (t) => {
+  const { core, out, conns } = fullDirectory(5)
+  t.equal(core.status().every((g) => g.members.length === MAX_GROUP_MEMBERS), true, '5 full groups')
+  const ls = conns + 1
+  core.opened(ls)
+  const names: string[] = []
+  let after: string | undefined
+  let pages = 0
+  for (;;) {
+    core.frame(ls, after === undefined ? { t: 'ls' } : { t: 'ls', after })
+    const page = out.pop()!.f
+    pages++
+    t.ok(encodeFrame(page, MAX_FRAME_FROM_DIRECTORY).length <= MAX_FRAME_FROM_DIRECTORY)
+    names.push(...(page.groups as Array<{ name: string }>).map((g) => g.name))
+    if (typeof page.next !== 'string') break
+    after = page.next
+  }
+  t.ok(pages >= 3, `${pages} pages`)
+  t.same(names, core.status().map((g) => g.name).sort(), 'every group once, by name')
+  core.frame(ls, { t: 'ls', group: names[2] })
+  t.match(out.pop()!.f, { t: 'status', groups: [{ name: names[2] }] }, 'one group by name')
+  t.notOk(out.length, 'nothing else sent')
+})
+
+t.test('the directory refuses the 1 025th member with EGROUP_FULL and keeps the others', async (t) => {
+  const { core, out, conns } = fullDirectory(1)
+  const late = conns + 1
+  core.opened(late)
+  core.frame(late, { t: 'join', proto: 1, group: 'group-0'.padEnd(64, '.'), member: 'late', addr: '127.0.0.1:7' })
+  t.match(out, [{ conn: late, f: { t: 'error', code: ErrorCodes.GROUP_FULL } }], 'only the newcomer hears of it')
+  t.equal(core.status()[0]!.members.length, MAX_GROUP_MEMBERS)
+  t.match(errorFromCode(ErrorCodes.GROUP_FULL, 'x'), { code: ErrorCodes.GROUP_FULL, name: 'GroupFullError' }, 'grp_join rejects with it')
 })
