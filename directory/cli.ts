@@ -65,13 +65,13 @@ async function main(argv: string[]): Promise<number> {
     return 0
   }
   if (cmd === 'ls' || cmd === 'show') {
-    const groups = await queryStatus(values.dir ?? `127.0.0.1:${DEFAULT_DIRECTORY_PORT}`)
+    const name = positionals[1]
+    if (cmd === 'show' && !name) throw new UsageError('dir show needs a GROUP')
+    const groups = await queryStatus(values.dir ?? `127.0.0.1:${DEFAULT_DIRECTORY_PORT}`, undefined, cmd === 'show' ? name : undefined)
     if (cmd === 'ls') {
       console.log(values.json ? JSON.stringify(groups, null, 2) : table(groups))
       return 0
     }
-    const name = positionals[1]
-    if (!name) throw new UsageError('dir show needs a GROUP')
     const g = groups.find((x) => x.name === name)
     if (!g) {
       console.error(`dir: no group ${name}`)

@@ -10,9 +10,10 @@
  */
 import { randomBytes } from 'node:crypto'
 import { ErrorCodes, ProtocolError } from '../lib/errors.js'
-import { field, type Frame } from '../lib/frame.js'
+import { encodedSize, field, MAX_FRAME_FROM_DIRECTORY, MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
-import { formatIncarnation, parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
+import { parseMulticastAddr, parseUnicastAddr } from '../lib/options.js'
+import { parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
 
 const log = logger('dir')
 
@@ -53,9 +54,10 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
 }
 
 const MAX_NAME_BYTES = 64
-const ADDR = /^(\d{1,3}\.){3}\d{1,3}:\d{1,5}$/
 /** A commit whose history a rebuilt directory cannot see may have skipped this many slots (§7). */
 const UNKNOWN_COMMIT_SLOTS = 3 * SEQ_WINDOW
+/** A `status` frame's bytes besides its groups: `t`, the list's header, `next` (a group name). */
+const STATUS_PAGE_OVERHEAD = 256
 
 interface Member {
   no: number
@@ -65,9 +67,14 @@ interface Member {
   conn: ConnId | null
   dead: boolean
   leaving: boolean
-  /** View id of the latest commit this member holds (after a directory restart: as its rejoin said). */
+  /**
+   * View id of the latest commit this member holds (after a directory restart: as its rejoin said); the next
+   * commit may be sent to it as a delta from that one.
+   */
   commitSeen: number
 }
+
+type MemberEntry = { no: number; id: string; addr: string }
 
 interface Flush {
   viewId: number
@@ -104,6 +111,8 @@ interface Group {
    * may have reached members that never came back, so the next view skips past anything it could have ordered.
    */
   unknownCommit: boolean
+  /** The member list of the last commit this directory sent, by member number (what a delta is taken from). */
+  committed?: { viewId: number; members: Map<number, MemberEntry> }
 }
 
 interface Conn {
@@ -153,12 +162,6 @@ function count(f: Frame, key: string): number {
   return v
 }
 
-function validAddr(a: unknown): a is string {
-  if (typeof a !== 'string' || !ADDR.test(a)) return false
-  const [ip, port] = a.split(':') as [string, string]
-  return ip.split('.').every((o) => Number(o) <= 255) && Number(port) >= 1 && Number(port) <= 65535
-}
-
 /**
  * Checks the commit a `rejoin` carries back (every field a rebuilt group takes from it) and returns it as a commit
  * frame; throws ProtocolError otherwise.
@@ -187,12 +190,12 @@ function parseCommit(v: unknown): CommitFrame {
   if (typeof c.group !== 'string') bad('names no group')
   if ((c.viewId as number) < 1 || (c.start as number) <= (c.cut as number)) bad('has no valid view id, cut and start')
   if (!parseIncarnation(c.inc)) bad('has no valid incarnation')
-  if (!validAddr(c.mcast)) bad('has no valid multicast address')
+  if (!parseMulticastAddr(c.mcast)) bad('has no valid multicast address')
   const members = c.members
   if (!Array.isArray(members) || members.length === 0) return bad('has no members')
   const nos = new Set<number>()
   for (const m of members as Array<Record<string, unknown>>) {
-    if (typeof m !== 'object' || m === null || !Number.isSafeInteger(m.no) || (m.no as number) < 1 || typeof m.id !== 'string' || !validAddr(m.addr)) bad('has a bad member')
+    if (typeof m !== 'object' || m === null || !Number.isSafeInteger(m.no) || (m.no as number) < 1 || typeof m.id !== 'string' || !parseUnicastAddr(m.addr)) bad('has a bad member')
     if ((m.no as number) >= (c.nextNo as number)) bad('has a member number not below nextNo')
     nos.add(m.no as number)
   }
@@ -203,8 +206,44 @@ function parseCommit(v: unknown): CommitFrame {
 
 function addrField(f: Frame): string {
   const a = field(f, 'addr', 'string')
-  if (!validAddr(a)) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `addr must be "ip:port", got ${JSON.stringify(a)}`)
+  if (!parseUnicastAddr(a)) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `addr must be a unicast IPv4 "ip:port" (port 1-65535), got ${JSON.stringify(a.slice(0, 64))}`)
   return a
+}
+
+type Report = { no: number; low: number; have: number }
+
+/**
+ * The fewest reports that hold every slot some report holds, the holder first: members ask the holder for every
+ * slot it has and call a slot no source holds void (PROTOCOL.md §5), so only the union of the ranges matters —
+ * and a commit listing all 1 000 participants' ranges went to all 1 000 members at every view change.
+ * The holder has the highest `have` (the cut), so only the ranges starting below its `low` add anything: below it,
+ * a greedy sweep takes, at each uncovered slot, the range reaching farthest.
+ */
+export function sourcesCovering(reports: Report[], holder: Report): Report[] {
+  const below = reports.filter((r) => r !== holder && r.low < holder.low && r.have > r.low).sort((a, b) => a.low - b.low)
+  const chosen = [holder]
+  let covered = -1 // every slot ≤ covered is held by a chosen range, or by none at all
+  for (let i = 0; i < below.length;) {
+    if (below[i]!.low > covered) covered = below[i]!.low // slots up to it are in no range
+    let best: Report | null = null
+    for (; i < below.length && below[i]!.low <= covered; i++) if (best === null || below[i]!.have > best.have) best = below[i]!
+    if (best !== null && best.have > covered) {
+      chosen.push(best)
+      covered = Math.min(best.have, holder.low)
+    }
+    if (covered >= holder.low) break
+  }
+  return chosen
+}
+
+/** A commit's members as a change from the previous commit's (PROTOCOL.md §3.2): `added` also lists changed entries. */
+function commitDelta(base: { viewId: number; members: Map<number, MemberEntry> }, list: MemberEntry[]): { base: number; added: MemberEntry[]; removed: number[] } {
+  const now = new Set(list.map((e) => e.no))
+  return {
+    base: base.viewId,
+    added: list.filter((e) => { const b = base.members.get(e.no); return !b || b.id !== e.id || b.addr !== e.addr }),
+    removed: [...base.members.keys()].filter((no) => !now.has(no)),
+  }
 }
 
 export class DirectoryCore {
@@ -232,7 +271,7 @@ export class DirectoryCore {
         this.hooks.send(conn, { t: 'pong' })
         return
       case 'ls':
-        this.hooks.send(conn, { t: 'status', groups: this.status() })
+        this.hooks.send(conn, this.statusPage(f))
         return
       case 'join':
         return this.onJoin(conn, c, f)
@@ -300,14 +339,39 @@ export class DirectoryCore {
   }
 
   status(): GroupStatus[] {
-    return [...this.groups.values()].map((g) => ({
+    return [...this.groups.values()].map((g) => this.groupStatus(g))
+  }
+
+  private groupStatus(g: Group): GroupStatus {
+    return {
       name: g.name,
       viewId: g.viewId,
       members: g.members.filter((m) => !m.dead).map((m) => ({ no: m.no, id: m.id, addr: m.addr })),
       sequencer: g.members.find((m) => m.no === g.sequencer)?.id ?? '',
       mcast: g.mcast,
       state: g.recovering ? 'recovering' : g.flush ? 'flushing' : g.installing ? 'installing' : 'stable',
-    }))
+    }
+  }
+
+  /**
+   * The answer to `ls`: groups by name, after `after` if given (or only `group`), as many as fit in one frame;
+   * `next` names the last one when more follow (PROTOCOL.md §3). One group always fits: it has at most
+   * MAX_GROUP_MEMBERS members.
+   */
+  private statusPage(f: Frame): Frame {
+    const after = typeof f.after === 'string' ? f.after : undefined
+    const only = typeof f.group === 'string' ? f.group : undefined
+    const names = only !== undefined ? (this.groups.has(only) ? [only] : []) : [...this.groups.keys()].sort()
+    const groups: GroupStatus[] = []
+    let room = MAX_FRAME_FROM_DIRECTORY - STATUS_PAGE_OVERHEAD
+    for (const n of names) {
+      if (after !== undefined && n <= after) continue
+      const status = this.groupStatus(this.groups.get(n)!)
+      room -= encodedSize(status)
+      if (room < 0 && groups.length > 0) return { t: 'status', groups, next: groups[groups.length - 1]!.name }
+      groups.push(status)
+    }
+    return { t: 'status', groups }
   }
 
   // ---------------------------------------------------------------- joining
@@ -322,6 +386,12 @@ export class DirectoryCore {
     if (g && [...g.members, ...g.joiners].some((m) => m.id === id && !m.dead && !m.leaving)) {
       this.hooks.send(conn, { t: 'error', code: ErrorCodes.DUPLICATE_MEMBER, message: `member id ${id} is already in group ${groupName}` })
       this.hooks.close(conn, 'duplicate member id')
+      return
+    }
+    if (g && g.members.filter((m) => !m.dead).length + g.joiners.filter((m) => !m.dead).length + g.leavers.length >= MAX_GROUP_MEMBERS) {
+      // Refused, not admitted: a commit listing more would not fit the members' frames (lib/frame.ts).
+      this.hooks.send(conn, { t: 'error', code: ErrorCodes.GROUP_FULL, message: `group ${groupName} has ${MAX_GROUP_MEMBERS} members, the most a group may have` })
+      this.hooks.close(conn, 'group full')
       return
     }
     if (!g) {
@@ -404,6 +474,7 @@ export class DirectoryCore {
     g.lastCut = commit.cut
     g.nextNo = Math.max(g.nextNo, commit.nextNo, ...members.map((m) => m.no + 1))
     g.lastCommit = commit
+    g.committed = undefined // the first commit after a rebuild goes out whole: deltas need a commit sent on this connection
     for (const m of attached.values()) {
       if (!members.some((x) => x.no === m.no) && m.conn !== null) this.expel(m.conn, `view ${g.viewId} excludes this member`)
     }
@@ -417,7 +488,9 @@ export class DirectoryCore {
     for (const m of g.members) if (m.conn === null) m.dead = true
     // Members that had not received the latest commit get it first: they apply commits in order.
     for (const m of g.members) {
-      if (!m.dead && m.conn !== null && g.lastCommit && m.commitSeen < g.viewId) this.hooks.send(m.conn, g.lastCommit)
+      if (m.dead || m.conn === null || !g.lastCommit || m.commitSeen >= g.viewId) continue
+      this.hooks.send(m.conn, g.lastCommit)
+      m.commitSeen = g.viewId
     }
     log('%s: rebuilt (%s); a view change settles it', g.name, why)
     // Always: whatever was under way when the directory died (a flush, an install) is ended by a new change.
@@ -532,7 +605,7 @@ export class DirectoryCore {
     g.unknownCommit = false
     const start = Math.max(cut, g.lastStart) + skip + 1
     g.flush = null
-    this.commit(g, f.viewId, cut, start, holder.no, reports)
+    this.commit(g, f.viewId, cut, start, holder.no, sourcesCovering(reports, holder))
   }
 
   private commit(g: Group, viewId: number, cut: number, start: number, holder: number, sources: Array<{ no: number; low: number; have: number }> = []): void {
@@ -540,17 +613,24 @@ export class DirectoryCore {
     const joiners = g.joiners.filter((m) => !m.dead)
     const members = [...staying, ...joiners].sort((a, b) => a.no - b.no)
     const excluded = g.members.filter((m) => !m.dead && m.leaving && m.conn !== null)
-    const frame: Frame = {
-      t: 'commit', group: g.name, viewId, members: members.map((m) => ({ no: m.no, id: m.id, addr: m.addr })),
-      sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast, inc: g.inc, nextNo: g.nextNo,
+    const list: MemberEntry[] = members.map((m) => ({ no: m.no, id: m.id, addr: m.addr }))
+    const common = {
+      t: 'commit', group: g.name, viewId, sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast, inc: g.inc, nextNo: g.nextNo,
     }
-    g.lastCommit = frame
+    const full: Frame = { ...common, members: list }
+    g.lastCommit = full
+    // A member that has the previous commit gets only what changed: a full list to each of 1 000 members at every
+    // view change was 1 000 × 110 KB, and a join storm runs dozens of view changes.
+    const base = g.committed
+    let delta: Frame | null = null
     const to = new Set<Member>([...members, ...excluded, ...g.leavers.map((l) => l.m)])
     for (const m of to) {
       if (m.conn === null) continue
-      this.hooks.send(m.conn, frame)
+      if (base && m.commitSeen === base.viewId) this.hooks.send(m.conn, (delta ??= { ...common, ...commitDelta(base, list) }))
+      else this.hooks.send(m.conn, full)
       m.commitSeen = viewId
     }
+    g.committed = { viewId, members: new Map(list.map((e) => [e.no, e])) }
     for (const m of excluded) g.leavers.push({ m, viewId })
     g.members = members
     g.joiners = []

@@ -4,14 +4,17 @@
  */
 import net from 'node:net'
 import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, type ConnId, type DirectoryOptions, type GroupStatus } from './core.js'
-import { DirectoryError, ErrorCodes } from '../lib/errors.js'
-import { encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
+import { DirectoryError, ErrorCodes, SeqcastError } from '../lib/errors.js'
+import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from '../lib/frame.js'
 import { parseHostPort } from '../lib/options.js'
 import { logger } from '../lib/log.js'
 
 const log = logger('dir')
 export const DEFAULT_DIRECTORY_PORT = 4720
 const TICK_MS = 100
+const CLOSE_GRACE_MS = 1000
+/** Connections waiting to be accepted: a thousand members starting at once must not wait for SYN retries (1 s, 3 s, 7 s…). The kernel caps it at net.core.somaxconn. */
+const LISTEN_BACKLOG = 4096
 
 export interface DirectoryServerOptions extends Partial<DirectoryOptions> {
   host?: string
@@ -22,10 +25,14 @@ export class DirectoryServer {
   readonly core: DirectoryCore
   private readonly server: net.Server
   private readonly sockets = new Map<ConnId, net.Socket>()
+  /** Connections being closed (refused, expelled): nothing more they send is read. */
+  private readonly closing = new Set<ConnId>()
   private nextConn = 1
   private ticker: NodeJS.Timeout | null = null
   /** Connections closed for a bad frame. */
   badFrames = 0
+  private lastFrame: Frame | null = null
+  private lastBytes: Buffer = Buffer.alloc(0)
 
   constructor(private readonly opts: DirectoryServerOptions = {}) {
     this.core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, ...stripUndefined(opts) }, {
@@ -33,7 +40,7 @@ export class DirectoryServer {
       send: (conn, frame) => this.send(conn, frame),
       close: (conn, reason) => {
         log('closing connection %d: %s', conn, reason)
-        this.sockets.get(conn)?.end()
+        this.endConnection(conn)
       },
     })
     this.server = net.createServer((sock) => this.accept(sock))
@@ -48,7 +55,7 @@ export class DirectoryServer {
         reject(new Error(err.code === 'EADDRINUSE' ? `${host}:${port} is already in use (another directory running?)` : `cannot listen on ${host}:${port}: ${err.message}`))
       }
       this.server.once('error', onError)
-      this.server.listen(port, host, () => {
+      this.server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
         this.server.off('error', onError)
         this.ticker = setInterval(() => this.core.tick(), TICK_MS)
         this.ticker.unref()
@@ -71,24 +78,65 @@ export class DirectoryServer {
     const decoder = new FrameDecoder()
     this.core.opened(conn)
     sock.on('data', (chunk) => {
+      if (this.closing.has(conn)) return
+      let frames: Frame[]
       try {
-        for (const f of decoder.push(chunk)) this.core.frame(conn, f)
+        frames = decoder.push(chunk)
       } catch (err) {
+        // Undecodable or oversized: the stream is out of step, nothing can be answered on it.
         this.badFrames++
         log('connection %d from %s: %s; closing it', conn, sock.remoteAddress, (err as Error).message)
         sock.destroy()
+        return
+      }
+      for (const f of frames) {
+        try {
+          this.core.frame(conn, f)
+        } catch (err) {
+          // A well-framed but invalid request: say why (grp_join rejects with that code), then close.
+          this.badFrames++
+          log('connection %d from %s: %s; refusing it', conn, sock.remoteAddress, (err as Error).message)
+          if (err instanceof SeqcastError) this.send(conn, { t: 'error', code: err.code, message: err.message })
+          this.endConnection(conn)
+          return
+        }
       }
     })
     sock.on('error', (err) => log('connection %d: %s', conn, err.message))
     sock.on('close', () => {
       this.sockets.delete(conn)
+      this.closing.delete(conn)
       this.core.closed(conn)
     })
   }
 
+  /** Ends a connection after what was written to it; a peer that does not read it is cut off after a grace. */
+  private endConnection(conn: ConnId): void {
+    const s = this.sockets.get(conn)
+    this.closing.add(conn)
+    if (!s) return
+    s.end()
+    s.setTimeout(CLOSE_GRACE_MS, () => s.destroy())
+  }
+
   private send(conn: ConnId, frame: Frame): void {
     const s = this.sockets.get(conn)
-    if (s && !s.destroyed) s.write(encodeFrame(frame))
+    if (!s || s.destroyed) return
+    // A commit goes to every member as the same object: encode it once, not once per member.
+    if (frame !== this.lastFrame) {
+      try {
+        this.lastBytes = encodeFrame(frame, MAX_FRAME_FROM_DIRECTORY)
+      } catch (err) {
+        // Cannot happen within MAX_GROUP_MEMBERS (test/limits.ts encodes the largest frames); the member cannot
+        // follow the group without it.
+        log('connection %d: cannot send %s: %s; closing it', conn, frame.t, (err as Error).message)
+        this.lastFrame = null
+        s.destroy()
+        return
+      }
+      this.lastFrame = frame
+    }
+    s.write(this.lastBytes)
   }
 }
 
@@ -96,8 +144,11 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
 }
 
-/** Asks a running directory for its groups (what `dir ls` prints). */
-export function queryStatus(hostPort: string, timeoutMs = 2000): Promise<GroupStatus[]> {
+/**
+ * Asks a running directory for its groups (what `dir ls` prints), or for one (`dir show`): page after page
+ * (`ls` with `after`) until a `status` frame has no `next`.
+ */
+export function queryStatus(hostPort: string, timeoutMs = 2000, group?: string): Promise<GroupStatus[]> {
   const { host, port } = parseHostPort(hostPort, 'directory address')
   return new Promise((resolve, reject) => {
     const sock = net.connect({ host, port })
@@ -106,19 +157,26 @@ export function queryStatus(hostPort: string, timeoutMs = 2000): Promise<GroupSt
       reject(new DirectoryError(ErrorCodes.DIRECTORY_UNREACHABLE, `cannot query the directory at ${hostPort}: ${why}`, cause))
     }
     const timer = setTimeout(() => fail(`no answer in ${timeoutMs} ms`), timeoutMs)
-    const decoder = new FrameDecoder()
+    const decoder = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
+    const groups: GroupStatus[] = []
     sock.once('error', (err) => {
       clearTimeout(timer)
       fail(err.message, err)
     })
-    sock.on('connect', () => sock.write(encodeFrame({ t: 'ls' })))
+    sock.on('connect', () => sock.write(encodeFrame(group === undefined ? { t: 'ls' } : { t: 'ls', group })))
     sock.on('data', (chunk) => {
       try {
         for (const f of decoder.push(chunk)) {
           if (f.t !== 'status') continue
+          if (!Array.isArray(f.groups)) throw new Error('status without a list of groups')
+          groups.push(...(f.groups as GroupStatus[]))
+          if (typeof f.next === 'string') {
+            sock.write(encodeFrame({ t: 'ls', after: f.next }))
+            continue
+          }
           clearTimeout(timer)
           sock.end()
-          resolve(f.groups as GroupStatus[])
+          resolve(groups)
         }
       } catch (err) {
         clearTimeout(timer)

@@ -14,7 +14,7 @@ import {
   type SlotRange, encodeOrder, runsPerDatagram,
 } from './wire.js'
 import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
-import { MessageStore } from './msgstore.js'
+import { MAX_CAPACITY, MessageStore } from './msgstore.js'
 import { Reassembly } from './reassembly.js'
 import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
 import type { EngineOptions } from './options.js'
@@ -291,6 +291,8 @@ export class Engine implements SequencerHost {
     if (data.length > this.opts.maxMessage) throw new MessageTooLargeError(data.length, this.opts.maxMessage)
     const room = fragmentRoom(this.opts.maxDatagram)
     const frags = Math.max(1, Math.ceil(data.length / room))
+    // Every fragment is stored now, until stable: the store must hold them all (parseJoinOptions ensures it).
+    if (frags > MAX_CAPACITY) throw new MessageTooLargeError(data.length, MAX_CAPACITY * room, `what a sender holds with maxDatagram ${this.opts.maxDatagram}`)
     const outstanding = this.nextMsgId - 1 - this.stableOwn
     if (outstanding > 0 && (outstanding + frags > this.opts.sendWindow || this.ownUnstableBytes + data.length > this.opts.sendWindowBytes)) {
       this.windowWasFull = true

@@ -8,6 +8,7 @@ export const ErrorCodes = {
   DIRECTORY_UNREACHABLE: 'EDIRECTORY_UNREACHABLE',
   DIRECTORY_LOST: 'EDIRECTORY_LOST',
   DUPLICATE_MEMBER: 'EDUPLICATE_MEMBER',
+  GROUP_FULL: 'EGROUP_FULL',
   MESSAGE_TOO_LARGE: 'EMESSAGE_TOO_LARGE',
   EXPELLED: 'EEXPELLED',
   JOIN_TIMEOUT: 'EJOIN_TIMEOUT',
@@ -55,9 +56,16 @@ export class DuplicateMemberError extends SeqcastError {
   }
 }
 
+/** The group has MAX_GROUP_MEMBERS members already (counting those joining and leaving). */
+export class GroupFullError extends SeqcastError {
+  constructor(message: string) {
+    super(ErrorCodes.GROUP_FULL, message)
+  }
+}
+
 export class MessageTooLargeError extends SeqcastError {
-  constructor(size: number, max: number) {
-    super(ErrorCodes.MESSAGE_TOO_LARGE, `message of ${size} bytes exceeds maxMessage (${max} bytes)`)
+  constructor(size: number, max: number, limit = 'maxMessage') {
+    super(ErrorCodes.MESSAGE_TOO_LARGE, `message of ${size} bytes exceeds ${limit} (${max} bytes)`)
   }
 }
 
@@ -85,8 +93,10 @@ export class ProtocolError extends SeqcastError {
 export function errorFromCode(code: string, message: string): SeqcastError {
   switch (code) {
     case ErrorCodes.DUPLICATE_MEMBER: return new DuplicateMemberError(message)
+    case ErrorCodes.GROUP_FULL: return new GroupFullError(message)
     case ErrorCodes.EXPELLED: return new ExpelledError(message)
     case ErrorCodes.BAD_REQUEST: return new ProtocolError(ErrorCodes.BAD_REQUEST, message)
+    case ErrorCodes.FRAME: return new ProtocolError(ErrorCodes.FRAME, message)
     default: return new ProtocolError(ErrorCodes.PROTOCOL, `${code}: ${message}`)
   }
 }

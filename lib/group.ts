@@ -12,8 +12,8 @@ import net from 'node:net'
 import os from 'node:os'
 import { Engine, type Delivery, type EngineStats, type Lifecycle } from './engine.js'
 import { ArgumentError, DirectoryError, ErrorCodes, JoinTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
-import { encodeFrame, FrameDecoder, type Frame } from './frame.js'
-import { parseHostPort, parseJoinOptions, type JoinOptions, type ResolvedJoinOptions } from './options.js'
+import { DirectoryReader, encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
+import { checkMaxMessage, parseJoinOptions, parseMulticastAddr, parseUnicastAddr, type JoinOptions, type ResolvedJoinOptions } from './options.js'
 import { logger } from './log.js'
 
 const log = logger('group')
@@ -44,6 +44,8 @@ export interface GroupStats extends EngineStats {
   retainedBytes: number
   /** Bytes of own messages sent but not yet stable (at most sendWindowBytes, or one datagram more). */
   inflightBytes: number
+  /** Datagrams that could not be sent: a bad peer address (from a view), or an error from the socket. */
+  sendErrors: number
   /** Deliveries waiting for receive(). */
   queued: number
   /** What they count against maxQueuedBytes (data + 64 per delivery). */
@@ -69,6 +71,7 @@ export class Group extends EventEmitter<GroupEvents> {
   private ticker: NodeJS.Timeout | null = null
   private pinger: NodeJS.Timeout | null = null
   private flushQueued = false
+  private readonly reader = new DirectoryReader()
   private readonly queue: Delivery[] = []
   /** Bytes held by `queue` (data plus a fixed overhead per delivery), bounded by maxQueuedBytes. */
   private queuedBytes = 0
@@ -110,7 +113,10 @@ export class Group extends EventEmitter<GroupEvents> {
     checkName(group, 'group')
     checkName(memberId, 'memberId')
     const opts = parseJoinOptions(options)
-    if (options.maxDatagram === undefined) opts.maxDatagram = datagramSizeFor(opts.iface) ?? opts.maxDatagram
+    if (options.maxDatagram === undefined) {
+      opts.maxDatagram = datagramSizeFor(opts.iface) ?? opts.maxDatagram
+      checkMaxMessage(opts, ` (from the MTU of ${opts.iface})`)
+    }
     const g = new Group(group, memberId, opts)
     await g.start()
     return g
@@ -140,7 +146,8 @@ export class Group extends EventEmitter<GroupEvents> {
       this.uni.once('error', reject)
       this.uni.bind(0, this.opts.iface, () => {
         this.uni.off('error', reject)
-        this.uni.on('error', (err) => log('%s: unicast socket error %s', this.memberId, err.message))
+        // Errors sending (a send without a callback reports them here): counted, like a lost datagram.
+        this.uni.on('error', (err) => this.sendFailed('?', err.message))
         this.uni.setMulticastInterface(this.opts.iface)
         this.uni.setMulticastTTL(this.opts.ttl)
         this.uni.setMulticastLoopback(true)
@@ -151,10 +158,13 @@ export class Group extends EventEmitter<GroupEvents> {
     })
   }
 
+  /** Joins the group's multicast address (checked by DirectoryReader). */
   private openMulticast(mcast: string): void {
     if (this.mcastKey === mcast) return
+    const target = parseMulticastAddr(mcast)
+    if (!target) return
     this.mcast?.close()
-    const { host, port } = parseHostPort(mcast, 'multicast address')
+    const { host, port } = target
     const s = dgram.createSocket({ type: 'udp4', reuseAddr: true })
     s.on('error', (err) => log('%s: multicast socket error %s', this.memberId, err.message))
     s.on('message', (buf) => this.engine.datagram(buf))
@@ -176,14 +186,37 @@ export class Group extends EventEmitter<GroupEvents> {
   private leaseUntil = Infinity
   private readonly pingsSent: number[] = []
 
+  private sendErrors = 0
+  /** The last unicast address parsed: ACKs and resends go to the same sequencer again and again. */
+  private lastTo = ''
+  private lastTarget: { host: string; port: number } | null = null
+
+  /**
+   * Never throws: a peer address from a view that is not a unicast "ip:port" (dgram would throw for a port
+   * above 65535, or look a name up) and a socket that refuses the datagram are counted in `sendErrors`.
+   */
   private sendDatagram(buf: Buffer, to: string | null): void {
     if (this.closed) return
-    if (to === null) {
-      if (this.mcastTarget) this.uni.send(buf, this.mcastTarget.port, this.mcastTarget.host)
-      return
+    let target = this.mcastTarget
+    if (to !== null) {
+      if (to !== this.lastTo) {
+        this.lastTo = to
+        this.lastTarget = parseUnicastAddr(to)
+      }
+      target = this.lastTarget
+      if (!target) return this.sendFailed(to, 'not a unicast "ip:port"')
     }
-    const i = to.lastIndexOf(':')
-    this.uni.send(buf, Number(to.slice(i + 1)), to.slice(0, i))
+    if (!target) return
+    try {
+      this.uni.send(buf, target.port, target.host)
+    } catch (err) {
+      this.sendFailed(to ?? this.mcastKey, (err as Error).message)
+    }
+  }
+
+  private sendFailed(to: string, why: string): void {
+    this.sendErrors++
+    log('%s: cannot send to %s: %s', this.memberId, to, why)
   }
 
   private connectDirectory(): Promise<void> {
@@ -200,7 +233,7 @@ export class Group extends EventEmitter<GroupEvents> {
       })
       const onError = (err: Error): void => reject(new DirectoryError(ErrorCodes.DIRECTORY_UNREACHABLE, `cannot reach the directory at ${host}:${port}: ${err.message}`, err))
       sock.once('error', onError)
-      const decoder = new FrameDecoder()
+      const decoder = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
       sock.on('data', (chunk) => {
         let frames: Frame[]
         try {
@@ -220,7 +253,17 @@ export class Group extends EventEmitter<GroupEvents> {
     })
   }
 
-  private onFrame(f: Frame): void {
+  private onFrame(frame: Frame): void {
+    if (this.closed) return
+    let f: Frame
+    try {
+      f = this.reader.read(frame)
+    } catch (err) {
+      // A frame this member cannot act on: it fails (grp_join rejects, or an `error` event), the process goes on.
+      log('%s: %s', this.memberId, (err as Error).message)
+      this.abort(err as SeqcastError)
+      return
+    }
     switch (f.t) {
       case 'pong': {
         // The directory had not expelled us when it read that ping: we stay a member for the lease after it.
@@ -280,6 +323,7 @@ export class Group extends EventEmitter<GroupEvents> {
       if (this.closed) return
       this.connectDirectory().then(
         () => {
+          if (this.closed) return
           const addr = this.uni.address()
           const rejoin = this.engine.rejoinFrame(`${addr.address}:${addr.port}`)
           this.reconnectDelay = RECONNECT_MIN_MS
@@ -300,7 +344,16 @@ export class Group extends EventEmitter<GroupEvents> {
   }
 
   private toDirectory(f: Frame): void {
-    if (this.conn && !this.conn.destroyed) this.conn.write(encodeFrame(f))
+    if (!this.conn || this.conn.destroyed) return
+    let bytes: Buffer
+    try {
+      bytes = encodeFrame(f)
+    } catch (err) {
+      // Cannot happen within the documented limits (test/limits.ts encodes the largest frames).
+      this.abort(err as SeqcastError)
+      return
+    }
+    this.conn.write(bytes)
   }
 
   private onLifecycle(state: Lifecycle, err?: SeqcastError): void {
@@ -412,7 +465,7 @@ export class Group extends EventEmitter<GroupEvents> {
   }
 
   stats(): GroupStats {
-    return { ...this.engine.snapshot(), queued: this.queue.length, queuedBytes: this.queuedBytes }
+    return { ...this.engine.snapshot(), sendErrors: this.sendErrors, queued: this.queue.length, queuedBytes: this.queuedBytes }
   }
 
   /** Announces the leave, waits until this member's messages are delivered everywhere, then closes. */

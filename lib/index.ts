@@ -6,7 +6,8 @@ export {
   DEFAULT_DIRECTORY, DEFAULT_IFACE, DEFAULT_MAX_DATAGRAM, DEFAULT_MAX_MESSAGE, DEFAULT_SEND_WINDOW, type DeliveryMode,
   type JoinOptions,
 } from './options.js'
+export { MAX_GROUP_MEMBERS } from './frame.js'
 export {
-  ArgumentError, DirectoryError, DuplicateMemberError, ErrorCodes, ExpelledError, JoinTimeoutError, MessageTooLargeError,
+  ArgumentError, DirectoryError, DuplicateMemberError, ErrorCodes, ExpelledError, GroupFullError, JoinTimeoutError, MessageTooLargeError,
   NotJoinedError, ProtocolError, SeqcastError, type ErrorCode,
 } from './errors.js'

@@ -13,8 +13,11 @@
  */
 
 const MIN_CAPACITY = 256
-/** More than SEQ_WINDOW (32 768) ordered-but-unstable plus the largest send window (16 384) unordered messages. */
-const MAX_CAPACITY = 1 << 17
+/**
+ * More than SEQ_WINDOW (32 768) ordered-but-unstable plus the largest send window (16 384) unordered messages.
+ * Also the most fragments one message may have: a sender stores all of a message's fragments when it is submitted.
+ */
+export const MAX_CAPACITY = 1 << 17
 
 export class MessageStore {
   private mask = MIN_CAPACITY - 1

@@ -1,5 +1,6 @@
 import { ArgumentError } from './errors.js'
-import { MAX_DATAGRAM } from './wire.js'
+import { MAX_CAPACITY } from './msgstore.js'
+import { fragmentRoom, MAX_DATAGRAM } from './wire.js'
 
 export const DEFAULT_DIRECTORY = '127.0.0.1:4720'
 export const DEFAULT_IFACE = '127.0.0.1'
@@ -10,6 +11,8 @@ export const DEFAULT_IFACE = '127.0.0.1'
 export const DEFAULT_MAX_DATAGRAM = 16_384
 /** Largest application message, bytes; larger ones are refused with EMESSAGE_TOO_LARGE. */
 export const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
+/** The largest maxMessage accepted at all. */
+export const MAX_MESSAGE_LIMIT = 1 << 30
 /** Own messages (fragments) sent but not yet stable before grp_send waits. */
 export const DEFAULT_SEND_WINDOW = 1024
 /** Own bytes sent but not yet stable before grp_send waits. */
@@ -91,6 +94,32 @@ export function parseHostPort(value: string, what: string): { host: string; port
   return { host: m[1]!, port }
 }
 
+const OCTET = '(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)'
+const IP_PORT = new RegExp(`^${OCTET}\\.${OCTET}\\.${OCTET}\\.${OCTET}:([1-9]\\d{0,4})$`)
+
+/** "a.b.c.d:port", octets 0–255 without leading zeros, port 1–65535; with the first octet, or null. */
+function parseIpPort(value: unknown): { host: string; port: number; first: number } | null {
+  const m = typeof value === 'string' ? IP_PORT.exec(value) : null
+  const port = m ? Number(m[5]) : 0
+  if (!m || port > 65535) return null
+  return { host: `${m[1]}.${m[2]}.${m[3]}.${m[4]}`, port, first: Number(m[1]) }
+}
+
+/**
+ * A member's unicast address "a.b.c.d:port", with a host one can send to: not 0.0.0.0/8, multicast
+ * (224.0.0.0/4), reserved or broadcast (240.0.0.0/4). Null otherwise.
+ */
+export function parseUnicastAddr(value: unknown): { host: string; port: number } | null {
+  const a = parseIpPort(value)
+  return a && a.first !== 0 && a.first < 224 ? { host: a.host, port: a.port } : null
+}
+
+/** A group's multicast address "a.b.c.d:port" (224.0.0.0/4), or null. */
+export function parseMulticastAddr(value: unknown): { host: string; port: number } | null {
+  const a = parseIpPort(value)
+  return a && a.first >= 224 && a.first <= 239 ? { host: a.host, port: a.port } : null
+}
+
 function int(opts: Record<string, unknown>, name: string, def: number, min: number, max: number): number {
   const v = opts[name]
   if (v === undefined) return def
@@ -118,7 +147,7 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
     throw new ArgumentError(`option delivery must be 'agreed' or 'safe', got ${String(o.delivery)}`)
   }
   const maxDatagram = int(o, 'maxDatagram', DEFAULT_MAX_DATAGRAM, 512, MAX_DATAGRAM)
-  return {
+  const resolved: ResolvedJoinOptions = {
     directory,
     iface,
     ttl: int(o, 'ttl', DEFAULT_MCAST_TTL, 0, 255),
@@ -128,7 +157,7 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
     maxQueuedBytes: int(o, 'maxQueuedBytes', DEFAULT_MAX_QUEUED_BYTES, 1024, 1 << 30),
     delivery: (o.delivery as DeliveryMode | undefined) ?? 'agreed',
     maxDatagram,
-    maxMessage: int(o, 'maxMessage', DEFAULT_MAX_MESSAGE, 1, 1 << 30),
+    maxMessage: int(o, 'maxMessage', DEFAULT_MAX_MESSAGE, 1, MAX_MESSAGE_LIMIT),
     sendWindow: int(o, 'sendWindow', DEFAULT_SEND_WINDOW, 1, 16_384),
     sendWindowBytes: int(o, 'sendWindowBytes', DEFAULT_SEND_WINDOW_BYTES, 1, 1 << 30),
     maxUnstableBytes: int(o, 'maxUnstableBytes', DEFAULT_MAX_UNSTABLE_BYTES, 1, 1 << 30),
@@ -136,5 +165,27 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
     nackIntervalMs: int(o, 'nackIntervalMs', DEFAULT_NACK_INTERVAL_MS, 1, 60_000),
     heartbeatMs: int(o, 'heartbeatMs', DEFAULT_HEARTBEAT_MS, 1, 60_000),
     ackEvery: int(o, 'ackEvery', DEFAULT_ACK_EVERY, 1, 16_384),
+  }
+  checkMaxMessage(resolved)
+  return resolved
+}
+
+/**
+ * The largest message a sender can send with datagrams of `maxDatagram` bytes: it holds every fragment of a
+ * message from submit until stable, and its store holds at most MAX_CAPACITY (131 072) of them — 188 MB with
+ * Ethernet's 1 472-byte datagrams, 62 MB with 512-byte ones.
+ */
+export function largestMessage(maxDatagram: number): number {
+  return Math.min(MAX_MESSAGE_LIMIT, MAX_CAPACITY * fragmentRoom(maxDatagram))
+}
+
+/** Refuses a maxMessage a sender could not hold at this maxDatagram; `why` says where maxDatagram came from. */
+export function checkMaxMessage(o: { maxMessage: number; maxDatagram: number }, why = ''): void {
+  const max = largestMessage(o.maxDatagram)
+  if (o.maxMessage > max) {
+    throw new ArgumentError(
+      `option maxMessage must be at most ${max} with maxDatagram ${o.maxDatagram}${why} (at most ${MAX_CAPACITY} fragments ` +
+      `of ${fragmentRoom(o.maxDatagram)} bytes), got ${o.maxMessage}`,
+    )
   }
 }
