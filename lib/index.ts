@@ -7,6 +7,6 @@ export {
   type JoinOptions,
 } from './options.js'
 export {
-  ArgumentError, DirectoryError, DuplicateMemberError, ErrorCodes, ExpelledError, JoinTimeoutError, MessageTooLargeError,
-  NotJoinedError, ProtocolError, SeqcastError, type ErrorCode,
+  ArgumentError, DirectoryError, DuplicateMemberError, ErrorCodes, ExpelledError, JoinTimeoutError, LeaveTimeoutError,
+  MessageTooLargeError, NotJoinedError, ProtocolError, SeqcastError, type ErrorCode,
 } from './errors.js'
