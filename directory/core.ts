@@ -190,6 +190,8 @@ export class DirectoryCore {
         }
         return
       }
+      case 'suspect':
+        return this.onSuspect(g, m, f)
       default:
         throw new ProtocolError(ErrorCodes.FRAME, `unknown frame type ${JSON.stringify(f.t)}`)
     }
@@ -331,6 +333,25 @@ export class DirectoryCore {
   }
 
   // ---------------------------------------------------------------- failures
+
+  /**
+   * The sequencer reports a member that makes no progress (PROTOCOL.md §4.7): it is expelled like a member that
+   * stopped pinging. Heeded only from the sequencer of the current view, about a member of it, outside a flush:
+   * a report from an older view, or one that crossed a view change, is stale and dropped (the new sequencer
+   * judges afresh).
+   */
+  private onSuspect(g: Group, from: Member, f: Frame): void {
+    const viewId = field(f, 'viewId', 'number')
+    const no = field(f, 'no', 'number')
+    const reason = typeof f.reason === 'string' ? f.reason.slice(0, 200) : 'no progress'
+    const target = g.members.find((x) => x.no === no && !x.dead)
+    if (viewId !== g.viewId || from.no !== g.sequencer || g.flush || !target || target.conn === null) {
+      log('%s: stale suspicion of %d by %s in view %d (current view %d) ignored', g.name, no, from.id, viewId, g.viewId)
+      return
+    }
+    log('%s: sequencer %s reports %s (no %d): %s', g.name, from.id, target.id, no, reason)
+    this.expel(target.conn, `excluded for lack of progress: ${reason}`)
+  }
 
   private expel(conn: ConnId, reason: string): void {
     const c = this.conns.get(conn)

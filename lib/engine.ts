@@ -156,11 +156,18 @@ export class Engine implements SequencerHost {
   private windowWasFull = false
 
   private lastAckSent = 0
+  private lastHaveAcked = 0
   private bytesSinceAck = 0
   private lastAckAt = 0
   private lastTickHave = -1
   private lastNackAt = -Infinity
   private leaveRequested = false
+  /**
+   * How long a member may lack an ordered slot, or be silent (PROTOCOL.md §4.7): twice the directory's timeoutMs
+   * (from `welcome`), so that a member that only waits on one that died (its repair source) is never taken for
+   * stuck — the directory removes the dead one first.
+   */
+  private progressBoundMs = 4000
 
   constructor(
     readonly group: string,
@@ -191,6 +198,11 @@ export class Engine implements SequencerHost {
     const v = this.current
     if (!v || v.excluded) return null
     return { viewId: v.viewId, members: v.members, sequencer: v.sequencer, start: v.start }
+  }
+
+  /** How often ACKs repeat, and the sequencer's rounds of hints: often enough that silence for the bound means something. */
+  private get keepaliveMs(): number {
+    return Math.min(this.opts.heartbeatMs, this.progressBoundMs / 8)
   }
 
   get isSequencer(): boolean {
@@ -238,11 +250,16 @@ export class Engine implements SequencerHost {
     return s
   }
 
-  private unicast(buf: Buffer, no: number): void {
+  unicast(buf: Buffer, no: number): void {
     const addr = this.addrOf(no)
     if (addr === undefined) return
     this.stats.datagramsOut++
     this.env.send(buf, addr)
+  }
+
+  suspect(viewId: number, no: number, reason: string): void {
+    logRepair('asking the directory to exclude %d: %s', no, reason)
+    this.env.toDirectory({ t: 'suspect', group: this.group, viewId, no, reason })
   }
 
   private addrOf(no: number): string | undefined {
@@ -439,7 +456,7 @@ export class Engine implements SequencerHost {
 
   private onAck(d: Extract<Datagram, { kind: 3 }>): void {
     if (this.role && this.current && d.viewId === this.current.viewId && this.current.byNo.has(d.sender)) {
-      this.role.ack(d.sender, d.have)
+      this.role.ack(d.sender, d.have, d.acked, d.stable)
     }
   }
 
@@ -652,6 +669,8 @@ export class Engine implements SequencerHost {
     this.stats.nacksServed++
     for (const r of d.slots) this.sendSlots(r.firstSlot, r.n, d.sender)
     for (const r of d.data) this.stats.retransmitted += this.sendData(r.sender, r.firstMsgId, r.n, d.sender)
+    // A member that hears no multicast learns from this where the stream ends, and asks again (§4.7).
+    if (this.role?.viewId === d.viewId) this.role.heartbeatTo(d.sender)
   }
 
   private sendSlots(first: number, n: number, to: number): void {
@@ -707,10 +726,12 @@ export class Engine implements SequencerHost {
         this.stats.datagramsOut++
         this.role.heartbeat()
       }
+      if (this.env.leaseValid()) this.role.watchProgress()
     }
-    // ACKs are not acknowledged: repeat ours while the announced stable slot lags it (the last one may be lost).
+    // ACKs are not acknowledged: repeat ours every heartbeatMs (the last one may be lost, and silence would tell the
+    // sequencer that this member cannot be heard, §4.7).
     const acked = this.ackable()
-    if (acked !== this.lastAckSent || (this.stable < acked && now - this.lastAckAt >= this.opts.heartbeatMs)) this.sendAck()
+    if (acked !== this.lastAckSent || this.have !== this.lastHaveAcked || now - this.lastAckAt >= this.keepaliveMs) this.sendAck()
     if (this.lifecycle === 'leaving') this.maybeRequestLeave()
     this.flush()
   }
@@ -744,10 +765,11 @@ export class Engine implements SequencerHost {
     if (!v || this.viewState !== 'active' || v.excluded) return
     const acked = this.ackable()
     this.lastAckSent = acked
+    this.lastHaveAcked = this.have
     this.lastAckAt = this.env.now()
     this.bytesSinceAck = 0
     if (v.sequencer === this.me) return
-    this.unicast(encodeAck({ groupId: this.groupId, viewId: v.viewId, sender: this.me }, acked), v.sequencer)
+    this.unicast(encodeAck({ groupId: this.groupId, viewId: v.viewId, sender: this.me }, this.have, acked, this.stable), v.sequencer)
   }
 
   // ---------------------------------------------------------------- membership (PROTOCOL.md §5)
@@ -756,6 +778,7 @@ export class Engine implements SequencerHost {
     switch (f.t) {
       case 'welcome':
         this.me = f.no as number
+        if (typeof f.timeoutMs === 'number' && f.timeoutMs > 0 && f.timeoutMs <= 3_600_000) this.progressBoundMs = 2 * f.timeoutMs
         break
       case 'prepare':
         this.viewState = 'flushing'
@@ -824,7 +847,7 @@ export class Engine implements SequencerHost {
     this.viewState = 'active'
     this.env.toDirectory({ t: 'installed', group: this.group, viewId: v.viewId })
     if (v.excluded) return
-    this.lastAckSent = this.have
+    this.lastAckSent = this.lastHaveAcked = this.have
     // Own messages not ordered by the cut go out again, to the new sequencer.
     this.transmitted = this.announced = this.senders.get(this.me)?.ordered ?? 0
     this.recountInflight()
@@ -835,7 +858,9 @@ export class Engine implements SequencerHost {
       if (v.byNo.has(no)) continue
       s.store.deleteAbove(s.ordered)
     }
-    this.role = v.sequencer === this.me ? new SequencerRole(this, v.viewId, v.start, v.members.map((m) => m.no)) : null
+    this.role = v.sequencer === this.me
+      ? new SequencerRole(this, v.viewId, v.start, v.members.map((m) => m.no), { boundMs: this.progressBoundMs, heartbeatMs: this.keepaliveMs })
+      : null
     if (this.lifecycle === 'joining') {
       this.lifecycle = 'joined'
       this.env.lifecycle('joined')

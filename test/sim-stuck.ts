@@ -1,0 +1,176 @@
+/**
+ * Members that stop receiving (PROTOCOL.md §4.7), in the simulator: one that hears no multicast is repaired by
+ * unicast and keeps up; one that receives nothing is excluded and the others go on; a sequencer that can send
+ * nothing excludes itself rather than the group; a stopped reader is waited for, never excluded; and a group where
+ * every multicast datagram is lost keeps going by unicast, with no message ever under two numbers.
+ */
+import t from 'tap'
+import { Sim, type Faults, type SimMember } from './fixtures/sim.js'
+import { check, type MemberLog } from './fixtures/checker.js'
+import { DEFAULT_DIRECTORY_OPTIONS } from '../directory/core.js'
+
+const LOSSY: Faults = { drop: 0.2, dup: 0.1, minDelay: 0.05, maxDelay: 3 }
+/** The progress bound: twice the directory's timeoutMs (PROTOCOL.md §4.7). */
+const BOUND = 2 * DEFAULT_DIRECTORY_OPTIONS.timeoutMs
+
+function logs(sim: Sim): MemberLog[] {
+  return [...sim.members.values()].map((m) => ({
+    id: m.id, survivor: m.alive && !m.error && m.engine.lifecycle === 'joined', sent: m.sentCount,
+    entries: m.log.map((d) => d.type === 'message'
+      ? { type: 'message' as const, sender: d.sender, seq: d.seq, body: Buffer.from(d.data).toString() }
+      : { type: 'view' as const, viewId: d.viewId, members: d.members }),
+  }))
+}
+
+function startGroup(sim: Sim, n: number, opts = {}): SimMember[] {
+  const ms: SimMember[] = []
+  for (let i = 0; i < n; i++) {
+    ms.push(sim.join(`m${i + 1}`, opts))
+    sim.runUntil(() => ms.every((m) => m.engine.lifecycle === 'joined') && new Set(ms.map((m) => m.engine.view?.viewId)).size === 1, 5000)
+  }
+  return ms
+}
+
+/** Every member in `ms` is in one view, at one slot, and delivered all it sent. */
+function settled(ms: SimMember[]): boolean {
+  if (ms.some((m) => m.toSend > 0 || m.error || m.engine.viewState !== 'active')) return false
+  const at = ms.map((m) => m.engine.delivered)
+  const views = ms.map((m) => m.engine.view?.viewId)
+  return at.every((x) => x === at[0]) && views.every((v) => v === views[0]) &&
+    ms.every((m) => m.log.filter((d) => d.type === 'message' && d.sender === m.id).length >= m.sentCount)
+}
+
+const expelled = (m: SimMember): boolean => (m.error as { code?: string } | undefined)?.code === 'EEXPELLED'
+
+for (const [name, faults] of [['no loss', undefined], ['20 % loss', LOSSY]] as const) {
+  for (const delivery of ['agreed', 'safe'] as const) {
+    t.test(`a member that hears no multicast is repaired by unicast and keeps up (${name}, ${delivery})`, async (t) => {
+      const sim = new Sim(101, faults)
+      const ms = startGroup(sim, 3, { delivery })
+      const deaf = ms[2]!
+      deaf.noMulticastIn = true
+      for (const m of ms) m.send(4000) // 12 000 messages: far past every window
+      t.ok(sim.runUntil(() => settled(ms), 120_000), 'everyone delivers everything')
+      t.equal(deaf.engine.stats.delivered, 12_000, 'the deaf member too')
+      t.notOk(deaf.error, 'and stays a member')
+      t.same(deaf.engine.view?.members, ['m1', 'm2', 'm3'])
+      t.same(check(logs(sim), { oneSeqPerMessage: true }), [], 'guarantees hold')
+    })
+  }
+}
+
+t.test('a member that receives nothing is excluded within the bound; the others go on', async (t) => {
+  const sim = new Sim(102)
+  const ms = startGroup(sim, 3)
+  const dead = ms[2]!
+  dead.noUdpIn = true
+  const since = sim.now
+  for (const m of ms) m.send(4000)
+  t.ok(sim.runUntil(() => dead.error !== undefined, 60_000), 'the member that hears nothing fails')
+  t.ok(expelled(dead), `with EEXPELLED (${dead.error?.message})`)
+  t.match(dead.error?.message, /lack of progress/, 'saying why')
+  t.ok(sim.now - since <= 2 * BOUND + 1000, `within twice the bound (${Math.round(sim.now - since)} ms)`)
+  const rest = ms.slice(0, 2)
+  t.ok(sim.runUntil(() => settled(rest), 60_000), 'the others deliver everything they sent')
+  t.ok(rest.every((m) => m.engine.stats.delivered > 3 * 1024), 'past every window')
+  t.same(rest[0]!.engine.view?.members, ['m1', 'm2'])
+  t.same(check(logs(sim)), [], 'guarantees hold')
+})
+
+t.test('the sequencer hears no multicast: senders resend to it by unicast, nobody is excluded', async (t) => {
+  const sim = new Sim(103, LOSSY)
+  const ms = startGroup(sim, 3)
+  ms[0]!.noMulticastIn = true
+  for (const m of ms) m.send(3000)
+  t.ok(sim.runUntil(() => settled(ms), 120_000), 'everyone delivers everything')
+  t.ok(ms.every((m) => !m.error), 'nobody excluded')
+  t.same(check(logs(sim), { oneSeqPerMessage: true }), [])
+})
+
+t.test('a sequencer that can send nothing excludes itself, not the group', async (t) => {
+  const sim = new Sim(104)
+  const ms = startGroup(sim, 4)
+  const seq = ms[0]!
+  t.ok(seq.engine.isSequencer)
+  seq.noUdpOut = true
+  for (const m of ms) m.send(2000)
+  t.ok(sim.runUntil(() => seq.error !== undefined, 60_000), 'the sequencer fails')
+  t.ok(expelled(seq), `with EEXPELLED (${seq.error?.message})`)
+  const rest = ms.slice(1)
+  t.ok(rest.every((m) => !m.error), 'nobody else is excluded')
+  t.ok(sim.runUntil(() => settled(rest), 60_000), 'the others deliver everything they sent')
+  t.same(rest[0]!.engine.view?.members, ['m2', 'm3', 'm4'])
+  t.same(check(logs(sim)), [])
+})
+
+t.test('a sequencer that receives nothing excludes itself; the others go on', async (t) => {
+  const sim = new Sim(107)
+  const ms = startGroup(sim, 4)
+  const seq = ms[0]!
+  seq.noUdpIn = true // it hears neither DATA nor ACKs: nothing of the others' gets ordered
+  for (const m of ms.slice(1)) m.send(2000)
+  t.ok(sim.runUntil(() => seq.error !== undefined, 60_000), 'the sequencer fails')
+  t.ok(expelled(seq), `with EEXPELLED (${seq.error?.message})`)
+  const rest = ms.slice(1)
+  t.ok(rest.every((m) => !m.error), 'nobody else is excluded')
+  t.ok(sim.runUntil(() => settled(rest), 60_000), 'the others deliver everything they sent')
+  t.same(check(logs(sim)), [])
+})
+
+t.test('a majority that crashes silently is removed by the directory; the sequencer does not exclude itself', async (t) => {
+  const sim = new Sim(105)
+  const ms = startGroup(sim, 4)
+  for (const m of ms) m.send(3000)
+  sim.run(sim.now + 30)
+  for (const m of ms.slice(1)) sim.crash(m.id, false) // no closed connection: only missed pings tell
+  t.ok(sim.runUntil(() => ms[0]!.engine.view?.members.length === 1 && settled([ms[0]!]), 30_000), 'the sequencer goes on alone')
+  t.notOk(ms[0]!.error, 'it is still a member')
+  t.same(check(logs(sim)), [])
+})
+
+t.test('a reader stopped for longer than the bound holds the group back but is not excluded', async (t) => {
+  const sim = new Sim(106, LOSSY)
+  const ms = startGroup(sim, 3, { sendWindow: 64 })
+  const slow = ms[2]!
+  slow.consumerPaused = true
+  for (const m of ms.slice(0, 2)) m.send(2000)
+  sim.run(sim.now + 3 * BOUND)
+  t.ok(ms.slice(0, 2).every((m) => m.sentCount <= 65), 'the senders wait for it')
+  t.notOk(slow.error, 'it is still a member')
+  slow.consumerPaused = false
+  slow.engine.flush()
+  t.ok(sim.runUntil(() => settled(ms), 120_000), 'all delivered once it reads again')
+  t.same(check(logs(sim), { oneSeqPerMessage: true }), [])
+})
+
+/**
+ * The report: every datagram to the group address lost at all 3 members; each sends 500, then leaves at its own
+ * moment, giving up after 5 s as Group.leave does (the member then closes: to the others, a crash). Members ended
+ * up delivering the same message under different seqs — each a sequencer in turn that ordered and delivered what
+ * the others never heard, then closed. By unicast repair nobody hears nothing any more: each leave completes.
+ */
+for (const seed of [111, 112, 113, 114, 115, 116]) {
+  t.test(`every multicast datagram lost: the group goes on by unicast, leaves complete, no message under two seqs (seed ${seed})`, async (t) => {
+    const sim = new Sim(seed)
+    const ms = startGroup(sim, 3)
+    for (const m of ms) m.noMulticastIn = true
+    for (const m of ms) {
+      m.send(500)
+      const leave = (): void => {
+        if (m.toSend > 0) return sim.at(sim.now + 10, leave)
+        m.engine.leave()
+        sim.at(sim.now + 5000, () => {
+          if (m.engine.lifecycle === 'leaving') sim.crash(m.id)
+        })
+      }
+      sim.at(sim.now + sim.random() * 4000, leave)
+    }
+    t.ok(sim.runUntil(() => ms.every((m) => !m.alive || m.engine.lifecycle === 'left' || m.error), 60_000), 'every member is done')
+    t.same(ms.map((m) => m.engine.lifecycle), ['left', 'left', 'left'], 'each leave completed')
+    const problems = check(logs(sim).map((l) => ({ ...l, survivor: false })), { oneSeqPerMessage: true })
+    t.same(problems, [], 'no message under two seqs, none lost to a member that stayed')
+    // The last to leave delivered every message of the group.
+    const last = ms.reduce((a, b) => (b.engine.stats.delivered > a.engine.stats.delivered ? b : a))
+    t.equal(last.engine.stats.delivered, 1500, 'the last to leave delivered all 1500')
+  })
+}
