@@ -161,6 +161,8 @@ export class Engine implements SequencerHost {
   private lastAckAt = 0
   private lastTickHave = -1
   private lastNackAt = -Infinity
+  /** NACK rounds sent while installing: each asks the next source that covers a slot (one may hear nothing). */
+  private repairTurn = 0
   private leaveRequested = false
   /**
    * How long a member may lack an ordered slot, or be silent (PROTOCOL.md §4.7): twice the directory's timeoutMs
@@ -644,11 +646,13 @@ export class Engine implements SequencerHost {
       this.stats.nacksSent++
       logRepair('nack to %d: %d slot ranges, %d data ranges (have %d, top %d)', to, slots.length, data.length, this.have, top)
     }
+    this.repairTurn++
   }
 
   /**
    * Who to ask for a slot: while a view change is being installed, a participant of the latest flush whose
-   * reported range covers it (the holder first); otherwise the sequencer.
+   * reported range covers it — the holder first, then each round the next one (a source may receive nothing,
+   * PROTOCOL.md §4.7); otherwise the sequencer.
    */
   private repairSource(): (slot: number) => number | undefined {
     const latest = this.pending[this.pending.length - 1]
@@ -657,7 +661,15 @@ export class Engine implements SequencerHost {
       return () => seq
     }
     const sources = [...latest.sources].sort((a, b) => Number(b.no === latest.holder) - Number(a.no === latest.holder))
-    return (slot) => sources.find((r) => r.low < slot && slot <= r.have)?.no ?? latest.holder
+    const turn = this.repairTurn
+    return (slot) => {
+      let covering = 0
+      for (const r of sources) if (r.low < slot && slot <= r.have) covering++
+      if (covering === 0) return latest.holder
+      let k = turn % covering
+      for (const r of sources) if (r.low < slot && slot <= r.have && k-- === 0) return r.no
+      return latest.holder
+    }
   }
 
   /** Answers a NACK with what this member holds: ORDER per view for slots, DATA for messages. */

@@ -117,6 +117,24 @@ t.test('a sequencer that receives nothing excludes itself; the others go on', as
   t.same(check(logs(sim)), [])
 })
 
+t.test('the holder of a view change receives nothing: the next sequencer fetches from another source', async (t) => {
+  const sim = new Sim(109)
+  const ms = startGroup(sim, 4)
+  const [m1, m2, m3, m4] = ms as [SimMember, SimMember, SimMember, SimMember]
+  m2.noMulticastIn = true // it lags, kept up by unicast: it will have to fetch up to the cut
+  for (const m of [m1, m4]) m.send(1000)
+  sim.run(sim.now + 30)
+  m3.noUdpIn = true // it has everything: the holder of the next view (m4 too, but m3's number is lower)
+  sim.crash('m1') // m2 becomes the sequencer, of a view it must fetch up to
+  t.ok(sim.runUntil(() => m2.engine.viewState === 'active' && m2.engine.isSequencer, 10_000), 'm2 installs the view')
+  m4.send(1000)
+  t.ok(sim.runUntil(() => m3.error !== undefined, 60_000), 'm3 fails once traffic resumes')
+  t.ok(expelled(m3), `with EEXPELLED (${m3.error?.message})`)
+  t.ok([m2, m4].every((m) => !m.error), 'nobody else is excluded')
+  t.ok(sim.runUntil(() => settled([m2, m4]), 60_000), 'the others settle')
+  t.same(check(logs(sim)), [])
+})
+
 t.test('a majority that crashes silently is removed by the directory; the sequencer does not exclude itself', async (t) => {
   const sim = new Sim(105)
   const ms = startGroup(sim, 4)
