@@ -4,7 +4,8 @@
  *
  * Per group, one view change at a time:
  *   stable ──change needed──▶ flushing (prepare sent, collecting `prepared`) ──all answered──▶ commit
- *   commit ──▶ installing (until every new member sent `installed`; leavers are released then)
+ *   commit ──▶ installing (until every new member sent `installed`; leavers are released then; members that have
+ *              not within 2 × timeoutMs are expelled — or the holder, if that is most of them)
  * A failure during a flush abandons it and starts another with a new view id. A change may start while the
  * previous view is still installing: members apply commits in order whatever their state.
  */
@@ -78,7 +79,8 @@ interface Group {
   /** Excluded by a commit, not yet released; with the view that excluded them. */
   leavers: Array<{ m: Member; viewId: number }>
   flush: Flush | null
-  installing: { viewId: number; waiting: Set<number> } | null
+  /** The latest commit, until every member installed it: who has not yet, from whom they fetch, and until when. */
+  installing: { viewId: number; waiting: Set<number>; holder: number; deadline: number } | null
   changeNeeded: boolean
   /** After a directory restart: members of the rebuilt view that have not rejoined yet, until the deadline. */
   recovering: { deadline: number } | null
@@ -218,6 +220,7 @@ export class DirectoryCore {
           if (!g.flush.reports.has(p.no) && p.conn !== null) this.expel(p.conn, `no answer to prepare within ${this.opts.flushTimeoutMs} ms`)
         }
       }
+      if (g.installing && !g.flush && now > g.installing.deadline) this.installOverdue(g)
       if (g.recovering && now > g.recovering.deadline) {
         for (const m of g.members) if (m.conn === null) m.dead = true
         g.recovering = null
@@ -353,6 +356,24 @@ export class DirectoryCore {
     this.expel(target.conn, `excluded for lack of progress: ${reason}`)
   }
 
+  /**
+   * Members that did not install the latest view within 2 × timeoutMs of its commit (PROTOCOL.md §4.7): nothing
+   * else would notice — its sequencer may be one of them, and watches nobody until it has installed. They cannot
+   * fetch up to the cut (they receive nothing), and are expelled; unless they are most of the view, which points at
+   * the one they fetch from first, the holder: then it is expelled instead.
+   */
+  private installOverdue(g: Group): void {
+    const inst = g.installing!
+    inst.deadline = Infinity // one verdict per commit: the view change it starts judges afresh
+    const late = g.members.filter((m) => inst.waiting.has(m.no) && !m.dead && m.conn !== null)
+    const holder = [...g.members, ...g.leavers.map((l) => l.m)].find((m) => m.no === inst.holder && !m.dead && m.conn !== null && !inst.waiting.has(m.no))
+    const blamed = 2 * late.length > g.members.length && holder ? [holder] : late
+    const why = blamed[0] === holder
+      ? `most members could not install view ${inst.viewId} within ${2 * this.opts.timeoutMs} ms from this holder`
+      : `did not install view ${inst.viewId} within ${2 * this.opts.timeoutMs} ms`
+    for (const m of blamed) if (m.conn !== null) this.expel(m.conn, `excluded for lack of progress: ${why}`)
+  }
+
   private expel(conn: ConnId, reason: string): void {
     const c = this.conns.get(conn)
     if (c?.member && c.group !== undefined) this.hooks.send(conn, { t: 'expelled', group: c.group, reason })
@@ -441,7 +462,7 @@ export class DirectoryCore {
     g.sequencer = members[0]?.no ?? 0
     g.lastCut = cut
     g.lastStart = start
-    g.installing = { viewId, waiting: new Set(members.map((m) => m.no)) }
+    g.installing = { viewId, waiting: new Set(members.map((m) => m.no)), holder, deadline: this.hooks.now() + 2 * this.opts.timeoutMs }
     // This commit took in every join, leave and failure so far (a failed participant abandons the flush instead).
     g.changeNeeded = false
     log('%s: commit view %d %o sequencer %d cut %d start %d holder %d', g.name, viewId, members.map((m) => m.id), g.sequencer, cut, start, holder)

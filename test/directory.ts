@@ -195,6 +195,23 @@ t.test('a sequencer may suspect itself: it is expelled and the others get a view
   t.match(h.take(2, 'commit'), [{ members: [{ id: 'b' }, { id: 'c' }], sequencer: 2, start: 5 + SEQ_WINDOW + 1 }])
 })
 
+t.test('a member that does not install a view within 2 × timeoutMs is expelled; if most do not, the holder is', async (t) => {
+  for (const [installed, expected] of [[[1, 2], [3]], [[1], [1]]] as const) {
+    const h = harness()
+    h.three() // view 3: holder a (conn 1) reported have 2 like b; c joined
+    for (const c of [1, 2, 3]) h.take(c)
+    for (const c of installed) h.core.frame(c, { t: 'installed', group: 'g', viewId: 3 })
+    for (const step of [1000, 1000, 1000, 900]) {
+      h.advance(step)
+      for (const c of [1, 2, 3]) h.core.frame(c, { t: 'ping' })
+    }
+    t.same(h.closed, [], 'not before the deadline')
+    h.advance(200)
+    t.same(h.closed, expected, `installed by ${installed.join(', ')}: ${expected.join(', ')} expelled`)
+    t.match(h.take(expected[0]!, 'expelled'), [{ reason: /lack of progress/ }])
+  }
+})
+
 t.test('restart: a fresh directory rebuilds the group from rejoins and removes who never comes back', async (t) => {
   const h = harness()
   const view = { viewId: 7, sequencer: 1, start: 500, members: [{ no: 1, id: 'a', addr: '127.0.0.1:9001' }, { no: 2, id: 'b', addr: '127.0.0.1:9002' }] }
