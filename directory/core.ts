@@ -4,7 +4,8 @@
  *
  * Per group, one view change at a time:
  *   stable ──change needed──▶ flushing (prepare sent, collecting `prepared`) ──all answered──▶ commit
- *   commit ──▶ installing (until every new member sent `installed`; leavers are released then)
+ *   commit ──▶ installing (until every new member sent `installed`; leavers are released then; members that have
+ *              not within 2 × timeoutMs are expelled — or the holder, if that is most of them)
  * A failure during a flush abandons it and starts another with a new view id. A change may start while the
  * previous view is still installing: members apply commits in order whatever their state.
  */
@@ -100,7 +101,8 @@ interface Group {
   /** Excluded by a commit, not yet released; with the view that excluded them. */
   leavers: Array<{ m: Member; viewId: number }>
   flush: Flush | null
-  installing: { viewId: number; waiting: Set<number> } | null
+  /** The latest commit, until every member installed it: who has not yet, from whom they fetch, and until when. */
+  installing: { viewId: number; waiting: Set<number>; holder: number; deadline: number } | null
   changeNeeded: boolean
   /** After a directory restart: members of the rebuilt view that have not rejoined yet, until the deadline. */
   recovering: { deadline: number } | null
@@ -212,16 +214,33 @@ function addrField(f: Frame): string {
 
 type Report = { no: number; low: number; have: number }
 
+/** How many disjoint covers a commit lists: a source can be alive yet hear nothing, so members ask another (§4.7). */
+const SOURCE_COVERS = 3
+
 /**
- * The fewest reports that hold every slot some report holds, the holder first: members ask the holder for every
- * slot it has and call a slot no source holds void (PROTOCOL.md §5), so only the union of the ranges matters —
- * and a commit listing all 1 000 participants' ranges went to all 1 000 members at every view change.
- * The holder has the highest `have` (the cut), so only the ranges starting below its `low` add anything: below it,
- * a greedy sweep takes, at each uncovered slot, the range reaching farthest.
+ * Few reports that hold every slot some report holds, the holder first, each slot by up to SOURCE_COVERS of them
+ * where that many hold it: members ask the holder first, then the others in turn, and call a slot no source holds
+ * void (PROTOCOL.md §5) — so only the union of the ranges matters for voids, and a commit listing all 1 000
+ * participants' ranges went to all 1 000 members at every view change. Each cover is the fewest ranges from what
+ * earlier covers left: its head (the farthest-reaching left), then a greedy sweep below the head's `low`.
  */
 export function sourcesCovering(reports: Report[], holder: Report): Report[] {
-  const below = reports.filter((r) => r !== holder && r.low < holder.low && r.have > r.low).sort((a, b) => a.low - b.low)
-  const chosen = [holder]
+  const chosen: Report[] = []
+  let pool = reports.filter((r) => r.have > r.low || r === holder)
+  let head: Report | undefined = holder
+  for (let k = 0; k < SOURCE_COVERS && head; k++) {
+    const cover = coverFrom(pool, head)
+    chosen.push(...cover)
+    pool = pool.filter((r) => !cover.includes(r))
+    head = [...pool].sort((a, b) => b.have - a.have || a.low - b.low)[0]
+  }
+  return chosen
+}
+
+/** `head`, then the fewest ranges of `pool` that hold every slot below `head.low` that some range of `pool` holds. */
+function coverFrom(pool: Report[], head: Report): Report[] {
+  const below = pool.filter((r) => r !== head && r.low < head.low && r.have > r.low).sort((a, b) => a.low - b.low)
+  const chosen = [head]
   let covered = -1 // every slot ≤ covered is held by a chosen range, or by none at all
   for (let i = 0; i < below.length;) {
     if (below[i]!.low > covered) covered = below[i]!.low // slots up to it are in no range
@@ -229,9 +248,9 @@ export function sourcesCovering(reports: Report[], holder: Report): Report[] {
     for (; i < below.length && below[i]!.low <= covered; i++) if (best === null || below[i]!.have > best.have) best = below[i]!
     if (best !== null && best.have > covered) {
       chosen.push(best)
-      covered = Math.min(best.have, holder.low)
+      covered = Math.min(best.have, head.low)
     }
-    if (covered >= holder.low) break
+    if (covered >= head.low) break
   }
   return chosen
 }
@@ -308,6 +327,8 @@ export class DirectoryCore {
         }
         return
       }
+      case 'suspect':
+        return this.onSuspect(g, m, f)
       default:
         throw new ProtocolError(ErrorCodes.FRAME, `unknown frame type ${JSON.stringify(f.t)}`)
     }
@@ -334,6 +355,7 @@ export class DirectoryCore {
           if (!g.flush.reports.has(p.no) && p.conn !== null) this.expel(p.conn, `no answer to prepare within ${this.opts.flushTimeoutMs} ms`)
         }
       }
+      if (g.installing && !g.flush && now > g.installing.deadline) this.installOverdue(g)
       if (g.recovering && now > g.recovering.deadline) this.endRecovery(g, 'members that did not rejoin are removed')
     }
   }
@@ -534,6 +556,43 @@ export class DirectoryCore {
 
   // ---------------------------------------------------------------- failures
 
+  /**
+   * The sequencer reports a member that makes no progress (PROTOCOL.md §4.7): it is expelled like a member that
+   * stopped pinging. Heeded only from the sequencer of the current view, about a member of it, outside a flush:
+   * a report from an older view, or one that crossed a view change, is stale and dropped (the new sequencer
+   * judges afresh).
+   */
+  private onSuspect(g: Group, from: Member, f: Frame): void {
+    const viewId = field(f, 'viewId', 'number')
+    const no = field(f, 'no', 'number')
+    const reason = typeof f.reason === 'string' ? f.reason.slice(0, 200) : 'no progress'
+    const target = g.members.find((x) => x.no === no && !x.dead)
+    if (viewId !== g.viewId || from.no !== g.sequencer || g.flush || !target || target.conn === null) {
+      log('%s: stale suspicion of %d by %s in view %d (current view %d) ignored', g.name, no, from.id, viewId, g.viewId)
+      return
+    }
+    log('%s: sequencer %s reports %s (no %d): %s', g.name, from.id, target.id, no, reason)
+    this.expel(target.conn, `excluded for lack of progress: ${reason}`)
+  }
+
+  /**
+   * Members that did not install the latest view within 2 × timeoutMs of its commit (PROTOCOL.md §4.7): nothing
+   * else would notice — its sequencer may be one of them, and watches nobody until it has installed. They cannot
+   * fetch up to the cut (they receive nothing), and are expelled; unless they are most of the view, which points at
+   * the one they fetch from first, the holder: then it is expelled instead.
+   */
+  private installOverdue(g: Group): void {
+    const inst = g.installing!
+    inst.deadline = Infinity // one verdict per commit: the view change it starts judges afresh
+    const late = g.members.filter((m) => inst.waiting.has(m.no) && !m.dead && m.conn !== null)
+    const holder = [...g.members, ...g.leavers.map((l) => l.m)].find((m) => m.no === inst.holder && !m.dead && m.conn !== null && !inst.waiting.has(m.no))
+    const blamed = 2 * late.length > g.members.length && holder ? [holder] : late
+    const why = blamed[0] === holder
+      ? `most members could not install view ${inst.viewId} within ${2 * this.opts.timeoutMs} ms from this holder`
+      : `did not install view ${inst.viewId} within ${2 * this.opts.timeoutMs} ms`
+    for (const m of blamed) if (m.conn !== null) this.expel(m.conn, `excluded for lack of progress: ${why}`)
+  }
+
   private expel(conn: ConnId, reason: string): void {
     const c = this.conns.get(conn)
     if (c?.member && c.group !== undefined) this.hooks.send(conn, { t: 'expelled', group: c.group, reason })
@@ -638,7 +697,7 @@ export class DirectoryCore {
     g.sequencer = members[0]?.no ?? 0
     g.lastCut = cut
     g.lastStart = start
-    g.installing = { viewId, waiting: new Set(members.map((m) => m.no)) }
+    g.installing = { viewId, waiting: new Set(members.map((m) => m.no)), holder, deadline: this.hooks.now() + 2 * this.opts.timeoutMs }
     // This commit took in every join, leave and failure so far (a failed participant abandons the flush instead).
     g.changeNeeded = false
     log('%s: commit view %d %o sequencer %d cut %d start %d holder %d', g.name, viewId, members.map((m) => m.id), g.sequencer, cut, start, holder)

@@ -163,10 +163,13 @@ export class Engine implements SequencerHost {
   private windowWasFull = false
 
   private lastAckSent = 0
+  private lastHaveAcked = 0
   private bytesSinceAck = 0
   private lastAckAt = 0
   private lastTickHave = -1
   private lastNackAt = -Infinity
+  /** NACK rounds sent while installing: each asks the next source that covers a slot (one may hear nothing). */
+  private repairTurn = 0
   private leaveRequested = false
   /** The latest commit received, as received: a rejoin carries it back to a restarted directory. */
   private lastCommit: Frame | null = null
@@ -174,6 +177,12 @@ export class Engine implements SequencerHost {
   private seenViewId = 0
   /** The directory released this leaver: every remaining member holds all of its stream. */
   private released = false
+  /**
+   * How long a member may lack an ordered slot, or be silent (PROTOCOL.md §4.7): twice the directory's timeoutMs
+   * (from `welcome`), so that a member that only waits on one that died (its repair source) is never taken for
+   * stuck — the directory removes the dead one first.
+   */
+  private progressBoundMs = 4000
 
   constructor(
     readonly group: string,
@@ -210,6 +219,11 @@ export class Engine implements SequencerHost {
     // A leave asked while the directory was away was lost with it: the rejoin asks again.
     const leaving = this.lifecycle === 'leaving'
     return { t: 'rejoin', proto: 1, group: this.group, member: this.memberId, no: this.me, addr, seenViewId: this.seenViewId, leaving, commit }
+  }
+
+  /** How often ACKs repeat, and the sequencer's rounds of hints: often enough that silence for the bound means something. */
+  private get keepaliveMs(): number {
+    return Math.min(this.opts.heartbeatMs, this.progressBoundMs / 8)
   }
 
   get isSequencer(): boolean {
@@ -257,11 +271,16 @@ export class Engine implements SequencerHost {
     return s
   }
 
-  private unicast(buf: Buffer, no: number): void {
+  unicast(buf: Buffer, no: number): void {
     const addr = this.addrOf(no)
     if (addr === undefined) return
     this.stats.datagramsOut++
     this.env.send(buf, addr)
+  }
+
+  suspect(viewId: number, no: number, reason: string): void {
+    logRepair('asking the directory to exclude %d: %s', no, reason)
+    this.env.toDirectory({ t: 'suspect', group: this.group, viewId, no, reason })
   }
 
   private addrOf(no: number): string | undefined {
@@ -461,7 +480,7 @@ export class Engine implements SequencerHost {
 
   private onAck(d: Extract<Datagram, { kind: 3 }>): void {
     if (this.role && this.current && d.viewId === this.current.viewId && this.current.byNo.has(d.sender)) {
-      this.role.ack(d.sender, d.have)
+      this.role.ack(d.sender, d.have, d.acked, d.stable)
     }
   }
 
@@ -650,11 +669,13 @@ export class Engine implements SequencerHost {
       this.stats.nacksSent++
       logRepair('nack to %d: %d slot ranges, %d data ranges (have %d, top %d)', to, slots.length, data.length, this.have, top)
     }
+    this.repairTurn++
   }
 
   /**
    * Who to ask for a slot: while a view change is being installed, a participant of the latest flush whose
-   * reported range covers it (the holder first); otherwise the sequencer.
+   * reported range covers it — the holder first, then each round the next one (a source may receive nothing,
+   * PROTOCOL.md §4.7); otherwise the sequencer.
    */
   private repairSource(): (slot: number) => number | undefined {
     const latest = this.pending[this.pending.length - 1]
@@ -663,7 +684,15 @@ export class Engine implements SequencerHost {
       return () => seq
     }
     const sources = [...latest.sources].sort((a, b) => Number(b.no === latest.holder) - Number(a.no === latest.holder))
-    return (slot) => sources.find((r) => r.low < slot && slot <= r.have)?.no ?? latest.holder
+    const turn = this.repairTurn
+    return (slot) => {
+      let covering = 0
+      for (const r of sources) if (r.low < slot && slot <= r.have) covering++
+      if (covering === 0) return latest.holder
+      let k = turn % covering
+      for (const r of sources) if (r.low < slot && slot <= r.have && k-- === 0) return r.no
+      return latest.holder
+    }
   }
 
   /** Answers a NACK with what this member holds: ORDER per view for slots, DATA for messages. */
@@ -675,6 +704,8 @@ export class Engine implements SequencerHost {
     this.stats.nacksServed++
     for (const r of d.slots) this.sendSlots(r.firstSlot, r.n, d.sender)
     for (const r of d.data) this.stats.retransmitted += this.sendData(r.sender, r.firstMsgId, r.n, d.sender)
+    // A member that hears no multicast learns from this where the stream ends, and asks again (§4.7).
+    if (this.role?.viewId === d.viewId) this.role.heartbeatTo(d.sender)
   }
 
   private sendSlots(first: number, n: number, to: number): void {
@@ -730,10 +761,12 @@ export class Engine implements SequencerHost {
         this.stats.datagramsOut++
         this.role.heartbeat()
       }
+      if (this.env.leaseValid()) this.role.watchProgress()
     }
-    // ACKs are not acknowledged: repeat ours while the announced stable slot lags it (the last one may be lost).
+    // ACKs are not acknowledged: repeat ours every heartbeatMs (the last one may be lost, and silence would tell the
+    // sequencer that this member cannot be heard, §4.7).
     const acked = this.ackable()
-    if (acked !== this.lastAckSent || (this.stable < acked && now - this.lastAckAt >= this.opts.heartbeatMs)) this.sendAck()
+    if (acked !== this.lastAckSent || this.have !== this.lastHaveAcked || now - this.lastAckAt >= this.keepaliveMs) this.sendAck()
     if (this.lifecycle === 'leaving') this.maybeRequestLeave()
     this.flush()
   }
@@ -767,10 +800,11 @@ export class Engine implements SequencerHost {
     if (!v || this.viewState !== 'active' || v.excluded) return
     const acked = this.ackable()
     this.lastAckSent = acked
+    this.lastHaveAcked = this.have
     this.lastAckAt = this.env.now()
     this.bytesSinceAck = 0
     if (v.sequencer === this.me) return
-    this.unicast(encodeAck({ inc: this.inc, viewId: v.viewId, sender: this.me }, acked), v.sequencer)
+    this.unicast(encodeAck({ inc: this.inc, viewId: v.viewId, sender: this.me }, this.have, acked, this.stable), v.sequencer)
   }
 
   // ---------------------------------------------------------------- membership (PROTOCOL.md §5)
@@ -779,6 +813,7 @@ export class Engine implements SequencerHost {
     switch (f.t) {
       case 'welcome':
         this.me = f.no as number
+        if (typeof f.timeoutMs === 'number' && f.timeoutMs > 0 && f.timeoutMs <= 3_600_000) this.progressBoundMs = 2 * f.timeoutMs
         break
       case 'prepare':
         if (typeof f.viewId === 'number' && f.viewId > this.seenViewId) this.seenViewId = f.viewId
@@ -868,7 +903,7 @@ export class Engine implements SequencerHost {
     this.viewState = 'active'
     this.env.toDirectory({ t: 'installed', group: this.group, viewId: v.viewId })
     if (v.excluded) return
-    this.lastAckSent = this.have
+    this.lastAckSent = this.lastHaveAcked = this.have
     // Own messages not ordered by the cut go out again, to the new sequencer.
     this.transmitted = this.announced = this.senders.get(this.me)?.ordered ?? 0
     this.recountInflight()
@@ -879,7 +914,9 @@ export class Engine implements SequencerHost {
       if (v.byNo.has(no)) continue
       s.store.deleteAbove(s.ordered)
     }
-    this.role = v.sequencer === this.me ? new SequencerRole(this, v.viewId, v.start, v.members.map((m) => m.no)) : null
+    this.role = v.sequencer === this.me
+      ? new SequencerRole(this, v.viewId, v.start, v.members.map((m) => m.no), { boundMs: this.progressBoundMs, heartbeatMs: this.keepaliveMs })
+      : null
     if (this.lifecycle === 'joining') {
       this.lifecycle = 'joined'
       this.env.lifecycle('joined')

@@ -12,6 +12,7 @@ export const ErrorCodes = {
   MESSAGE_TOO_LARGE: 'EMESSAGE_TOO_LARGE',
   EXPELLED: 'EEXPELLED',
   JOIN_TIMEOUT: 'EJOIN_TIMEOUT',
+  LEAVE_TIMEOUT: 'ELEAVE_TIMEOUT',
   BAD_REQUEST: 'EBAD_REQUEST',
   PROTOCOL: 'EPROTOCOL',
   FRAME: 'EFRAME',
@@ -79,6 +80,16 @@ export class ExpelledError extends SeqcastError {
 export class JoinTimeoutError extends SeqcastError {
   constructor(message: string) {
     super(ErrorCodes.JOIN_TIMEOUT, message)
+  }
+}
+
+/**
+ * The group did not confirm a leave in time (this member's messages never became stable, or the view change
+ * never released it): the member closed without it, which to the others is a crash.
+ */
+export class LeaveTimeoutError extends SeqcastError {
+  constructor(message: string) {
+    super(ErrorCodes.LEAVE_TIMEOUT, message)
   }
 }
 

@@ -11,7 +11,7 @@ import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import { Engine, type Delivery, type EngineStats, type Lifecycle } from './engine.js'
-import { ArgumentError, DirectoryError, ErrorCodes, JoinTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
+import { ArgumentError, DirectoryError, ErrorCodes, JoinTimeoutError, LeaveTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
 import { DirectoryReader, encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
 import { checkMaxMessage, parseJoinOptions, parseMulticastAddr, parseUnicastAddr, type JoinOptions, type ResolvedJoinOptions } from './options.js'
 import { logger } from './log.js'
@@ -80,7 +80,7 @@ export class Group extends EventEmitter<GroupEvents> {
   private closed = false
   private failure: SeqcastError | null = null
   private joined!: { resolve: () => void; reject: (e: Error) => void }
-  private leftWaiter: (() => void) | null = null
+  private leftWaiter: { resolve: () => void; reject: (e: Error) => void } | null = null
   private wasJoined = false
 
   private constructor(readonly name: string, readonly memberId: string, opts: ResolvedJoinOptions) {
@@ -471,21 +471,28 @@ export class Group extends EventEmitter<GroupEvents> {
   /** Announces the leave, waits until this member's messages are delivered everywhere, then closes. */
   async leave(): Promise<void> {
     if (this.closed || this.engine.lifecycle !== 'joined') throw this.failure ?? new NotJoinedError()
-    const left = new Promise<void>((resolve) => (this.leftWaiter = resolve))
+    const left = new Promise<void>((resolve, reject) => (this.leftWaiter = { resolve, reject }))
     this.engine.leave()
+    // Closing without the group's confirmation is a crash to the others: say so rather than resolve.
     const timer = setTimeout(() => {
       log('%s: leave not confirmed after %d ms; closing', this.memberId, this.opts.leaveTimeoutMs)
-      this.finishLeave()
+      this.abort(new LeaveTimeoutError(
+        `group ${this.name} did not confirm the leave of ${this.memberId} within ${this.opts.leaveTimeoutMs} ms; closed without it ` +
+        '(messages of this member not yet stable may be lost, and what it delivered may not match the others past their stable slot)',
+      ))
     }, this.opts.leaveTimeoutMs)
-    await left
-    clearTimeout(timer)
+    try {
+      await left
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   private finishLeave(): void {
     this.shutdown()
     const w = this.leftWaiter
     this.leftWaiter = null
-    w?.()
+    w?.resolve()
     this.emit('close')
   }
 
@@ -501,6 +508,8 @@ export class Group extends EventEmitter<GroupEvents> {
     this.failure = err
     this.shutdown()
     this.joined?.reject(err)
+    this.leftWaiter?.reject(err)
+    this.leftWaiter = null
     // Before the join completed, the error rejects grp_join; after, it is an event.
     if (this.wasJoined) this.emit('error', err)
   }

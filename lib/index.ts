@@ -8,6 +8,6 @@ export {
 } from './options.js'
 export { MAX_GROUP_MEMBERS } from './frame.js'
 export {
-  ArgumentError, DirectoryError, DuplicateMemberError, ErrorCodes, ExpelledError, GroupFullError, JoinTimeoutError, MessageTooLargeError,
-  NotJoinedError, ProtocolError, SeqcastError, type ErrorCode,
+  ArgumentError, DirectoryError, DuplicateMemberError, ErrorCodes, ExpelledError, GroupFullError, JoinTimeoutError,
+  LeaveTimeoutError, MessageTooLargeError, NotJoinedError, ProtocolError, SeqcastError, type ErrorCode,
 } from './errors.js'

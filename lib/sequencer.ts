@@ -6,6 +6,7 @@
 import { encodeOrder, runsPerDatagram, SEQ_WINDOW, type Incarnation, type Run } from './wire.js'
 import type { SlotLog } from './slotlog.js'
 import type { MessageStore } from './msgstore.js'
+import { ProgressWatch } from './progress.js'
 
 export interface SenderState {
   /** Data held for this sender, by msgId: ordered-but-unstable and not-yet-ordered messages. */
@@ -27,6 +28,9 @@ export interface SequencerHost {
   readonly retainedBytes: number
   sender(no: number): SenderState | undefined
   multicast(buf: Buffer): void
+  unicast(buf: Buffer, no: number): void
+  /** Ask the directory to exclude member `no` of this view (PROTOCOL.md §4.7). */
+  suspect(viewId: number, no: number, reason: string): void
   now(): number
   /** Highest own msgId multicast so far: own messages are ordered only once the others can have them. */
   readonly transmitted: number
@@ -41,8 +45,8 @@ export class SequencerRole {
   private readonly queued = new Map<number, number>()
   /** Senders that may have orderable data, in the order their data arrived. */
   private readonly dirty = new Set<number>()
-  /** Highest `have` acknowledged by each member of the view. */
-  private readonly acks = new Map<number, number>()
+  /** What each member of the view acknowledged, and who makes no progress. */
+  private readonly watch: ProgressWatch
   lastSentAt = 0
   lastSentStable = -1
   ordered = 0
@@ -52,12 +56,10 @@ export class SequencerRole {
     readonly viewId: number,
     private readonly start: number,
     members: readonly number[],
+    opts: { boundMs: number; heartbeatMs: number },
   ) {
     this.nextSlot = start + 1
-    for (const no of members) {
-      if (no === host.me) continue
-      this.acks.set(no, host.stable)
-    }
+    this.watch = new ProgressWatch(host.me, members, start, host.stable, opts.boundMs, opts.heartbeatMs, host.now())
     for (const no of members) {
       const s = host.sender(no)
       if (!s) continue
@@ -68,19 +70,34 @@ export class SequencerRole {
 
   /** A member of the view may have new data. */
   dataArrived(no: number): void {
-    if (this.acks.has(no) || no === this.host.me) this.dirty.add(no)
+    if (this.watch.has(no) || no === this.host.me) this.dirty.add(no)
   }
 
-  /** Records an ACK from a member of the view. */
-  ack(no: number, have: number): void {
-    const prev = this.acks.get(no)
-    if (prev !== undefined && have > prev) this.acks.set(no, have)
+  /** Records an ACK from a member of the view: what it holds, what it lets become stable, what stable it heard of. */
+  ack(no: number, have: number, acked: number, stable: number): void {
+    this.watch.ack(no, have, acked, stable, this.host.now())
   }
 
-  stableGiven(ownHave: number): number {
-    let min = ownHave
-    for (const v of this.acks.values()) if (v < min) min = v
-    return min
+  stableGiven(ownAcked: number): number {
+    return this.watch.stable(ownAcked)
+  }
+
+  /**
+   * Periodic check of the members' progress: a heartbeat by unicast to each member behind what was announced a
+   * round ago (it may hear no multicast: this tells it how far to NACK), and a request to the directory to exclude
+   * a member that still makes no progress (PROTOCOL.md §4.7).
+   */
+  watchProgress(): void {
+    const now = this.host.now()
+    const d = this.watch.tick(now, this.nextSlot - 1, this.host.stable)
+    for (const no of d.hint) this.heartbeatTo(no)
+    for (const no of d.suspect) this.host.suspect(this.viewId, no, this.watch.reason(no, now))
+  }
+
+  /** A heartbeat by unicast, for a member that may hear no multicast: also the end of every repair it is sent. */
+  heartbeatTo(no: number): void {
+    const h = this.host
+    h.unicast(encodeOrder({ inc: h.inc, viewId: this.viewId, sender: h.me }, this.nextSlot, h.stable, []), no)
   }
 
   /**

@@ -20,6 +20,7 @@ export const DATA_ENTRY_OVERHEAD = 11 // u48 msgId, u8 flags, u32 length
 const DATA_BODY_OVERHEAD = 2 // u16 count
 const RUN_SIZE = 12 // u32 sender, u48 firstMsgId, u16 count
 const ORDER_BODY_OVERHEAD = 14 // u48 firstSlot, u48 stable, u16 runCount
+const ACK_BODY_SIZE = 18 // u48 have, u48 acked, u48 stable
 const NACK_SLOTS_SIZE = 9 // u8 kind, u48 firstSlot, u16 n
 const NACK_DATA_SIZE = 13 // u8 kind, u32 sender, u48 firstMsgId, u16 n
 const FLAG_MORE = 1
@@ -88,7 +89,7 @@ export interface Received {
 export type Datagram =
   | (Received & { kind: typeof Kind.DATA; entries: DataEntry[] })
   | (Received & { kind: typeof Kind.ORDER; firstSlot: number; stable: number; runs: Run[] })
-  | (Received & { kind: typeof Kind.ACK; have: number })
+  | (Received & { kind: typeof Kind.ACK; have: number; acked: number; stable: number })
   | (Received & { kind: typeof Kind.NACK; slots: SlotRange[]; data: DataRange[] })
 
 export interface Malformed {
@@ -193,10 +194,16 @@ export function encodeOrder(h: Header, firstSlot: number, stable: number, runs: 
   return buf
 }
 
-export function encodeAck(h: Header, have: number): Buffer {
-  const buf = Buffer.allocUnsafe(HEADER_SIZE + 6)
+/**
+ * `have`: the member's contiguous slots; `acked` (≤ have): what it lets become stable; `stable`: the stable slot it
+ * has heard of (PROTOCOL.md §2.3).
+ */
+export function encodeAck(h: Header, have: number, acked: number, stable: number): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER_SIZE + ACK_BODY_SIZE)
   writeHeader(buf, Kind.ACK, h)
   buf.writeUIntBE(have, HEADER_SIZE, 6)
+  buf.writeUIntBE(acked, HEADER_SIZE + 6, 6)
+  buf.writeUIntBE(stable, HEADER_SIZE + 12, 6)
   return buf
 }
 
@@ -285,8 +292,8 @@ export function decode(buf: Uint8Array, inc: Incarnation): Datagram | Malformed 
       return { kind: Kind.ORDER, ...h, firstSlot, stable, runs }
     }
     case Kind.ACK: {
-      if (len !== o + 6) return bad('ACK length mismatch')
-      return { kind: Kind.ACK, ...h, have: b.readUIntBE(o, 6) }
+      if (len !== o + ACK_BODY_SIZE) return bad('ACK length mismatch')
+      return { kind: Kind.ACK, ...h, have: b.readUIntBE(o, 6), acked: b.readUIntBE(o + 6, 6), stable: b.readUIntBE(o + 12, 6) }
     }
     case Kind.NACK: {
       if (len < o + 2) return bad('short NACK')

@@ -174,6 +174,52 @@ t.test('a silent member is expelled after timeoutMs', async (t) => {
   t.same(h.closed, [1])
 })
 
+t.test('a suspicion from the sequencer of the current view expels that member; any other is ignored', async (t) => {
+  const h = harness()
+  h.three()
+  for (const c of [1, 2, 3]) h.take(c)
+  const suspect = (from: number, viewId: number, no: number): void => h.core.frame(from, { t: 'suspect', group: 'g', viewId, no, reason: 'holds slots only up to 7' })
+  suspect(2, 3, 3) // not the sequencer
+  suspect(1, 2, 3) // an older view
+  suspect(1, 3, 9) // not a member
+  t.same([h.take(3, 'expelled'), h.closed], [[], []], 'stale or foreign suspicions change nothing')
+  suspect(1, 3, 3)
+  t.match(h.take(3, 'expelled'), [{ group: 'g', reason: /lack of progress: holds slots only up to 7/ }], 'the member is told why')
+  t.same(h.closed, [3])
+  t.match(h.take(1, 'prepare'), [{ viewId: 4 }], 'a view change without it starts')
+  suspect(1, 3, 2)
+  t.same(h.take(2, 'expelled'), [], 'during the flush, a suspicion waits for the next view\'s sequencer')
+  t.throws(() => h.core.frame(1, { t: 'suspect', group: 'g', viewId: 3 }), { code: ErrorCodes.FRAME }, 'one without a member number is malformed')
+})
+
+t.test('a sequencer may suspect itself: it is expelled and the others get a view without it', async (t) => {
+  const h = harness()
+  h.three()
+  for (const c of [1, 2, 3]) h.take(c)
+  h.core.frame(1, { t: 'suspect', group: 'g', viewId: 3, no: 1, reason: 'more than half of the view is stuck' })
+  t.match(h.take(1, 'expelled'), [{ reason: /more than half/ }])
+  const [p] = h.take(2, 'prepare')
+  for (const c of [2, 3]) h.core.frame(c, { t: 'prepared', group: 'g', viewId: p!.viewId, have: 5, low: 0 })
+  t.match(h.take(2, 'commit'), [{ members: [{ id: 'b' }, { id: 'c' }], sequencer: 2, start: 5 + SEQ_WINDOW + 1 }])
+})
+
+t.test('a member that does not install a view within 2 × timeoutMs is expelled; if most do not, the holder is', async (t) => {
+  for (const [installed, expected] of [[[1, 2], [3]], [[1], [1]]] as const) {
+    const h = harness()
+    h.three() // view 3: holder a (conn 1) reported have 2 like b; c joined
+    for (const c of [1, 2, 3]) h.take(c)
+    for (const c of installed) h.core.frame(c, { t: 'installed', group: 'g', viewId: 3 })
+    for (const step of [1000, 1000, 1000, 900]) {
+      h.advance(step)
+      for (const c of [1, 2, 3]) h.core.frame(c, { t: 'ping' })
+    }
+    t.same(h.closed, [], 'not before the deadline')
+    h.advance(200)
+    t.same(h.closed, expected, `installed by ${installed.join(', ')}: ${expected.join(', ')} expelled`)
+    t.match(h.take(expected[0]!, 'expelled'), [{ reason: /lack of progress/ }])
+  }
+})
+
 /** The commit a member of view 7 {a, b} holds, as its rejoin carries it back. */
 const INC = 'c0ffee0000000007'
 const commit7 = {

@@ -1,10 +1,11 @@
 /**
- * Failures over real sockets: the directory killed and restarted mid-stream, and a member wrongly suspected
- * (paused with SIGSTOP past the failure timeout, then resumed).
+ * Failures over real sockets: the directory killed and restarted mid-stream, a member wrongly suspected
+ * (paused with SIGSTOP past the failure timeout, then resumed), and a leave the group cannot confirm.
  */
 import t from 'tap'
 import { check } from './fixtures/checker.js'
 import { freePort, MemberProc, startDir, until } from './fixtures/procs.js'
+import { ErrorCodes, grp_join, grp_leave, grp_send } from '../lib/index.js'
 
 /** Whether `m` installed a view without `gone` after the view with all three (early views lack late joiners too). */
 function dropped(m: MemberProc, gone: string): boolean {
@@ -55,4 +56,23 @@ t.test('a member paused past the timeout is expelled and told so; the others nev
   await new Promise((r) => setTimeout(r, 500))
   // The paused member counts as crashed: whatever it delivered must be consistent with the survivors.
   t.same(check(ms.map((m, i) => ({ id: m.id, survivor: i > 0, entries: m.entries, sent: N }))), [], 'guarantees hold')
+})
+
+t.test('a leave the group cannot confirm fails with ELEAVE_TIMEOUT; it does not pass for a clean one', async (t) => {
+  const dir = await startDir(await freePort(), ['--timeout-ms', '20000']) // the stopped member stays a member meanwhile
+  const other = new MemberProc('a', dir.addr, 'unconfirmed', 0, 2)
+  t.teardown(async () => {
+    other.proc.kill('SIGCONT')
+    other.kill()
+    await dir.stop()
+  })
+  const b = await grp_join('unconfirmed', 'b', { directory: dir.addr, iface: '127.0.0.1', leaveTimeoutMs: 500 })
+  t.ok(await until(() => b.view?.members.length === 2, 10_000), 'both in the view')
+  other.proc.kill('SIGSTOP') // it will never acknowledge b's message: b's leave cannot complete
+  await grp_send(b, 'b:1')
+  const errors: string[] = []
+  b.on('error', (e) => errors.push(e.code))
+  await t.rejects(grp_leave(b), { code: ErrorCodes.LEAVE_TIMEOUT }, 'the leave rejects')
+  t.same(errors, [ErrorCodes.LEAVE_TIMEOUT], 'and the error event says the same')
+  await t.rejects(grp_send(b, 'b:2'), { code: ErrorCodes.LEAVE_TIMEOUT }, 'the handle is closed with that error')
 })

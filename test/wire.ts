@@ -20,9 +20,11 @@ t.test('incarnations travel as 16 hex digits, never all zero', async (t) => {
 })
 
 t.test('ACK layout, byte by byte', async (t) => {
-  const buf = encodeAck(H, 0x010203040506)
-  t.equal(buf.toString('hex'), '5343' + '03' + '03' + '0123abcd' + 'fedc0042' + '00000007' + '00000003' + '00000000' + '010203040506')
-  t.same(decode(buf, G), { kind: Kind.ACK, ...R, have: 0x010203040506 })
+  const buf = encodeAck(H, 0x010203040506, 0x0a0b0c0d0e0f, 0x111213141516)
+  t.equal(buf.toString('hex'), '5343' + '03' + '03' + '0123abcd' + 'fedc0042' + '00000007' + '00000003' + '00000000' +
+    '010203040506' + '0a0b0c0d0e0f' + '111213141516')
+  t.same(decode(buf, G), { kind: Kind.ACK, ...R, have: 0x010203040506, acked: 0x0a0b0c0d0e0f, stable: 0x111213141516 })
+  t.match(decode(buf.subarray(0, buf.length - 12), G), { kind: 0, reason: 'ACK length mismatch' }, 'a one-field ACK is refused')
 })
 
 t.test('DATA round trip, fragments flag, payload views', async (t) => {
