@@ -6,28 +6,13 @@
  * and pass the checker. SEQCAST_CHAOS_SEEDS=N runs more; SEQCAST_CHAOS_FIRST=S SEQCAST_CHAOS_SEEDS=1 reruns seed S.
  */
 import t from 'tap'
-import { Sim, type SimMember } from './fixtures/sim.js'
+import { Sim } from './fixtures/sim.js'
 import { check } from './fixtures/checker.js'
 
 const SEEDS = Number(process.env.SEQCAST_CHAOS_SEEDS ?? 200)
 const FIRST = Number(process.env.SEQCAST_CHAOS_FIRST ?? 7000)
 
 type Event = 'crash' | 'silent crash' | 'leave' | 'join' | 'pause reader'
-
-/** Members still in the group: not crashed, not failed, not left. */
-function active(sim: Sim): SimMember[] {
-  return sim.alive().filter((m) => m.engine.lifecycle !== 'left')
-}
-
-function settled(sim: Sim): boolean {
-  const a = active(sim)
-  if (a.some((m) => m.toSend > 0 || m.consumerPaused || m.engine.lifecycle !== 'joined' || m.engine.viewState !== 'active')) return false
-  const at = a.map((m) => m.engine.delivered)
-  const v = a.map((m) => m.engine.view?.viewId)
-  // Everyone delivered all it holds: a safe member's cursor waits for the stable slot (the uniform check needs it).
-  return at.every((x) => x === at[0]) && v.every((x) => x === v[0]) && a.every((m) => m.engine.delivered === m.engine.have) &&
-    a.every((m) => m.log.filter((d) => d.type === 'message' && d.sender === m.id).length >= m.sentCount)
-}
 
 /** Runs one schedule; returns what went wrong, or nothing. */
 function schedule(seed: number): string | undefined {
@@ -37,11 +22,7 @@ function schedule(seed: number): string | undefined {
   const sim = new Sim(seed, faults)
   const n = 4 + Math.floor(r() * 3)
   const delivery = r() < 0.3 ? 'safe' : 'agreed'
-  const originals: SimMember[] = []
-  for (let i = 0; i < n; i++) {
-    originals.push(sim.join(`m${i + 1}`, { delivery }))
-    sim.runUntil(() => originals.every((m) => m.engine.lifecycle === 'joined') && new Set(originals.map((m) => m.engine.view?.viewId)).size === 1, 5000)
-  }
+  const originals = sim.startGroup(n, { delivery })
   for (const m of originals) m.send(150)
   const events: string[] = []
   const kinds: Event[] = ['crash', 'silent crash', 'leave', 'join', 'pause reader']
@@ -78,14 +59,9 @@ function schedule(seed: number): string | undefined {
     }
     events.push(`${kind} ${kind === 'join' ? `j${joined}` : m.id} at ${sim.now.toFixed(1)}`)
   }
-  const ok = sim.runUntil(() => settled(sim), 60_000)
-  const logs = [...sim.members.values()].map((m) => ({
-    id: m.id, survivor: m.alive && !m.error && m.engine.lifecycle !== 'left', sent: m.sentCount,
-    entries: m.log.map((d) => d.type === 'message'
-      ? { type: 'message' as const, sender: d.sender, seq: d.seq, body: Buffer.from(d.data).toString() }
-      : { type: 'view' as const, viewId: d.viewId, members: d.members, seq: d.seq }),
-  }))
-  const problems = check(logs, { uniform: delivery === 'safe' })
+  // Settled: also no reader left paused (its queue would hold the others' windows).
+  const ok = sim.runUntil(() => sim.settled() && sim.active().every((m) => !m.consumerPaused), 60_000)
+  const problems = check(sim.logs(), { uniform: delivery === 'safe' })
   // Every member here can hear: whoever is excluded for lack of progress (PROTOCOL.md §4.7) was excluded wrongly.
   for (const m of sim.members.values()) if (/lack of progress/.test(m.error?.message ?? '')) problems.push(`${m.id} ${m.error!.message}`)
   if (ok && problems.length === 0) return undefined

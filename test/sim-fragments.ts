@@ -26,28 +26,17 @@ function logs(sim: Sim): MemberLog[] {
   }))
 }
 
-function settled(sim: Sim): boolean {
-  const a = sim.alive()
-  if (a.some((m) => m.toSend > 0 || m.engine.lifecycle !== 'joined' || m.engine.viewState !== 'active')) return false
-  const at = a.map((m) => m.engine.delivered)
-  return at.every((x) => x === at[0]) && a.every((m) => m.log.filter((d) => d.type === 'message' && d.sender === m.id).length >= m.sentCount)
-}
-
 for (const seed of [1, 2, 3, 4, 5, 6]) {
   t.test(`a member joining mid-message delivers every message whole or not at all (seed ${seed})`, async (t) => {
     const sim = new Sim(seed, LOSSY)
-    const ms: SimMember[] = []
-    for (const id of ['a', 'b', 'c']) {
-      ms.push(sim.join(id, OPTS))
-      sim.runUntil(() => ms.every((m) => m.engine.lifecycle === 'joined'), 5000)
-    }
+    const ms = sim.startGroup(3, OPTS)
     for (const m of ms) {
       m.pad = 6000
       m.send(60)
     }
     sim.run(sim.now + 5 + sim.random() * 20)
     const late = sim.join('late', OPTS)
-    t.ok(sim.runUntil(() => settled(sim), 60_000), 'settles')
+    t.ok(sim.runUntil(() => sim.settled(), 60_000), 'settles')
     const bodies = (m: SimMember): string[] => m.messages()
     for (const m of [...ms, late]) t.same(bodies(m).filter((b) => !whole(b)), [], `${m.id} delivered only whole messages`)
     t.same(check(logs(sim).filter((l) => l.id !== 'late')), [], 'every guarantee holds among the old members')
@@ -70,11 +59,7 @@ for (const seed of [1, 2, 3, 4, 5, 6]) {
 
 t.test('a sender that crashes mid-message: nobody delivers a piece of it, nobody keeps its fragments', async (t) => {
   const sim = new Sim(9, { drop: 0, dup: 0, minDelay: 0.05, maxDelay: 0.2 })
-  const ms: SimMember[] = []
-  for (const id of ['a', 'b', 'c']) {
-    ms.push(sim.join(id, OPTS))
-    sim.runUntil(() => ms.every((m) => m.engine.lifecycle === 'joined'), 5000)
-  }
+  const ms = sim.startGroup(3, OPTS)
   const [a, b, c] = ms as [SimMember, SimMember, SimMember]
   const partial = (m: SimMember): number => (m.engine as unknown as { reassembly: { bytes: number } }).reassembly.bytes
   c.pad = 2_000_000 // 4 000 fragments: more than the send byte window lets out at once
@@ -83,10 +68,10 @@ t.test('a sender that crashes mid-message: nobody delivers a piece of it, nobody
   const until = sim.now + 5000
   while (partial(b) === 0 && sim.now < until) sim.run(sim.now + 0.1)
   t.ok(partial(b) > 0, 'b holds part of c\'s message')
-  sim.crash('c')
-  t.ok(sim.runUntil(() => settled(sim) && !c.alive, 30_000), 'the survivors settle')
+  sim.crash(c.id)
+  t.ok(sim.runUntil(() => sim.settled() && !c.alive, 30_000), 'the survivors settle')
   for (const m of [a, b]) {
-    t.same(m.messages().filter((x) => x.startsWith('c:')), [], `${m.id} delivered nothing of c's`)
+    t.same(m.messages().filter((x) => x.startsWith('m3:')), [], `${m.id} delivered nothing of m3's`)
     t.equal(partial(m), 0, `${m.id} holds no partial message`)
     t.ok(m.engine.snapshot().skipped > 0, `${m.id} counted the abandoned fragments`)
   }

@@ -7,26 +7,11 @@
  * one message" and increasing view ids). SEQCAST_RESTART_SEEDS=N runs more; SEQCAST_RESTART_FIRST=S reruns seed S.
  */
 import t from 'tap'
-import { Sim, type SimMember } from './fixtures/sim.js'
+import { Sim } from './fixtures/sim.js'
 import { check } from './fixtures/checker.js'
 
 const SEEDS = Number(process.env.SEQCAST_RESTART_SEEDS ?? 150)
 const FIRST = Number(process.env.SEQCAST_RESTART_FIRST ?? 20_000)
-
-function active(sim: Sim): SimMember[] {
-  return sim.alive().filter((m) => m.engine.lifecycle !== 'left')
-}
-
-function settled(sim: Sim): boolean {
-  const a = active(sim)
-  if (!sim.dirUp || a.some((m) => m.toSend > 0 || m.engine.lifecycle !== 'joined' || m.engine.viewState !== 'active')) return false
-  const at = a.map((m) => m.engine.delivered)
-  const v = a.map((m) => m.engine.view?.viewId)
-  // Everyone delivered all it holds: a safe member's cursor waits for the stable slot (the uniform check needs it).
-  return at.every((x) => x === at[0]) && v.every((x) => x === v[0]) && sim.dir.status().every((g) => g.state === 'stable') &&
-    a.every((m) => m.engine.delivered === m.engine.have) &&
-    a.every((m) => m.log.filter((d) => d.type === 'message' && d.sender === m.id).length >= m.sentCount)
-}
 
 export function schedule(seed: number): string | undefined {
   const probe = new Sim(seed)
@@ -34,11 +19,7 @@ export function schedule(seed: number): string | undefined {
   const sim = new Sim(seed, { drop: r() * 0.15, dup: r() * 0.1, minDelay: 0.05, maxDelay: 0.5 + r() * 2 })
   const n = 3 + Math.floor(r() * 3)
   const delivery = r() < 0.3 ? 'safe' : 'agreed'
-  const ms: SimMember[] = []
-  for (let i = 0; i < n; i++) {
-    ms.push(sim.join(`m${i + 1}`, { delivery }))
-    sim.runUntil(() => ms.every((m) => m.engine.lifecycle === 'joined') && new Set(ms.map((m) => m.engine.view?.viewId)).size === 1, 5000)
-  }
+  const ms = sim.startGroup(n, { delivery })
   for (const m of ms) m.send(150)
   const events: string[] = []
   let joined = 0
@@ -76,20 +57,16 @@ export function schedule(seed: number): string | undefined {
   // A membership change after the restart: the rebuilt directory must be able to make it.
   sim.run(sim.now + 4000)
   event()
-  const ok = sim.runUntil(() => settled(sim), 60_000)
-  const logs = [...sim.members.values()].map((m) => ({
-    id: m.id, survivor: m.alive && !m.error && m.engine.lifecycle !== 'left', sent: m.sentCount,
-    entries: m.log.map((d) => d.type === 'message'
-      ? { type: 'message' as const, sender: d.sender, seq: d.seq, body: Buffer.from(d.data).toString() }
-      : { type: 'view' as const, viewId: d.viewId, members: d.members, seq: d.seq }),
-  }))
+  // Settled: also the directory up, and done with every view change.
+  const ok = sim.runUntil(() => sim.dirUp && sim.settled() && sim.dir.status().every((g) => g.state === 'stable'), 60_000)
+  const logs = sim.logs()
   const problems = check(logs, { uniform: delivery === 'safe' })
   for (const l of logs) {
     const views = l.entries.filter((e) => e.type === 'view').map((e) => (e as { viewId: number }).viewId)
     if (views.some((v, i) => i > 0 && v <= views[i - 1]!)) problems.push(`${l.id}: view ids not increasing: ${views.join(',')}`)
   }
   if (ok && problems.length === 0) return undefined
-  const stuck = active(sim).map((m) => `${m.id} ${m.engine.lifecycle}/${m.engine.viewState} view ${m.engine.view?.viewId} delivered ${m.engine.delivered}`)
+  const stuck = sim.active().map((m) => `${m.id} ${m.engine.lifecycle}/${m.engine.viewState} view ${m.engine.view?.viewId} delivered ${m.engine.delivered}`)
   return `seed ${seed} (${n} members, ${delivery}; ${events.join(', ')}): ${ok ? '' : `did not settle (${stuck.join('; ')}; directory ${JSON.stringify(sim.dir.status().map((g) => [g.viewId, g.state]))}); `}` +
     problems.slice(0, 2).join('; ')
 }
@@ -105,20 +82,16 @@ t.test(`${SEEDS} schedules with the directory killed and restarted`, async (t) =
 
 t.test('a member number is never reused after a restart: a newcomer\'s first messages reach everyone', async (t) => {
   const sim = new Sim(3)
-  const ms: SimMember[] = []
-  for (const id of ['a', 'b', 'c', 'd']) {
-    ms.push(sim.join(id))
-    sim.runUntil(() => ms.every((m) => m.engine.lifecycle === 'joined'), 5000)
-  }
+  const ms = sim.startGroup(4)
   for (const m of ms) m.send(50)
   sim.run(sim.now + 200)
-  ms[3]!.engine.leave() // d (number 4) leaves: the view's largest number is 3 again
-  t.ok(sim.runUntil(() => ms[3]!.engine.lifecycle === 'left', 5000), 'd left')
+  ms[3]!.engine.leave() // m4 (number 4) leaves: the view's largest number is 3 again
+  t.ok(sim.runUntil(() => ms[3]!.engine.lifecycle === 'left', 5000), 'm4 left')
   sim.restartDirectory(300)
   sim.run(sim.now + 3000)
   const e = sim.join('e')
   e.send(50)
-  t.ok(sim.runUntil(() => ['a', 'b', 'c', 'e'].every((id) => sim.members.get(id)!.messages().filter((x) => x.startsWith('e:')).length === 50), 20_000),
+  t.ok(sim.runUntil(() => ['m1', 'm2', 'm3', 'e'].every((id) => sim.members.get(id)!.messages().filter((x) => x.startsWith('e:')).length === 50), 20_000),
     'every member delivers all 50 of e\'s messages')
   t.not(e.engine.me, 4, `e got a fresh number (${e.engine.me})`)
 })

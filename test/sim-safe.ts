@@ -6,7 +6,7 @@
  */
 import t from 'tap'
 import { datagramKind, Sim, type SimMember } from './fixtures/sim.js'
-import { check, type MemberLog } from './fixtures/checker.js'
+import { check } from './fixtures/checker.js'
 import { Kind } from '../lib/wire.js'
 import type { Delivery } from '../lib/engine.js'
 
@@ -15,42 +15,13 @@ const FIRST = Number(process.env.SEQCAST_SAFE_FIRST ?? 20000)
 
 type Mode = 'safe' | 'agreed'
 
-function startGroup(sim: Sim, n: number, delivery: Mode): SimMember[] {
-  const ms: SimMember[] = []
-  for (let i = 0; i < n; i++) {
-    ms.push(sim.join(`m${i + 1}`, { delivery }))
-    sim.runUntil(() => ms.every((m) => m.engine.lifecycle === 'joined') && new Set(ms.map((m) => m.engine.view?.viewId)).size === 1, 5000)
-  }
-  return ms
-}
-
-/** Members still in the group: not crashed, not failed, not left. */
-function active(sim: Sim): SimMember[] {
-  return sim.alive().filter((m) => m.engine.lifecycle !== 'left')
-}
-
 /**
  * Every view change is over (the directory's view is everyone's), and everyone delivered all it holds: a safe
  * member's cursor lags what it holds until the stable slot passes it.
  */
 function settled(sim: Sim): boolean {
-  const a = active(sim)
-  if (a.some((m) => m.toSend > 0 || m.engine.lifecycle !== 'joined' || m.engine.viewState !== 'active')) return false
   const dir = sim.dir.status()[0]
-  if (!dir || dir.state !== 'stable') return false
-  const at = a.map((m) => m.engine.delivered)
-  const v = a.map((m) => m.engine.view?.viewId)
-  return at.every((x) => x === at[0]) && v.every((x) => x === dir.viewId) && a.every((m) => m.engine.have === m.engine.delivered) &&
-    a.every((m) => m.log.filter((d) => d.type === 'message' && d.sender === m.id).length >= m.sentCount)
-}
-
-function logs(sim: Sim): MemberLog[] {
-  return [...sim.members.values()].map((m) => ({
-    id: m.id, survivor: m.alive && !m.error && m.engine.lifecycle !== 'left', sent: m.sentCount,
-    entries: m.log.map((d) => d.type === 'message'
-      ? { type: 'message' as const, sender: d.sender, seq: d.seq, body: Buffer.from(d.data).toString() }
-      : { type: 'view' as const, viewId: d.viewId, members: d.members, seq: d.seq }),
-  }))
+  return sim.settled() && dir !== undefined && dir.state === 'stable' && sim.active().every((m) => m.engine.view?.viewId === dir.viewId)
 }
 
 /** Calls `fn` on each delivery of `m`, after it is logged (fn may crash the member). */
@@ -80,7 +51,7 @@ const bodyOf = (d: Delivery): string => (d.type === 'message' ? Buffer.from(d.da
  */
 function sequencerThenHolder(delivery: Mode, crashOnCommit: boolean): { problems: string[]; bDelivered: boolean; settled: boolean; othersLacked: boolean } {
   const sim = new Sim(5)
-  const ms = startGroup(sim, 4, delivery)
+  const ms = sim.startGroup(4, { delivery: delivery })
   const [a, b, c, d] = ms as [SimMember, SimMember, SimMember, SimMember]
   sim.run(sim.now + 50)
   only(sim, [a], [b])
@@ -101,7 +72,7 @@ function sequencerThenHolder(delivery: Mode, crashOnCommit: boolean): { problems
   }
   sim.crash('m1')
   const ok = sim.runUntil(() => !b.alive && settled(sim), 30_000)
-  return { problems: check(logs(sim), { uniform: true }), bDelivered, settled: ok, othersLacked }
+  return { problems: check(sim.logs(), { uniform: true }), bDelivered, settled: ok, othersLacked }
 }
 
 for (const crashOnCommit of [false, true]) {
@@ -126,7 +97,7 @@ t.test('safe: a leaver that alone (with the sequencer) held a message delivers i
   // m3 leaves; the sequencer's message reaches only m3. The leave's flush has cut = that slot; m3's stream ends
   // there. m1 and m3 crash the moment m3 delivers it. The others get nothing from m1 or m3 for 500 ms.
   const sim = new Sim(6)
-  const ms = startGroup(sim, 4, 'safe')
+  const ms = sim.startGroup(4, { delivery: 'safe' })
   const [a, , l] = ms as [SimMember, SimMember, SimMember, SimMember]
   sim.run(sim.now + 50)
   only(sim, [a, l], [l])
@@ -144,7 +115,7 @@ t.test('safe: a leaver that alone (with the sequencer) held a message delivers i
   sim.at(sim.now + 500, () => (sim.filter = null))
   l.engine.leave()
   t.ok(sim.runUntil(() => delivered && settled(sim), 30_000), 'the leaver delivers it, and the survivors settle')
-  t.same(check(logs(sim), { uniform: true }), [], 'what the leaver delivered, the survivors deliver')
+  t.same(check(sim.logs(), { uniform: true }), [], 'what the leaver delivered, the survivors deliver')
 })
 
 t.test('safe: slots a commit declared void stay void under every later commit', async (t) => {
@@ -154,7 +125,7 @@ t.test('safe: slots a commit declared void stay void under every later commit', 
   // dies too; in the commit after that, m2's range covers x (m2 skipped it). m4 must skip x as well, not deliver
   // the m1:2 it holds; and m3, which lacks x, must not wait for m2 to serve it.
   const sim = new Sim(7)
-  const ms = startGroup(sim, 4, 'safe')
+  const ms = sim.startGroup(4, { delivery: 'safe' })
   const [a, b, , d] = ms as [SimMember, SimMember, SimMember, SimMember]
   sim.run(sim.now + 50)
   let reach: SimMember | null = b // who gets m1's DATA and ORDER
@@ -186,7 +157,7 @@ t.test('safe: slots a commit declared void stay void under every later commit', 
   t.ok(sim.runUntil(() => installed((v) => !v.includes('j1')), 5000), 'm2 installs the view without j1')
   cutOff = null
   t.ok(sim.runUntil(() => settled(sim), 30_000), 'settles')
-  t.same(check(logs(sim), { uniform: true }), [], 'm2 and m4 agree on x')
+  t.same(check(sim.logs(), { uniform: true }), [], 'm2 and m4 agree on x')
   t.notOk(d.messages().includes('m1:2'), 'm4 does not deliver x')
 })
 
@@ -209,12 +180,12 @@ function schedule(seed: number): string | undefined {
   const faults = { drop: r() * 0.25, dup: r() * 0.1, minDelay: 0.05, maxDelay: 0.5 + r() * 3 }
   const sim = new Sim(seed, faults)
   const n = 4 + Math.floor(r() * 3)
-  const originals = startGroup(sim, n, 'safe')
+  const originals = sim.startGroup(n, { delivery: 'safe' })
   for (const m of originals) m.send(20 + Math.floor(r() * 40))
   const everyone = (): SimMember[] => [...sim.members.values()]
   const byNo = (no: unknown): SimMember | undefined => everyone().find((m) => m.engine.me === no)
   const pick = (): SimMember | undefined => {
-    const c = active(sim)
+    const c = sim.active()
     return c[Math.floor(r() * c.length)]
   }
   const events: string[] = []
@@ -230,7 +201,7 @@ function schedule(seed: number): string | undefined {
   // Never crash the last member that stays in the group: someone must survive to check against.
   const crash = (m: SimMember | undefined, why: string, rearm = true): void => {
     if (!m || !m.alive || m.error || m.engine.lifecycle === 'left') return
-    if (!active(sim).some((x) => x !== m && x.engine.lifecycle === 'joined')) return
+    if (!sim.active().some((x) => x !== m && x.engine.lifecycle === 'joined')) return
     sim.crash(m.id)
     events.push(`${why}: crash ${m.id} at ${sim.now.toFixed(1)}`)
     if (rearm) arm()
@@ -264,7 +235,7 @@ function schedule(seed: number): string | undefined {
     leaver = originals[Math.floor(r() * n)]!
     const l = leaver
     sim.at(sim.now + r() * 30, () => {
-      if (!l.alive || l.engine.lifecycle !== 'joined' || !active(sim).some((x) => x !== l && x.engine.lifecycle === 'joined')) return
+      if (!l.alive || l.engine.lifecycle !== 'joined' || !sim.active().some((x) => x !== l && x.engine.lifecycle === 'joined')) return
       l.toSend = 0
       l.engine.leave()
       events.push(`${l.id} leaves at ${sim.now.toFixed(1)}`)
@@ -282,7 +253,7 @@ function schedule(seed: number): string | undefined {
   const seq = originals.find((m) => m.engine.isSequencer)
   crash(r() < 0.5 ? seq : pick(), 'first')
   const ok = sim.runUntil(() => settled(sim), 60_000)
-  const problems = check(logs(sim), { uniform: true })
+  const problems = check(sim.logs(), { uniform: true })
   if (ok && problems.length === 0) return undefined
   return `seed ${seed} (${n} members, drop ${faults.drop.toFixed(2)}; ${events.join(', ')}): ` +
     `${ok ? '' : 'did not settle; '}${problems.slice(0, 3).join('; ')}`

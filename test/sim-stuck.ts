@@ -6,30 +6,12 @@
  */
 import t from 'tap'
 import { Sim, type Faults, type SimMember } from './fixtures/sim.js'
-import { check, type MemberLog } from './fixtures/checker.js'
+import { check } from './fixtures/checker.js'
 import { DEFAULT_DIRECTORY_OPTIONS } from '../directory/core.js'
 
 const LOSSY: Faults = { drop: 0.2, dup: 0.1, minDelay: 0.05, maxDelay: 3 }
 /** The progress bound: twice the directory's timeoutMs (PROTOCOL.md §4.7). */
 const BOUND = 2 * DEFAULT_DIRECTORY_OPTIONS.timeoutMs
-
-function logs(sim: Sim): MemberLog[] {
-  return [...sim.members.values()].map((m) => ({
-    id: m.id, survivor: m.alive && !m.error && m.engine.lifecycle === 'joined', sent: m.sentCount,
-    entries: m.log.map((d) => d.type === 'message'
-      ? { type: 'message' as const, sender: d.sender, seq: d.seq, body: Buffer.from(d.data).toString() }
-      : { type: 'view' as const, viewId: d.viewId, members: d.members }),
-  }))
-}
-
-function startGroup(sim: Sim, n: number, opts = {}): SimMember[] {
-  const ms: SimMember[] = []
-  for (let i = 0; i < n; i++) {
-    ms.push(sim.join(`m${i + 1}`, opts))
-    sim.runUntil(() => ms.every((m) => m.engine.lifecycle === 'joined') && new Set(ms.map((m) => m.engine.view?.viewId)).size === 1, 5000)
-  }
-  return ms
-}
 
 /** Every member in `ms` is in one view, at one slot, and delivered all it sent. */
 function settled(ms: SimMember[]): boolean {
@@ -46,7 +28,7 @@ for (const [name, faults] of [['no loss', undefined], ['20 % loss', LOSSY]] as c
   for (const delivery of ['agreed', 'safe'] as const) {
     t.test(`a member that hears no multicast is repaired by unicast and keeps up (${name}, ${delivery})`, async (t) => {
       const sim = new Sim(101, faults)
-      const ms = startGroup(sim, 3, { delivery })
+      const ms = sim.startGroup(3, { delivery })
       const deaf = ms[2]!
       deaf.noMulticastIn = true
       for (const m of ms) m.send(4000) // 12 000 messages: far past every window
@@ -54,14 +36,14 @@ for (const [name, faults] of [['no loss', undefined], ['20 % loss', LOSSY]] as c
       t.equal(deaf.engine.stats.delivered, 12_000, 'the deaf member too')
       t.notOk(deaf.error, 'and stays a member')
       t.same(deaf.engine.view?.members, ['m1', 'm2', 'm3'])
-      t.same(check(logs(sim), { oneSeqPerMessage: true }), [], 'guarantees hold')
+      t.same(check(sim.logs(), { oneSeqPerMessage: true }), [], 'guarantees hold')
     })
   }
 }
 
 t.test('a member that receives nothing is excluded within the bound; the others go on', async (t) => {
   const sim = new Sim(102)
-  const ms = startGroup(sim, 3)
+  const ms = sim.startGroup(3)
   const dead = ms[2]!
   dead.noUdpIn = true
   const since = sim.now
@@ -74,22 +56,22 @@ t.test('a member that receives nothing is excluded within the bound; the others 
   t.ok(sim.runUntil(() => settled(rest), 60_000), 'the others deliver everything they sent')
   t.ok(rest.every((m) => m.engine.stats.delivered > 3 * 1024), 'past every window')
   t.same(rest[0]!.engine.view?.members, ['m1', 'm2'])
-  t.same(check(logs(sim)), [], 'guarantees hold')
+  t.same(check(sim.logs()), [], 'guarantees hold')
 })
 
 t.test('the sequencer hears no multicast: senders resend to it by unicast, nobody is excluded', async (t) => {
   const sim = new Sim(103, LOSSY)
-  const ms = startGroup(sim, 3)
+  const ms = sim.startGroup(3)
   ms[0]!.noMulticastIn = true
   for (const m of ms) m.send(3000)
   t.ok(sim.runUntil(() => settled(ms), 120_000), 'everyone delivers everything')
   t.ok(ms.every((m) => !m.error), 'nobody excluded')
-  t.same(check(logs(sim), { oneSeqPerMessage: true }), [])
+  t.same(check(sim.logs(), { oneSeqPerMessage: true }), [])
 })
 
 t.test('a sequencer that can send nothing excludes itself, not the group', async (t) => {
   const sim = new Sim(104)
-  const ms = startGroup(sim, 4)
+  const ms = sim.startGroup(4)
   const seq = ms[0]!
   t.ok(seq.engine.isSequencer)
   seq.noUdpOut = true
@@ -100,12 +82,12 @@ t.test('a sequencer that can send nothing excludes itself, not the group', async
   t.ok(rest.every((m) => !m.error), 'nobody else is excluded')
   t.ok(sim.runUntil(() => settled(rest), 60_000), 'the others deliver everything they sent')
   t.same(rest[0]!.engine.view?.members, ['m2', 'm3', 'm4'])
-  t.same(check(logs(sim)), [])
+  t.same(check(sim.logs()), [])
 })
 
 t.test('a sequencer that receives nothing excludes itself; the others go on', async (t) => {
   const sim = new Sim(107)
-  const ms = startGroup(sim, 4)
+  const ms = sim.startGroup(4)
   const seq = ms[0]!
   seq.noUdpIn = true // it hears neither DATA nor ACKs: nothing of the others' gets ordered
   for (const m of ms.slice(1)) m.send(2000)
@@ -114,12 +96,12 @@ t.test('a sequencer that receives nothing excludes itself; the others go on', as
   const rest = ms.slice(1)
   t.ok(rest.every((m) => !m.error), 'nobody else is excluded')
   t.ok(sim.runUntil(() => settled(rest), 60_000), 'the others deliver everything they sent')
-  t.same(check(logs(sim)), [])
+  t.same(check(sim.logs()), [])
 })
 
 t.test('the holder of a view change receives nothing: the next sequencer fetches from another source', async (t) => {
   const sim = new Sim(109)
-  const ms = startGroup(sim, 4)
+  const ms = sim.startGroup(4)
   const [m1, m2, m3, m4] = ms as [SimMember, SimMember, SimMember, SimMember]
   m2.noMulticastIn = true // it lags, kept up by unicast: it will have to fetch up to the cut
   for (const m of [m1, m4]) m.send(1000)
@@ -132,12 +114,12 @@ t.test('the holder of a view change receives nothing: the next sequencer fetches
   t.ok(expelled(m3), `with EEXPELLED (${m3.error?.message})`)
   t.ok([m2, m4].every((m) => !m.error), 'nobody else is excluded')
   t.ok(sim.runUntil(() => settled([m2, m4]), 60_000), 'the others settle')
-  t.same(check(logs(sim)), [])
+  t.same(check(sim.logs()), [])
 })
 
 t.test('the next sequencer receives nothing, so it cannot install the view: the directory removes it', async (t) => {
   const sim = new Sim(108)
-  const ms = startGroup(sim, 4)
+  const ms = sim.startGroup(4)
   const [m1, m2] = ms as [SimMember, SimMember]
   m2.noUdpIn = true
   for (const m of ms.slice(2)) m.send(300) // m2 misses these
@@ -149,23 +131,23 @@ t.test('the next sequencer receives nothing, so it cannot install the view: the 
   t.ok(sim.runUntil(() => m1.engine.lifecycle === 'left', 30_000), 'the leave completes')
   const rest = ms.slice(2)
   t.ok(sim.runUntil(() => settled(rest), 60_000), 'the others deliver everything they sent')
-  t.same(check(logs(sim)), [])
+  t.same(check(sim.logs()), [])
 })
 
 t.test('a majority that crashes silently is removed by the directory; the sequencer does not exclude itself', async (t) => {
   const sim = new Sim(105)
-  const ms = startGroup(sim, 4)
+  const ms = sim.startGroup(4)
   for (const m of ms) m.send(3000)
   sim.run(sim.now + 30)
   for (const m of ms.slice(1)) sim.crash(m.id, false) // no closed connection: only missed pings tell
   t.ok(sim.runUntil(() => ms[0]!.engine.view?.members.length === 1 && settled([ms[0]!]), 30_000), 'the sequencer goes on alone')
   t.notOk(ms[0]!.error, 'it is still a member')
-  t.same(check(logs(sim)), [])
+  t.same(check(sim.logs()), [])
 })
 
 t.test('a reader stopped for longer than the bound holds the group back but is not excluded', async (t) => {
   const sim = new Sim(106, LOSSY)
-  const ms = startGroup(sim, 3, { sendWindow: 64 })
+  const ms = sim.startGroup(3, { sendWindow: 64 })
   const slow = ms[2]!
   slow.consumerPaused = true
   for (const m of ms.slice(0, 2)) m.send(2000)
@@ -175,7 +157,7 @@ t.test('a reader stopped for longer than the bound holds the group back but is n
   slow.consumerPaused = false
   slow.engine.flush()
   t.ok(sim.runUntil(() => settled(ms), 120_000), 'all delivered once it reads again')
-  t.same(check(logs(sim), { oneSeqPerMessage: true }), [])
+  t.same(check(sim.logs(), { oneSeqPerMessage: true }), [])
 })
 
 /**
@@ -187,7 +169,7 @@ t.test('a reader stopped for longer than the bound holds the group back but is n
 for (const seed of [111, 112, 113, 114, 115, 116]) {
   t.test(`every multicast datagram lost: the group goes on by unicast, leaves complete, no message under two seqs (seed ${seed})`, async (t) => {
     const sim = new Sim(seed)
-    const ms = startGroup(sim, 3)
+    const ms = sim.startGroup(3)
     for (const m of ms) m.noMulticastIn = true
     for (const m of ms) {
       m.send(500)
@@ -202,7 +184,7 @@ for (const seed of [111, 112, 113, 114, 115, 116]) {
     }
     t.ok(sim.runUntil(() => ms.every((m) => !m.alive || m.engine.lifecycle === 'left' || m.error), 60_000), 'every member is done')
     t.same(ms.map((m) => m.engine.lifecycle), ['left', 'left', 'left'], 'each leave completed')
-    const problems = check(logs(sim).map((l) => ({ ...l, survivor: false })), { oneSeqPerMessage: true })
+    const problems = check(sim.logs().map((l) => ({ ...l, survivor: false })), { oneSeqPerMessage: true })
     t.same(problems, [], 'no message under two seqs, none lost to a member that stayed')
     // The last to leave delivered every message of the group.
     const last = ms.reduce((a, b) => (b.engine.stats.delivered > a.engine.stats.delivered ? b : a))
@@ -223,7 +205,7 @@ function deafSchedule(seed: number): string | undefined {
   const sim = new Sim(seed, faults)
   const n = 4 + Math.floor(r() * 3)
   const delivery = r() < 0.3 ? 'safe' : 'agreed'
-  const originals = startGroup(sim, n, { delivery })
+  const originals = sim.startGroup(n, { delivery })
   for (const m of originals) m.send(400)
   const events: string[] = []
   const pick = (): SimMember | undefined => {
@@ -264,7 +246,7 @@ function deafSchedule(seed: number): string | undefined {
     if (m.noUdpIn && m.alive && !expelled(m)) problems.push(`${m.id} receives nothing but was not excluded`)
     if (!m.noUdpIn && lagged) problems.push(`${m.id} was excluded: ${m.error?.message}`)
   }
-  problems.push(...check(logs(sim).map((l) => ({ ...l, survivor: active().some((m) => m.id === l.id) }))))
+  problems.push(...check(sim.logs().map((l) => ({ ...l, survivor: active().some((m) => m.id === l.id) }))))
   if (ok && problems.length === 0) return undefined
   return `seed ${seed} (${n} members, ${delivery}, drop ${faults.drop.toFixed(2)}; ${events.join(', ')}): ${ok ? '' : 'did not settle; '}${problems.slice(0, 2).join('; ')}`
 }

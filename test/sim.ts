@@ -4,59 +4,27 @@
  */
 import t from 'tap'
 import { Sim, type Faults, type SimMember } from './fixtures/sim.js'
-import { check, type LogEntry, type MemberLog } from './fixtures/checker.js'
+import { check } from './fixtures/checker.js'
 
 const LOSSY: Faults = { drop: 0.2, dup: 0.1, minDelay: 0.05, maxDelay: 3 }
 
-function entries(m: SimMember): LogEntry[] {
-  return m.log.map((d) =>
-    d.type === 'message'
-      ? { type: 'message', sender: d.sender, seq: d.seq, body: Buffer.from(d.data).toString() }
-      : { type: 'view', viewId: d.viewId, members: d.members, seq: d.seq },
-  )
-}
-
-function logs(sim: Sim): MemberLog[] {
-  return [...sim.members.values()].map((m) => ({ id: m.id, survivor: m.alive && !m.error, entries: entries(m), sent: m.sentCount }))
-}
-
-function settled(sim: Sim): boolean {
-  const alive = sim.alive()
-  if (alive.some((m) => m.toSend > 0 || m.engine.lifecycle !== 'joined' || m.engine.viewState !== 'active')) return false
-  const views = alive.map((m) => m.engine.view?.viewId)
-  if (!views.every((v) => v === views[0])) return false
-  // Everyone is at the same slot, and every surviving sender has delivered all of its own messages.
-  const at = alive.map((m) => m.engine.delivered)
-  if (!at.every((x) => x === at[0])) return false
-  return alive.every((m) => m.log.filter((d) => d.type === 'message' && d.sender === m.id).length >= m.sentCount)
-}
-
-function startGroup(sim: Sim, n: number, opts = {}): SimMember[] {
-  const ms: SimMember[] = []
-  for (let i = 0; i < n; i++) {
-    ms.push(sim.join(`m${i + 1}`, opts))
-    sim.runUntil(() => ms.every((m) => m.engine.lifecycle === 'joined') && new Set(ms.map((m) => m.engine.view?.viewId)).size === 1, 5000)
-  }
-  return ms
-}
-
 t.test('no faults: 3 members, concurrent senders, identical streams', async (t) => {
   const sim = new Sim(1)
-  const ms = startGroup(sim, 3)
+  const ms = sim.startGroup(3)
   t.ok(ms.every((m) => m.engine.lifecycle === 'joined'), 'all joined')
   for (const m of ms) m.send(200)
-  t.ok(sim.runUntil(() => settled(sim), 10_000), 'settles')
-  t.same(check(logs(sim)), [])
+  t.ok(sim.runUntil(() => sim.settled(), 10_000), 'settles')
+  t.same(check(sim.logs()), [])
   t.equal(ms[0]!.engine.stats.delivered, 600)
 })
 
 for (const seed of [11, 12, 13, 14, 15, 16]) {
   t.test(`20% loss, 10% duplication, reordering: 4 members (seed ${seed})`, async (t) => {
     const sim = new Sim(seed, LOSSY)
-    const ms = startGroup(sim, 4)
+    const ms = sim.startGroup(4)
     for (const m of ms) m.send(300)
-    t.ok(sim.runUntil(() => settled(sim), 60_000), 'settles')
-    t.same(check(logs(sim)), [], 'guarantees hold')
+    t.ok(sim.runUntil(() => sim.settled(), 60_000), 'settles')
+    t.same(check(sim.logs()), [], 'guarantees hold')
     t.ok(ms.some((m) => m.engine.stats.nacksSent > 0), 'repair was exercised')
   })
 }
@@ -64,12 +32,12 @@ for (const seed of [11, 12, 13, 14, 15, 16]) {
 for (const seed of [21, 22, 23, 24]) {
   t.test(`a member crashes mid-stream under loss (seed ${seed})`, async (t) => {
     const sim = new Sim(seed, LOSSY)
-    const ms = startGroup(sim, 4)
+    const ms = sim.startGroup(4)
     for (const m of ms) m.send(400)
     sim.run(sim.now + 30 + (seed % 5) * 7)
     sim.crash('m3')
-    t.ok(sim.runUntil(() => settled(sim), 60_000), 'settles')
-    t.same(check(logs(sim)), [], 'guarantees hold')
+    t.ok(sim.runUntil(() => sim.settled(), 60_000), 'settles')
+    t.same(check(sim.logs()), [], 'guarantees hold')
     t.notOk(ms[0]!.engine.view!.members.includes('m3'), 'crashed member left the view')
   })
 }
@@ -77,13 +45,13 @@ for (const seed of [21, 22, 23, 24]) {
 for (const seed of [31, 32, 33, 34, 35, 36]) {
   t.test(`the sequencer crashes mid-stream under loss (seed ${seed})`, async (t) => {
     const sim = new Sim(seed, LOSSY)
-    const ms = startGroup(sim, 5)
+    const ms = sim.startGroup(5)
     for (const m of ms) m.send(300)
     sim.run(sim.now + 20 + (seed % 7) * 9)
     t.ok(ms[0]!.engine.isSequencer, 'm1 is the sequencer')
     sim.crash('m1')
-    t.ok(sim.runUntil(() => settled(sim), 60_000), 'settles')
-    t.same(check(logs(sim)), [], 'guarantees hold')
+    t.ok(sim.runUntil(() => sim.settled(), 60_000), 'settles')
+    t.same(check(sim.logs()), [], 'guarantees hold')
     t.equal(ms[1]!.engine.view!.sequencer, 'm2', 'the next oldest member orders')
   })
 }
@@ -93,7 +61,7 @@ t.test('an application that overwrites delivered data cannot corrupt what others
   // members hold: if a delivery shared memory with that, other members would get the scribble and the checker
   // would see messages nobody sent.
   const sim = new Sim(41, LOSSY)
-  const ms = startGroup(sim, 4)
+  const ms = sim.startGroup(4)
   for (const m of ms) {
     const push = m.log.push.bind(m.log)
     m.log.push = (...ds) => {
@@ -108,33 +76,33 @@ t.test('an application that overwrites delivered data cannot corrupt what others
     }
   }
   for (const m of ms) m.send(300)
-  t.ok(sim.runUntil(() => settled(sim), 60_000), 'settles')
-  t.same(check(logs(sim)), [], 'guarantees hold')
+  t.ok(sim.runUntil(() => sim.settled(), 60_000), 'settles')
+  t.same(check(sim.logs()), [], 'guarantees hold')
   t.ok(ms.reduce((a, m) => a + m.engine.stats.retransmitted, 0) > 0, 'repairs were served')
 })
 
 t.test('a member joins mid-stream and delivers from its view on', async (t) => {
   const sim = new Sim(41, LOSSY)
-  const ms = startGroup(sim, 3)
+  const ms = sim.startGroup(3)
   for (const m of ms) m.send(300)
   sim.run(sim.now + 40)
   const late = sim.join('late')
   late.send(50)
-  t.ok(sim.runUntil(() => settled(sim), 60_000), 'settles')
-  t.same(check(logs(sim)), [])
+  t.ok(sim.runUntil(() => sim.settled(), 60_000), 'settles')
+  t.same(check(sim.logs()), [])
   t.equal(late.log[0]!.type, 'view', 'first delivery is the joining view')
 })
 
 t.test('a member leaves gracefully; its messages are all delivered', async (t) => {
   const sim = new Sim(51, LOSSY)
-  const ms = startGroup(sim, 3)
+  const ms = sim.startGroup(3)
   for (const m of ms) m.send(200)
   sim.runUntil(() => ms[2]!.toSend === 0, 10_000)
   ms[2]!.engine.leave()
   t.ok(sim.runUntil(() => ms[2]!.engine.lifecycle === 'left', 10_000), 'leave completes')
   ms[2]!.alive = false
-  t.ok(sim.runUntil(() => settled(sim), 60_000), 'settles')
-  const ls = logs(sim).map((l) => (l.id === 'm3' ? { ...l, survivor: false } : l))
+  t.ok(sim.runUntil(() => sim.settled(), 60_000), 'settles')
+  const ls = sim.logs().map((l) => (l.id === 'm3' ? { ...l, survivor: false } : l))
   t.same(check(ls), [])
   const got = ms[0]!.messages().filter((b) => b.startsWith('m3:'))
   t.equal(got.length, 200, 'every message of the leaver delivered')
@@ -142,7 +110,7 @@ t.test('a member leaves gracefully; its messages are all delivered', async (t) =
 
 t.test('large messages are fragmented and delivered whole, in total order, under loss', async (t) => {
   const sim = new Sim(61, LOSSY)
-  const ms = startGroup(sim, 3, { maxDatagram: 1200 })
+  const ms = sim.startGroup(3, { maxDatagram: 1200 })
   const big = (id: string, k: number): Buffer => Buffer.alloc(50_000 + k * 1000, `${id}${k}`)
   for (const m of ms) for (let k = 1; k <= 5; k++) t.ok(m.engine.submit(big(m.id, k)) || true)
   t.ok(sim.runUntil(() => ms.every((m) => m.engine.stats.delivered === 15) && new Set(ms.map((m) => m.engine.delivered)).size === 1, 60_000), 'all delivered')
@@ -159,7 +127,7 @@ t.test('large messages are fragmented and delivered whole, in total order, under
 t.test('a message larger than the byte window goes out as stability allows, from the sequencer too', async (t) => {
   const sim = new Sim(67, LOSSY)
   const window = 64 * 1024
-  const ms = startGroup(sim, 3, { maxDatagram: 1200, sendWindowBytes: window })
+  const ms = sim.startGroup(3, { maxDatagram: 1200, sendWindowBytes: window })
   const big = (id: string, k: number): Buffer => Buffer.alloc(300_000 + k, `${id}${k}`)
   let queued = 0
   const offer = (m: SimMember, k: number): void => {
@@ -184,7 +152,7 @@ t.test('a message larger than the byte window goes out as stability allows, from
 
 t.test('safe delivery: a message is delivered only once every member has it', async (t) => {
   const sim = new Sim(71, LOSSY)
-  const ms = startGroup(sim, 3, { delivery: 'safe' })
+  const ms = sim.startGroup(3, { delivery: 'safe' })
   let violations = 0
   for (const m of ms) {
     const inner = m.log.push.bind(m.log)
@@ -195,14 +163,14 @@ t.test('safe delivery: a message is delivered only once every member has it', as
     }
   }
   for (const m of ms) m.send(200)
-  t.ok(sim.runUntil(() => settled(sim), 60_000), 'settles')
-  t.same(check(logs(sim)), [])
+  t.ok(sim.runUntil(() => sim.settled(), 60_000), 'settles')
+  t.same(check(sim.logs()), [])
   t.equal(violations, 0, 'no message delivered before all members held it')
 })
 
 t.test('agreed delivery does deliver before every member has the message (the safe test can fail)', async (t) => {
   const sim = new Sim(71, LOSSY)
-  const ms = startGroup(sim, 3)
+  const ms = sim.startGroup(3)
   let early = 0
   for (const m of ms) {
     const inner = m.log.push.bind(m.log)
@@ -212,17 +180,17 @@ t.test('agreed delivery does deliver before every member has the message (the sa
     }
   }
   for (const m of ms) m.send(200)
-  t.ok(sim.runUntil(() => settled(sim), 60_000), 'settles')
+  t.ok(sim.runUntil(() => sim.settled(), 60_000), 'settles')
   t.ok(early > 0, `${early} deliveries ran ahead of some member`)
 })
 
 t.test('flow control bounds memory: a slow member holds everyone back, nobody buffers without limit', async (t) => {
   const sim = new Sim(81, { drop: 0.3, dup: 0, minDelay: 0.05, maxDelay: 2 })
-  const ms = startGroup(sim, 3, { sendWindow: 64 })
+  const ms = sim.startGroup(3, { sendWindow: 64 })
   for (const m of ms) m.send(3000)
   let peak = 0
   const n = ms.length
-  while (!settled(sim) && sim.now < 120_000) {
+  while (!sim.settled() && sim.now < 120_000) {
     sim.run(sim.now + 5)
     for (const m of ms) {
       let held = 0
@@ -230,15 +198,15 @@ t.test('flow control bounds memory: a slow member holds everyone back, nobody bu
       peak = Math.max(peak, held)
     }
   }
-  t.ok(settled(sim), 'settles')
-  t.same(check(logs(sim)), [])
+  t.ok(sim.settled(), 'settles')
+  t.same(check(sim.logs()), [])
   t.ok(peak <= n * 64 * 2, `peak messages held by a member (${peak}) stays within the windows`)
 })
 
 for (const delivery of ['agreed', 'safe'] as const) {
   t.test(`a consumer that stops reading holds the group back instead of buffering without bound (${delivery})`, async (t) => {
     const sim = new Sim(83, LOSSY)
-    const ms = startGroup(sim, 3, { sendWindow: 64, delivery })
+    const ms = sim.startGroup(3, { sendWindow: 64, delivery })
     const slow = ms[2]!
     sim.run(sim.now + 50)
     slow.consumerPaused = true
@@ -253,14 +221,14 @@ for (const delivery of ['agreed', 'safe'] as const) {
     slow.consumerPaused = false
     slow.engine.flush()
     t.ok(sim.runUntil(() => ms.every((m) => m.messages().length === 10_000), 300_000), 'all delivered once it reads again')
-    t.same(check(logs(sim)), [])
+    t.same(check(sim.logs()), [])
   })
 }
 
 for (const seed of [91, 92, 93, 94]) {
   t.test(`a failure during a flush: the sequencer crashes, then another member while the directory flushes (seed ${seed})`, async (t) => {
     const sim = new Sim(seed, LOSSY)
-    const ms = startGroup(sim, 5)
+    const ms = sim.startGroup(5)
     for (const m of ms) m.send(300)
     sim.run(sim.now + 25)
     sim.crash('m1')
@@ -268,8 +236,8 @@ for (const seed of [91, 92, 93, 94]) {
     while (sim.dir.status()[0]?.state !== 'flushing' && sim.now < until) sim.run(sim.now + 0.1)
     t.equal(sim.dir.status()[0]?.state, 'flushing', 'a flush is under way')
     sim.crash(seed % 2 === 0 ? 'm2' : 'm4') // the next sequencer, or a plain member
-    t.ok(sim.runUntil(() => settled(sim), 60_000), 'settles')
-    t.same(check(logs(sim)), [], 'guarantees hold')
+    t.ok(sim.runUntil(() => sim.settled(), 60_000), 'settles')
+    t.same(check(sim.logs()), [], 'guarantees hold')
     t.equal(ms[2]!.engine.view!.members.length, 3)
   })
 }
