@@ -57,7 +57,10 @@ export class DirectoryServer {
       this.server.once('error', onError)
       this.server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
         this.server.off('error', onError)
-        this.ticker = setInterval(() => this.core.tick(), TICK_MS)
+        this.server.on('error', (err) => log('listening socket: %s', err.message))
+        // The tick runs after this turn's I/O (setImmediate): when the directory itself was stalled, the pings
+        // that arrived meanwhile are read before anyone is judged silent.
+        this.ticker = setInterval(() => setImmediate(() => this.core.tick()), TICK_MS)
         this.ticker.unref()
         const a = this.server.address() as net.AddressInfo
         resolve({ host: a.address, port: a.port })

@@ -315,3 +315,27 @@ t.test('simulated: 1 000 members join at once under 2% loss, all install the vie
   }))
   t.same(check(logs), [], 'every guarantee holds')
 })
+
+t.test('a directory that was stalled reads what its members sent meanwhile before it judges them silent', async (t) => {
+  // A thousand members' commits can keep a directory's event loop (or its CPU) busy for a while; the pings that
+  // arrived meanwhile wait in its sockets. Judging silence before reading them expelled innocent members.
+  const server = new DirectoryServer({ port: 0, heartbeatMs: 100, timeoutMs: 300 })
+  const { port } = await server.listen()
+  t.teardown(() => server.close())
+  const s = net.connect(port, '127.0.0.1')
+  const dec = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
+  const frames: Frame[] = []
+  s.on('data', (b) => frames.push(...dec.push(b)))
+  s.write(encodeFrame({ t: 'join', proto: 1, group: 'g', member: 'a', addr: '127.0.0.1:9' }))
+  const ping = setInterval(() => s.write(encodeFrame({ t: 'ping' })), 50)
+  t.teardown(() => clearInterval(ping))
+  t.ok(await until(() => frames.some((f) => f.t === 'commit'), 2000), 'joined')
+  await new Promise((r) => setTimeout(r, 200))
+  s.write(encodeFrame({ t: 'ping' }))
+  const end = performance.now() + 500 // the directory (this process) is stalled for longer than timeoutMs
+  while (performance.now() < end);
+  await new Promise((r) => setTimeout(r, 300))
+  t.same(frames.filter((f) => f.t === 'expelled'), [], 'not expelled')
+  t.notOk(s.destroyed || s.readableEnded, 'still connected')
+  s.destroy()
+})
