@@ -56,8 +56,6 @@ interface Member {
   conn: ConnId | null
   dead: boolean
   leaving: boolean
-  /** The view id of the last commit sent to it: a later commit may then be sent as a delta from that one. */
-  seenView?: number
 }
 
 type MemberEntry = { no: number; id: string; addr: string }
@@ -94,6 +92,8 @@ interface Group {
 
 interface Conn {
   lastSeen: number
+  /** The view id of the last commit sent on this connection: the next may be sent as a delta from it. */
+  seenView?: number
   group?: string
   member?: Member
 }
@@ -491,10 +491,11 @@ export class DirectoryCore {
     let delta: Frame | null = null
     const to = new Set<Member>([...members, ...excluded, ...g.leavers.map((l) => l.m)])
     for (const m of to) {
-      if (m.conn === null) continue
-      if (base && m.seenView === base.viewId) this.hooks.send(m.conn, (delta ??= { ...common, ...commitDelta(base, list) }))
-      else this.hooks.send(m.conn, full)
-      m.seenView = viewId
+      const c = m.conn === null ? undefined : this.conns.get(m.conn)
+      if (!c) continue
+      if (base && c.seenView === base.viewId) this.hooks.send(m.conn!, (delta ??= { ...common, ...commitDelta(base, list) }))
+      else this.hooks.send(m.conn!, full)
+      c.seenView = viewId
     }
     g.committed = { viewId, members: new Map(list.map((e) => [e.no, e])) }
     for (const m of excluded) g.leavers.push({ m, viewId })

@@ -339,3 +339,39 @@ t.test('a directory that was stalled reads what its members sent meanwhile befor
   t.notOk(s.destroyed || s.readableEnded, 'still connected')
   s.destroy()
 })
+
+t.test('a member that got the previous commit gets only what changed; a joiner gets the whole list', async (t) => {
+  const out: Array<{ conn: number; f: Frame }> = []
+  const core = new DirectoryCore(DEFAULT_DIRECTORY_OPTIONS, { now: () => 0, send: (conn, f) => out.push({ conn, f }), close: () => {} })
+  const join = (conn: number): void => {
+    core.opened(conn)
+    core.frame(conn, { t: 'join', proto: 1, group: 'g', member: id64(conn), addr: `127.0.0.1:${9000 + conn}` })
+  }
+  const answer = (conns: number[]): void => {
+    const p = out.filter((o) => o.f.t === 'prepare').at(-1)!.f
+    for (const c of conns) core.frame(c, { t: 'prepared', group: 'g', viewId: p.viewId, have: 5, low: 0 })
+  }
+  const commits = (conn: number): Frame[] => out.filter((o) => o.conn === conn && o.f.t === 'commit').map((o) => o.f)
+  join(1)
+  for (let c = 2; c <= 50; c++) join(c)
+  answer([1])
+  t.match(commits(1), [{ viewId: 1, members: [{ no: 1 }] }, { viewId: 2, base: 1, removed: [] }], 'the first member: the view of 1 whole, then a delta')
+  t.equal((commits(1)[1]!.added as unknown[]).length, 49)
+  t.equal((commits(2)[0]!.members as unknown[]).length, 50, 'a joiner gets the view of 50 whole')
+  out.length = 0
+  join(51)
+  answer(Array.from({ length: 50 }, (_, i) => i + 1))
+  const delta = commits(1)[0]!
+  t.notOk('members' in delta, 'an old member gets a delta')
+  t.match(delta, { base: 2, added: [{ no: 51, id: id64(51) }], removed: [] })
+  t.ok(encodeFrame(delta, MAX_FRAME_FROM_DIRECTORY).length < 300, `of ${encodeFrame(delta, MAX_FRAME_FROM_DIRECTORY).length} bytes`)
+  t.equal((commits(51)[0]!.members as unknown[]).length, 51, 'the joiner gets the whole list')
+  const reader = new DirectoryReader()
+  reader.read({ ...commits(51)[0]!, viewId: 2, members: (commits(51)[0]!.members as Array<{ no: number }>).filter((m) => m.no !== 51) })
+  t.same(reader.read(delta).members, commits(51)[0]!.members, 'the delta applied to view 2 is view 3')
+  t.throws(() => new DirectoryReader().read(delta), { code: ErrorCodes.FRAME }, 'a delta without its base is refused')
+  out.length = 0
+  core.closed(7)
+  answer(Array.from({ length: 51 }, (_, i) => i + 1).filter((c) => c !== 7))
+  t.match(commits(1)[0], { removed: [7], added: [] }, 'a failure: one number removed')
+})
