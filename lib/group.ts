@@ -72,6 +72,11 @@ export class Group extends EventEmitter<GroupEvents> {
   private pinger: NodeJS.Timeout | null = null
   private flushQueued = false
   private readonly reader = new DirectoryReader()
+  /** Datagrams that could not be sent (stats().sendErrors). */
+  private sendErrors = 0
+  /** The last unicast address parsed: ACKs and resends go to the same sequencer again and again. */
+  private lastTo = ''
+  private lastTarget: { host: string; port: number } | null = null
   private readonly queue: Delivery[] = []
   /** Bytes held by `queue` (data plus a fixed overhead per delivery), bounded by maxQueuedBytes. */
   private queuedBytes = 0
@@ -185,11 +190,6 @@ export class Group extends EventEmitter<GroupEvents> {
   private lease = Infinity
   private leaseUntil = Infinity
   private readonly pingsSent: number[] = []
-
-  private sendErrors = 0
-  /** The last unicast address parsed: ACKs and resends go to the same sequencer again and again. */
-  private lastTo = ''
-  private lastTarget: { host: string; port: number } | null = null
 
   /**
    * Never throws: a peer address from a view that is not a unicast "ip:port" (dgram would throw for a port
