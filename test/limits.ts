@@ -82,17 +82,15 @@ t.test('over TCP, a refused request gets an error frame naming EBAD_REQUEST befo
   t.same(await queryStatus(`127.0.0.1:${port}`), [], 'nobody joined')
 })
 
-/** A directory that answers a join with a welcome and the commit `commit(addr)` makes of the joiner's address. */
-async function fakeDirectory(t: Test, no: number, commit: (addr: string) => Frame): Promise<string> {
+/** A directory that answers a join with the frames `answer` makes of the joiner's address, and pings with pongs. */
+async function fakeDirectory(t: Test, answer: (addr: string) => Frame[]): Promise<string> {
   const server = net.createServer((sock) => {
     const dec = new FrameDecoder()
     sock.on('error', () => {})
     sock.on('data', (b) => {
       for (const f of dec.push(b)) {
-        if (f.t === 'join') {
-          sock.write(encodeFrame({ t: 'welcome', no, heartbeatMs: 500, timeoutMs: 2000 }))
-          sock.write(encodeFrame(commit(f.addr as string)))
-        } else if (f.t === 'ping') sock.write(encodeFrame({ t: 'pong' }))
+        if (f.t === 'join') for (const a of answer(f.addr as string)) sock.write(encodeFrame(a, MAX_FRAME_FROM_DIRECTORY))
+        else if (f.t === 'ping') sock.write(encodeFrame({ t: 'pong' }))
       }
     })
   })
@@ -101,6 +99,11 @@ async function fakeDirectory(t: Test, no: number, commit: (addr: string) => Fram
   return `127.0.0.1:${(server.address() as net.AddressInfo).port}`
 }
 
+/** Welcomes the joiner as member `no` and commits the view `commit` makes of its address. */
+const welcomed = (no: number, commit: (addr: string) => Frame) => (addr: string): Frame[] => [
+  { t: 'welcome', no, heartbeatMs: 500, timeoutMs: 2000 }, commit(addr),
+]
+
 const commitFrame = (members: Array<{ no: number; id: string; addr: string }>, mcast = '239.255.77.1:46177'): Frame => ({
   t: 'commit', group: 'g', viewId: 1, members, sequencer: members[0]!.no, cut: 0, start: 1, holder: 0, sources: [], mcast,
 })
@@ -108,7 +111,7 @@ const commitFrame = (members: Array<{ no: number; id: string; addr: string }>, m
 t.test('a peer with a bad address is a counted send error, never an exception', async (t) => {
   // The sequencer's address has port 99999: every ACK and resend to it fails. dgram throws ERR_SOCKET_BAD_PORT
   // synchronously for such a port — from the member's timer, which used to kill the process.
-  const directory = await fakeDirectory(t, 2, (addr) => commitFrame([{ no: 1, id: 'ghost', addr: '127.0.0.1:99999' }, { no: 2, id: 'a', addr }]))
+  const directory = await fakeDirectory(t, welcomed(2, (addr) => commitFrame([{ no: 1, id: 'ghost', addr: '127.0.0.1:99999' }, { no: 2, id: 'a', addr }])))
   const a = await grp_join('g', 'a', { directory, iface: '127.0.0.1', heartbeatMs: 20, resendMs: 20 })
   t.teardown(() => a.close())
   await grp_send(a, 'hello')
@@ -119,7 +122,7 @@ t.test('a peer with a bad address is a counted send error, never an exception', 
 })
 
 t.test('every shape of bad address, straight at the send path of a member alone in its view', async (t) => {
-  const directory = await fakeDirectory(t, 1, (addr) => commitFrame([{ no: 1, id: 'a', addr }]))
+  const directory = await fakeDirectory(t, welcomed(1, (addr) => commitFrame([{ no: 1, id: 'a', addr }])))
   const a = await grp_join('g', 'a', { directory, iface: '127.0.0.1' })
   t.teardown(() => a.close())
   const send = (a as unknown as { sendDatagram(b: Buffer, to: string | null): void }).sendDatagram.bind(a)
@@ -139,7 +142,7 @@ t.test('a commit the member cannot use fails that member with EFRAME; the proces
     ['a view id that is not a number', (addr) => ({ ...commitFrame([{ no: 1, id: 'a', addr }]), viewId: 'x' })],
   ]
   for (const [what, commit] of cases) {
-    const directory = await fakeDirectory(t, 1, commit)
+    const directory = await fakeDirectory(t, welcomed(1, commit))
     await t.rejects(grp_join('g', 'a', { directory, iface: '127.0.0.1', joinTimeoutMs: 3000 }), { code: ErrorCodes.FRAME }, what)
   }
 })
@@ -374,4 +377,9 @@ t.test('a member that got the previous commit gets only what changed; a joiner g
   core.closed(7)
   answer(Array.from({ length: 51 }, (_, i) => i + 1).filter((c) => c !== 7))
   t.match(commits(1)[0], { removed: [7], added: [] }, 'a failure: one number removed')
+})
+
+t.test('grp_join rejects with the directory\'s EGROUP_FULL', async (t) => {
+  const directory = await fakeDirectory(t, () => [{ t: 'error', code: ErrorCodes.GROUP_FULL, message: 'group g has 1024 members, the most a group may have' }])
+  await t.rejects(grp_join('g', 'late', { directory, iface: '127.0.0.1' }), { code: ErrorCodes.GROUP_FULL, name: 'GroupFullError' })
 })
