@@ -383,3 +383,32 @@ t.test('grp_join rejects with the directory\'s EGROUP_FULL', async (t) => {
   const directory = await fakeDirectory(t, () => [{ t: 'error', code: ErrorCodes.GROUP_FULL, message: 'group g has 1024 members, the most a group may have' }])
   await t.rejects(grp_join('g', 'late', { directory, iface: '127.0.0.1' }), { code: ErrorCodes.GROUP_FULL, name: 'GroupFullError' })
 })
+
+t.test('a member whose event loop is busy with frames pings when a ping is due, not when its timer gets a turn', async (t) => {
+  // A thousand members in one process taking a commit keep its event loop in I/O for a second or more; timers wait.
+  let sock: net.Socket | null = null
+  let pings = 0
+  const server = net.createServer((s) => {
+    sock = s
+    const dec = new FrameDecoder()
+    s.on('error', () => {})
+    s.on('data', (b) => {
+      for (const f of dec.push(b)) {
+        if (f.t === 'ping') pings++
+        if (f.t !== 'join') continue
+        // Pings every minute by the timer: any ping within this test comes from the frame path.
+        s.write(encodeFrame({ t: 'welcome', no: 1, heartbeatMs: 60_000, timeoutMs: 120_000 }))
+        s.write(encodeFrame(commitFrame([{ no: 1, id: 'a', addr: f.addr as string }]), MAX_FRAME_FROM_DIRECTORY))
+      }
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())))
+  const a = await grp_join('g', 'a', { directory: `127.0.0.1:${(server.address() as net.AddressInfo).port}`, iface: '127.0.0.1' })
+  t.teardown(() => a.close())
+  await new Promise((r) => setTimeout(r, 50))
+  const before = pings
+  ;(a as unknown as { lastPingAt: number }).lastPingAt = performance.now() - 60_000 // as if the loop was busy for a minute
+  sock!.write(encodeFrame({ t: 'pong' }))
+  t.ok(await until(() => pings > before, 2000), 'a frame from the directory with a ping due sends it')
+})
