@@ -157,7 +157,7 @@ export class Group extends EventEmitter<GroupEvents> {
         this.uni.setMulticastTTL(this.opts.ttl)
         this.uni.setMulticastLoopback(true)
         tuneBuffers(this.uni)
-        this.uni.on('message', (buf) => this.engine.datagram(buf))
+        this.uni.on('message', (buf) => this.onDatagram(buf))
         resolve()
       })
     })
@@ -172,7 +172,7 @@ export class Group extends EventEmitter<GroupEvents> {
     const { host, port } = target
     const s = dgram.createSocket({ type: 'udp4', reuseAddr: true })
     s.on('error', (err) => log('%s: multicast socket error %s', this.memberId, err.message))
-    s.on('message', (buf) => this.engine.datagram(buf))
+    s.on('message', (buf) => this.onDatagram(buf))
     s.bind(port, host, () => {
       try {
         s.addMembership(host, this.opts.iface)
@@ -299,6 +299,11 @@ export class Group extends EventEmitter<GroupEvents> {
     this.engine.directory(f)
   }
 
+  private onDatagram(buf: Buffer): void {
+    this.engine.datagram(buf)
+    this.pingIfDue() // a burst of datagrams keeps timers waiting too
+  }
+
   private ping(): void {
     this.lastPingAt = performance.now()
     this.pingsSent.push(this.lastPingAt)
@@ -307,8 +312,8 @@ export class Group extends EventEmitter<GroupEvents> {
 
   /**
    * A ping that is due goes out now, not when its timer gets a turn: when a thousand members of one process take a
-   * commit, the frames alone keep the event loop busy for a second or more, timers wait, and the directory would
-   * count that as silence.
+   * commit (or a burst of datagrams), that I/O alone keeps the event loop busy for a second or more, timers wait, and
+   * the directory would count that as silence.
    */
   private pingIfDue(): void {
     if (this.pinger && !this.closed && performance.now() - this.lastPingAt >= this.heartbeatMs) this.ping()

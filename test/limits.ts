@@ -3,6 +3,7 @@
  * groups larger than the directory's frames can describe, addresses that do not parse.
  */
 import t, { type Test } from 'tap'
+import dgram from 'node:dgram'
 import net from 'node:net'
 import { rng, Sim } from './fixtures/sim.js'
 import { check } from './fixtures/checker.js'
@@ -411,4 +412,11 @@ t.test('a member whose event loop is busy with frames pings when a ping is due, 
   ;(a as unknown as { lastPingAt: number }).lastPingAt = performance.now() - 60_000 // as if the loop was busy for a minute
   sock!.write(encodeFrame({ t: 'pong' }))
   t.ok(await until(() => pings > before, 2000), 'a frame from the directory with a ping due sends it')
+  const again = pings
+  ;(a as unknown as { lastPingAt: number }).lastPingAt = performance.now() - 60_000
+  const udp = dgram.createSocket('udp4')
+  const port = (a as unknown as { uni: dgram.Socket }).uni.address().port
+  await new Promise<void>((r) => udp.send(Buffer.from('not a datagram of ours'), port, '127.0.0.1', () => r()))
+  udp.close()
+  t.ok(await until(() => pings > again, 2000), 'so does a datagram')
 })
