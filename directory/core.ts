@@ -68,10 +68,7 @@ interface Member {
   conn: ConnId | null
   dead: boolean
   leaving: boolean
-  /**
-   * View id of the latest commit this member holds (after a directory restart: as its rejoin said); the next
-   * commit may be sent to it as a delta from that one.
-   */
+  /** View id of the latest commit this member holds (after a directory restart: as its rejoin said). */
   commitSeen: number
 }
 
@@ -119,6 +116,8 @@ interface Group {
 
 interface Conn {
   lastSeen: number
+  /** The view id of the last commit sent on this connection: the next may be sent as a delta from it. */
+  seenView?: number
   group?: string
   member?: Member
 }
@@ -194,7 +193,7 @@ function parseCommit(v: unknown): CommitFrame {
   if (!parseIncarnation(c.inc)) bad('has no valid incarnation')
   if (!parseMulticastAddr(c.mcast)) bad('has no valid multicast address')
   const members = c.members
-  if (!Array.isArray(members) || members.length === 0) return bad('has no members')
+  if (!Array.isArray(members) || members.length === 0 || members.length > MAX_GROUP_MEMBERS) return bad(`has no members, or more than ${MAX_GROUP_MEMBERS}`)
   const nos = new Set<number>()
   for (const m of members as Array<Record<string, unknown>>) {
     if (typeof m !== 'object' || m === null || !Number.isSafeInteger(m.no) || (m.no as number) < 1 || typeof m.id !== 'string' || !parseUnicastAddr(m.addr)) bad('has a bad member')
@@ -496,7 +495,6 @@ export class DirectoryCore {
     g.lastCut = commit.cut
     g.nextNo = Math.max(g.nextNo, commit.nextNo, ...members.map((m) => m.no + 1))
     g.lastCommit = commit
-    g.committed = undefined // the first commit after a rebuild goes out whole: deltas need a commit sent on this connection
     for (const m of attached.values()) {
       if (!members.some((x) => x.no === m.no) && m.conn !== null) this.expel(m.conn, `view ${g.viewId} excludes this member`)
     }
@@ -684,9 +682,11 @@ export class DirectoryCore {
     let delta: Frame | null = null
     const to = new Set<Member>([...members, ...excluded, ...g.leavers.map((l) => l.m)])
     for (const m of to) {
-      if (m.conn === null) continue
-      if (base && m.commitSeen === base.viewId) this.hooks.send(m.conn, (delta ??= { ...common, ...commitDelta(base, list) }))
-      else this.hooks.send(m.conn, full)
+      const c = m.conn === null ? undefined : this.conns.get(m.conn)
+      if (!c) continue
+      if (base && c.seenView === base.viewId) this.hooks.send(m.conn!, (delta ??= { ...common, ...commitDelta(base, list) }))
+      else this.hooks.send(m.conn!, full)
+      c.seenView = viewId
       m.commitSeen = viewId
     }
     g.committed = { viewId, members: new Map(list.map((e) => [e.no, e])) }

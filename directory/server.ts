@@ -13,7 +13,10 @@ const log = logger('dir')
 export const DEFAULT_DIRECTORY_PORT = 4720
 const TICK_MS = 100
 const CLOSE_GRACE_MS = 1000
-/** Connections waiting to be accepted: a thousand members starting at once must not wait for SYN retries (1 s, 3 s, 7 s…). The kernel caps it at net.core.somaxconn. */
+/**
+ * Connections waiting to be accepted: a thousand members starting at once must not wait for SYN retries (1 s, 3 s,
+ * 7 s…). The kernel caps it at net.core.somaxconn.
+ */
 const LISTEN_BACKLOG = 4096
 
 export interface DirectoryServerOptions extends Partial<DirectoryOptions> {
@@ -31,8 +34,7 @@ export class DirectoryServer {
   private ticker: NodeJS.Timeout | null = null
   /** Connections closed for a bad frame. */
   badFrames = 0
-  private lastFrame: Frame | null = null
-  private lastBytes: Buffer = Buffer.alloc(0)
+  private readonly encoded = new WeakMap<Frame, Buffer>()
 
   constructor(private readonly opts: DirectoryServerOptions = {}) {
     this.core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, ...stripUndefined(opts) }, {
@@ -57,7 +59,10 @@ export class DirectoryServer {
       this.server.once('error', onError)
       this.server.listen({ port, host, backlog: LISTEN_BACKLOG }, () => {
         this.server.off('error', onError)
-        this.ticker = setInterval(() => this.core.tick(), TICK_MS)
+        this.server.on('error', (err) => log('listening socket: %s', err.message))
+        // The tick runs after this turn's I/O (setImmediate): when the directory itself was stalled, the pings
+        // that arrived meanwhile are read before anyone is judged silent.
+        this.ticker = setInterval(() => setImmediate(() => this.core.tick()), TICK_MS)
         this.ticker.unref()
         const a = this.server.address() as net.AddressInfo
         resolve({ host: a.address, port: a.port })
@@ -122,21 +127,21 @@ export class DirectoryServer {
   private send(conn: ConnId, frame: Frame): void {
     const s = this.sockets.get(conn)
     if (!s || s.destroyed) return
-    // A commit goes to every member as the same object: encode it once, not once per member.
-    if (frame !== this.lastFrame) {
+    // A commit goes to every member as one of two objects (whole, delta): each is encoded once, not per member.
+    let bytes = this.encoded.get(frame)
+    if (!bytes) {
       try {
-        this.lastBytes = encodeFrame(frame, MAX_FRAME_FROM_DIRECTORY)
+        bytes = encodeFrame(frame, MAX_FRAME_FROM_DIRECTORY)
       } catch (err) {
         // Cannot happen within MAX_GROUP_MEMBERS (test/limits.ts encodes the largest frames); the member cannot
-        // follow the group without it.
+        // follow the group without it. Only that member's connection is closed.
         log('connection %d: cannot send %s: %s; closing it', conn, frame.t, (err as Error).message)
-        this.lastFrame = null
         s.destroy()
         return
       }
-      this.lastFrame = frame
+      this.encoded.set(frame, bytes)
     }
-    s.write(this.lastBytes)
+    s.write(bytes)
   }
 }
 

@@ -72,6 +72,11 @@ export class Group extends EventEmitter<GroupEvents> {
   private pinger: NodeJS.Timeout | null = null
   private flushQueued = false
   private readonly reader = new DirectoryReader()
+  /** Datagrams that could not be sent (stats().sendErrors). */
+  private sendErrors = 0
+  /** The last unicast address parsed: ACKs and resends go to the same sequencer again and again. */
+  private lastTo = ''
+  private lastTarget: { host: string; port: number } | null = null
   private readonly queue: Delivery[] = []
   /** Bytes held by `queue` (data plus a fixed overhead per delivery), bounded by maxQueuedBytes. */
   private queuedBytes = 0
@@ -152,7 +157,7 @@ export class Group extends EventEmitter<GroupEvents> {
         this.uni.setMulticastTTL(this.opts.ttl)
         this.uni.setMulticastLoopback(true)
         tuneBuffers(this.uni)
-        this.uni.on('message', (buf) => this.engine.datagram(buf))
+        this.uni.on('message', (buf) => this.onDatagram(buf))
         resolve()
       })
     })
@@ -167,7 +172,7 @@ export class Group extends EventEmitter<GroupEvents> {
     const { host, port } = target
     const s = dgram.createSocket({ type: 'udp4', reuseAddr: true })
     s.on('error', (err) => log('%s: multicast socket error %s', this.memberId, err.message))
-    s.on('message', (buf) => this.engine.datagram(buf))
+    s.on('message', (buf) => this.onDatagram(buf))
     s.bind(port, host, () => {
       try {
         s.addMembership(host, this.opts.iface)
@@ -185,11 +190,8 @@ export class Group extends EventEmitter<GroupEvents> {
   private lease = Infinity
   private leaseUntil = Infinity
   private readonly pingsSent: number[] = []
-
-  private sendErrors = 0
-  /** The last unicast address parsed: ACKs and resends go to the same sequencer again and again. */
-  private lastTo = ''
-  private lastTarget: { host: string; port: number } | null = null
+  private heartbeatMs = 0
+  private lastPingAt = 0
 
   /**
    * Never throws: a peer address from a view that is not a unicast "ip:port" (dgram would throw for a port
@@ -264,6 +266,7 @@ export class Group extends EventEmitter<GroupEvents> {
       this.abort(err as SeqcastError)
       return
     }
+    this.pingIfDue()
     switch (f.t) {
       case 'pong': {
         // The directory had not expelled us when it read that ping: we stay a member for the lease after it.
@@ -285,10 +288,8 @@ export class Group extends EventEmitter<GroupEvents> {
         // Expulsion needs timeoutMs of silence after our last ping that got through; stop well before that.
         this.lease = timeout - every
         this.leaseUntil = performance.now() + this.lease
-        this.pinger = setInterval(() => {
-          this.pingsSent.push(performance.now())
-          this.toDirectory({ t: 'ping' })
-        }, every)
+        this.heartbeatMs = every
+        this.pinger = setInterval(() => this.ping(), every)
         break
       }
       case 'commit':
@@ -296,6 +297,26 @@ export class Group extends EventEmitter<GroupEvents> {
         break
     }
     this.engine.directory(f)
+  }
+
+  private onDatagram(buf: Buffer): void {
+    this.engine.datagram(buf)
+    this.pingIfDue() // a burst of datagrams keeps timers waiting too
+  }
+
+  private ping(): void {
+    this.lastPingAt = performance.now()
+    this.pingsSent.push(this.lastPingAt)
+    this.toDirectory({ t: 'ping' })
+  }
+
+  /**
+   * A ping that is due goes out now, not when its timer gets a turn: when a thousand members of one process take a
+   * commit (or a burst of datagrams), that I/O alone keeps the event loop busy for a second or more, timers wait, and
+   * the directory would count that as silence.
+   */
+  private pingIfDue(): void {
+    if (this.pinger && !this.closed && performance.now() - this.lastPingAt >= this.heartbeatMs) this.ping()
   }
 
   private onDirectoryClosed(): void {

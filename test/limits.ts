@@ -3,6 +3,7 @@
  * groups larger than the directory's frames can describe, addresses that do not parse.
  */
 import t, { type Test } from 'tap'
+import dgram from 'node:dgram'
 import net from 'node:net'
 import { rng, Sim } from './fixtures/sim.js'
 import { check } from './fixtures/checker.js'
@@ -82,17 +83,15 @@ t.test('over TCP, a refused request gets an error frame naming EBAD_REQUEST befo
   t.same(await queryStatus(`127.0.0.1:${port}`), [], 'nobody joined')
 })
 
-/** A directory that answers a join with a welcome and the commit `commit(addr)` makes of the joiner's address. */
-async function fakeDirectory(t: Test, no: number, commit: (addr: string) => Frame): Promise<string> {
+/** A directory that answers a join with the frames `answer` makes of the joiner's address, and pings with pongs. */
+async function fakeDirectory(t: Test, answer: (addr: string) => Frame[]): Promise<string> {
   const server = net.createServer((sock) => {
     const dec = new FrameDecoder()
     sock.on('error', () => {})
     sock.on('data', (b) => {
       for (const f of dec.push(b)) {
-        if (f.t === 'join') {
-          sock.write(encodeFrame({ t: 'welcome', no, heartbeatMs: 500, timeoutMs: 2000 }))
-          sock.write(encodeFrame(commit(f.addr as string)))
-        } else if (f.t === 'ping') sock.write(encodeFrame({ t: 'pong' }))
+        if (f.t === 'join') for (const a of answer(f.addr as string)) sock.write(encodeFrame(a, MAX_FRAME_FROM_DIRECTORY))
+        else if (f.t === 'ping') sock.write(encodeFrame({ t: 'pong' }))
       }
     })
   })
@@ -100,6 +99,11 @@ async function fakeDirectory(t: Test, no: number, commit: (addr: string) => Fram
   t.teardown(() => new Promise<void>((r) => server.close(() => r())))
   return `127.0.0.1:${(server.address() as net.AddressInfo).port}`
 }
+
+/** Welcomes the joiner as member `no` and commits the view `commit` makes of its address. */
+const welcomed = (no: number, commit: (addr: string) => Frame) => (addr: string): Frame[] => [
+  { t: 'welcome', no, heartbeatMs: 500, timeoutMs: 2000 }, commit(addr),
+]
 
 const commitFrame = (members: Array<{ no: number; id: string; addr: string }>, mcast = '239.255.77.1:46177'): Frame => ({
   t: 'commit', group: 'g', viewId: 1, members, sequencer: members[0]!.no, cut: 0, start: 1, holder: 0, sources: [], mcast,
@@ -109,7 +113,7 @@ const commitFrame = (members: Array<{ no: number; id: string; addr: string }>, m
 t.test('a peer with a bad address is a counted send error, never an exception', async (t) => {
   // The sequencer's address has port 99999: every ACK and resend to it fails. dgram throws ERR_SOCKET_BAD_PORT
   // synchronously for such a port — from the member's timer, which used to kill the process.
-  const directory = await fakeDirectory(t, 2, (addr) => commitFrame([{ no: 1, id: 'ghost', addr: '127.0.0.1:99999' }, { no: 2, id: 'a', addr }]))
+  const directory = await fakeDirectory(t, welcomed(2, (addr) => commitFrame([{ no: 1, id: 'ghost', addr: '127.0.0.1:99999' }, { no: 2, id: 'a', addr }])))
   const a = await grp_join('g', 'a', { directory, iface: '127.0.0.1', heartbeatMs: 20, resendMs: 20 })
   t.teardown(() => a.close())
   await grp_send(a, 'hello')
@@ -120,7 +124,7 @@ t.test('a peer with a bad address is a counted send error, never an exception', 
 })
 
 t.test('every shape of bad address, straight at the send path of a member alone in its view', async (t) => {
-  const directory = await fakeDirectory(t, 1, (addr) => commitFrame([{ no: 1, id: 'a', addr }]))
+  const directory = await fakeDirectory(t, welcomed(1, (addr) => commitFrame([{ no: 1, id: 'a', addr }])))
   const a = await grp_join('g', 'a', { directory, iface: '127.0.0.1' })
   t.teardown(() => a.close())
   const send = (a as unknown as { sendDatagram(b: Buffer, to: string | null): void }).sendDatagram.bind(a)
@@ -140,7 +144,7 @@ t.test('a commit the member cannot use fails that member with EFRAME; the proces
     ['a view id that is not a number', (addr) => ({ ...commitFrame([{ no: 1, id: 'a', addr }]), viewId: 'x' })],
   ]
   for (const [what, commit] of cases) {
-    const directory = await fakeDirectory(t, 1, commit)
+    const directory = await fakeDirectory(t, welcomed(1, commit))
     await t.rejects(grp_join('g', 'a', { directory, iface: '127.0.0.1', joinTimeoutMs: 3000 }), { code: ErrorCodes.FRAME }, what)
   }
 })
@@ -319,4 +323,106 @@ t.test('simulated: 1 000 members join at once under 2% loss, all install the vie
       : { type: 'view' as const, viewId: d.viewId, members: d.members }),
   }))
   t.same(check(logs), [], 'every guarantee holds')
+})
+
+t.test('a directory that was stalled reads what its members sent meanwhile before it judges them silent', async (t) => {
+  // A thousand members' commits can keep a directory's event loop (or its CPU) busy for a while; the pings that
+  // arrived meanwhile wait in its sockets. Judging silence before reading them expelled innocent members.
+  const server = new DirectoryServer({ port: 0, heartbeatMs: 100, timeoutMs: 300, rejoinGraceMs: 0 })
+  const { port } = await server.listen()
+  t.teardown(() => server.close())
+  const s = net.connect(port, '127.0.0.1')
+  const dec = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
+  const frames: Frame[] = []
+  s.on('data', (b) => frames.push(...dec.push(b)))
+  s.write(encodeFrame({ t: 'join', proto: 1, group: 'g', member: 'a', addr: '127.0.0.1:9' }))
+  const ping = setInterval(() => s.write(encodeFrame({ t: 'ping' })), 50)
+  t.teardown(() => clearInterval(ping))
+  t.ok(await until(() => frames.some((f) => f.t === 'commit'), 2000), 'joined')
+  s.write(encodeFrame({ t: 'installed', group: 'g', viewId: frames.find((f) => f.t === 'commit')!.viewId })) // or it is overdue (§5)
+  await new Promise((r) => setTimeout(r, 200))
+  s.write(encodeFrame({ t: 'ping' }))
+  const end = performance.now() + 500 // the directory (this process) is stalled for longer than timeoutMs
+  while (performance.now() < end);
+  await new Promise((r) => setTimeout(r, 300))
+  t.same(frames.filter((f) => f.t === 'expelled'), [], 'not expelled')
+  t.notOk(s.destroyed || s.readableEnded, 'still connected')
+  s.destroy()
+})
+
+t.test('a member that got the previous commit gets only what changed; a joiner gets the whole list', async (t) => {
+  const out: Array<{ conn: number; f: Frame }> = []
+  const core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, rejoinGraceMs: 0 }, { now: () => 0, send: (conn, f) => out.push({ conn, f }), close: () => {} })
+  const join = (conn: number): void => {
+    core.opened(conn)
+    core.frame(conn, { t: 'join', proto: 1, group: 'g', member: id64(conn), addr: `127.0.0.1:${9000 + conn}` })
+  }
+  const answer = (conns: number[]): void => {
+    const p = out.filter((o) => o.f.t === 'prepare').at(-1)!.f
+    for (const c of conns) core.frame(c, { t: 'prepared', group: 'g', viewId: p.viewId, have: 5, low: 0 })
+  }
+  const commits = (conn: number): Frame[] => out.filter((o) => o.conn === conn && o.f.t === 'commit').map((o) => o.f)
+  join(1)
+  for (let c = 2; c <= 50; c++) join(c)
+  answer([1])
+  t.match(commits(1), [{ viewId: 1, members: [{ no: 1 }] }, { viewId: 2, base: 1, removed: [] }], 'the first member: the view of 1 whole, then a delta')
+  t.equal((commits(1)[1]!.added as unknown[]).length, 49)
+  t.equal((commits(2)[0]!.members as unknown[]).length, 50, 'a joiner gets the view of 50 whole')
+  out.length = 0
+  join(51)
+  answer(Array.from({ length: 50 }, (_, i) => i + 1))
+  const delta = commits(1)[0]!
+  t.notOk('members' in delta, 'an old member gets a delta')
+  t.match(delta, { base: 2, added: [{ no: 51, id: id64(51) }], removed: [] })
+  t.ok(encodeFrame(delta, MAX_FRAME_FROM_DIRECTORY).length < 400, `of ${encodeFrame(delta, MAX_FRAME_FROM_DIRECTORY).length} bytes`)
+  t.equal((commits(51)[0]!.members as unknown[]).length, 51, 'the joiner gets the whole list')
+  const reader = new DirectoryReader()
+  reader.read({ ...commits(51)[0]!, viewId: 2, members: (commits(51)[0]!.members as Array<{ no: number }>).filter((m) => m.no !== 51) })
+  t.same(reader.read(delta).members, commits(51)[0]!.members, 'the delta applied to view 2 is view 3')
+  t.throws(() => new DirectoryReader().read(delta), { code: ErrorCodes.FRAME }, 'a delta without its base is refused')
+  out.length = 0
+  core.closed(7)
+  answer(Array.from({ length: 51 }, (_, i) => i + 1).filter((c) => c !== 7))
+  t.match(commits(1)[0], { removed: [7], added: [] }, 'a failure: one number removed')
+})
+
+t.test('grp_join rejects with the directory\'s EGROUP_FULL', async (t) => {
+  const directory = await fakeDirectory(t, () => [{ t: 'error', code: ErrorCodes.GROUP_FULL, message: 'group g has 1024 members, the most a group may have' }])
+  await t.rejects(grp_join('g', 'late', { directory, iface: '127.0.0.1' }), { code: ErrorCodes.GROUP_FULL, name: 'GroupFullError' })
+})
+
+t.test('a member whose event loop is busy with frames pings when a ping is due, not when its timer gets a turn', async (t) => {
+  // A thousand members in one process taking a commit keep its event loop in I/O for a second or more; timers wait.
+  let sock: net.Socket | null = null
+  let pings = 0
+  const server = net.createServer((s) => {
+    sock = s
+    const dec = new FrameDecoder()
+    s.on('error', () => {})
+    s.on('data', (b) => {
+      for (const f of dec.push(b)) {
+        if (f.t === 'ping') pings++
+        if (f.t !== 'join') continue
+        // Pings every minute by the timer: any ping within this test comes from the frame path.
+        s.write(encodeFrame({ t: 'welcome', no: 1, heartbeatMs: 60_000, timeoutMs: 120_000 }))
+        s.write(encodeFrame(commitFrame([{ no: 1, id: 'a', addr: f.addr as string }]), MAX_FRAME_FROM_DIRECTORY))
+      }
+    })
+  })
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()))
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())))
+  const a = await grp_join('g', 'a', { directory: `127.0.0.1:${(server.address() as net.AddressInfo).port}`, iface: '127.0.0.1' })
+  t.teardown(() => a.close())
+  await new Promise((r) => setTimeout(r, 50))
+  const before = pings
+  ;(a as unknown as { lastPingAt: number }).lastPingAt = performance.now() - 60_000 // as if the loop was busy for a minute
+  sock!.write(encodeFrame({ t: 'pong' }))
+  t.ok(await until(() => pings > before, 2000), 'a frame from the directory with a ping due sends it')
+  const again = pings
+  ;(a as unknown as { lastPingAt: number }).lastPingAt = performance.now() - 60_000
+  const udp = dgram.createSocket('udp4')
+  const port = (a as unknown as { uni: dgram.Socket }).uni.address().port
+  await new Promise<void>((r) => udp.send(Buffer.from('not a datagram of ours'), port, '127.0.0.1', () => r()))
+  udp.close()
+  t.ok(await until(() => pings > again, 2000), 'so does a datagram')
 })
