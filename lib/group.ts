@@ -283,6 +283,7 @@ export class Group extends EventEmitter<GroupEvents> {
       }
       case 'welcome': {
         if (this.pinger) clearInterval(this.pinger)
+        this.pingsSent.length = 0 // a new connection owes no pong for pings sent on an old one
         const every = typeof f.heartbeatMs === 'number' && f.heartbeatMs > 0 ? f.heartbeatMs : 500
         const timeout = typeof f.timeoutMs === 'number' && f.timeoutMs > every ? f.timeoutMs : 4 * every
         // Expulsion needs timeoutMs of silence after our last ping that got through; stop well before that.
@@ -305,6 +306,9 @@ export class Group extends EventEmitter<GroupEvents> {
   }
 
   private ping(): void {
+    // Only a ping that goes out is owed a pong: one "sent" while the connection is down would shift every later
+    // pong onto an older ping, and the lease would never be renewed again.
+    if (!this.conn || this.conn.destroyed) return
     this.lastPingAt = performance.now()
     this.pingsSent.push(this.lastPingAt)
     this.toDirectory({ t: 'ping' })
@@ -331,6 +335,7 @@ export class Group extends EventEmitter<GroupEvents> {
       // The data path goes on without the directory; no membership change can happen meanwhile (PROTOCOL.md §7).
       log('%s: lost the directory connection; data path continues, reconnecting', this.memberId)
       if (this.pinger) clearInterval(this.pinger)
+      this.pinger = null
       this.pingsSent.length = 0
       this.emit('directory', 'lost')
       this.scheduleReconnect()
