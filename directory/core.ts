@@ -455,7 +455,7 @@ export class DirectoryCore {
       if (g.viewId !== 0 || g.members.length > 0) return refuse(`group ${groupName} here is another incarnation`)
       g.inc = commit.inc
       g.mcast = commit.mcast
-      g.recovering ??= { deadline: this.hooks.now() + this.opts.timeoutMs }
+      g.recovering ??= { deadline: this.hooks.now() + this.recoveryMs }
       this.adopt(g, commit)
       for (const j of g.joiners) {
         j.no = g.nextNo++ // numbers of the group's history are taken
@@ -463,7 +463,7 @@ export class DirectoryCore {
       }
     } else if (!g) {
       g = this.createGroup(groupName, commit.inc, commit.mcast)
-      g.recovering = { deadline: this.hooks.now() + this.opts.timeoutMs }
+      g.recovering = { deadline: this.hooks.now() + this.recoveryMs }
       this.adopt(g, commit)
       log('%s: rebuilding from %s\'s commit of view %d', g.name, id, commit.viewId)
     } else if (g.recovering && (commit.viewId) > g.viewId) {
@@ -517,6 +517,14 @@ export class DirectoryCore {
     if (g.viewId !== 0) g.changeNeeded = true
     this.startChangeIfNeeded(g)
     this.maybeDelete(g)
+  }
+
+  /**
+   * How long a rebuilt group waits for its members after the first rejoin: members retry every 250 ms doubling to
+   * 2 s while the directory is down, so the last may come 2 s after the first — the rejoin grace covers that.
+   */
+  private get recoveryMs(): number {
+    return Math.max(this.opts.timeoutMs, this.opts.rejoinGraceMs)
   }
 
   private createGroup(groupName: string, inc: string, mcast = this.allocateMcast(inc)): Group {
