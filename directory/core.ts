@@ -110,8 +110,6 @@ interface Group {
    * may have reached members that never came back, so the next view skips past anything it could have ordered.
    */
   unknownCommit: boolean
-  /** The member list of the last commit this directory sent, by member number (what a delta is taken from). */
-  committed?: { viewId: number; members: Map<number, MemberEntry> }
 }
 
 interface Conn {
@@ -255,12 +253,13 @@ function coverFrom(pool: Report[], head: Report): Report[] {
 }
 
 /** A commit's members as a change from the previous commit's (PROTOCOL.md §3.2): `added` also lists changed entries. */
-function commitDelta(base: { viewId: number; members: Map<number, MemberEntry> }, list: MemberEntry[]): { base: number; added: MemberEntry[]; removed: number[] } {
+function commitDelta(base: Frame, list: MemberEntry[]): { base: number; added: MemberEntry[]; removed: number[] } {
+  const before = new Map((base.members as MemberEntry[]).map((e) => [e.no, e]))
   const now = new Set(list.map((e) => e.no))
   return {
-    base: base.viewId,
-    added: list.filter((e) => { const b = base.members.get(e.no); return !b || b.id !== e.id || b.addr !== e.addr }),
-    removed: [...base.members.keys()].filter((no) => !now.has(no)),
+    base: base.viewId as number,
+    added: list.filter((e) => { const b = before.get(e.no); return !b || b.id !== e.id || b.addr !== e.addr }),
+    removed: [...before.keys()].filter((no) => !now.has(no)),
   }
 }
 
@@ -683,10 +682,10 @@ export class DirectoryCore {
       t: 'commit', group: g.name, viewId, sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast, inc: g.inc, nextNo: g.nextNo,
     }
     const full: Frame = { ...common, members: list }
-    g.lastCommit = full
     // A member that has the previous commit gets only what changed: a full list to each of 1 000 members at every
     // view change was 1 000 × 110 KB, and a join storm runs dozens of view changes.
-    const base = g.committed
+    const base = g.lastCommit
+    g.lastCommit = full
     let delta: Frame | null = null
     const to = new Set<Member>([...members, ...excluded, ...g.leavers.map((l) => l.m)])
     for (const m of to) {
@@ -697,7 +696,6 @@ export class DirectoryCore {
       c.seenView = viewId
       m.commitSeen = viewId
     }
-    g.committed = { viewId, members: new Map(list.map((e) => [e.no, e])) }
     for (const m of excluded) g.leavers.push({ m, viewId })
     g.members = members
     g.joiners = []

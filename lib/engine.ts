@@ -9,8 +9,7 @@
  * `nack()`/`serveNack()` the repair logic, `onCommit()`/`install()` the view change, `gc()` stability.
  */
 import {
-  decode, DataPacker, encodeAck, encodeNack, FOREIGN, formatIncarnation, fragmentRoom, Kind, MAX_MESSAGE,
-  nackItemsPerDatagram, parseIncarnation, SEQ_WINDOW, type Datagram, type DataRange, type Incarnation, type Run,
+  decode, DataPacker, encodeAck, encodeNack, FOREIGN, fragmentRoom, Kind, nackItemsPerDatagram, parseIncarnation, SEQ_WINDOW, type Datagram, type DataRange, type Incarnation, type Run,
   type SlotRange, encodeOrder, runsPerDatagram,
 } from './wire.js'
 import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
@@ -143,7 +142,7 @@ export class Engine implements SequencerHost {
   private voids: Array<[number, number]> = []
   private names = new Map<number, string>()
   private readonly senders = new Map<number, SenderState>()
-  private readonly reassembly = new Reassembly()
+  private readonly reassembly = new Reassembly(this.stats)
   private role: SequencerRole | null = null
 
   // Own messages: msgIds 1 … nextMsgId-1 were submitted.
@@ -541,8 +540,13 @@ export class Engine implements SequencerHost {
     if (next <= v.cut) this.voids.push([next, v.cut])
   }
 
+  /** On the per-slot path of advance(): usually no void range at all, so no closure and no call beyond this one. */
   private isVoid(slot: number): boolean {
-    return this.voids.some(([a, b]) => a <= slot && slot <= b)
+    for (let i = 0; i < this.voids.length; i++) {
+      const [a, b] = this.voids[i]!
+      if (a <= slot && slot <= b) return true
+    }
+    return false
   }
 
   private deliver(): void {
@@ -954,7 +958,7 @@ export class Engine implements SequencerHost {
   /** Counters and positions, for group.stats(). */
   snapshot(): EngineStats & { have: number; delivered: number; stable: number; viewId: number; sequencer: boolean; retainedBytes: number; inflightBytes: number } {
     return {
-      ...this.stats, ordered: this.role?.ordered ?? this.stats.ordered, skipped: this.reassembly.skipped, have: this.have, delivered: this.delivered,
+      ...this.stats, ordered: this.role?.ordered ?? this.stats.ordered, have: this.have, delivered: this.delivered,
       stable: this.stable, viewId: this.current?.viewId ?? 0, sequencer: this.role !== null, retainedBytes: this.retainedBytes,
       inflightBytes: this.inflightBytes,
     }

@@ -14,8 +14,13 @@ interface Partial {
 
 export class Reassembly {
   private readonly partial = new Map<number, Partial>()
-  /** Fragments delivered to nobody here: pieces of messages this member cannot have whole. */
-  skipped = 0
+
+  /** `counters.skipped` counts fragments delivered to nobody here: pieces of messages this member cannot have whole. */
+  constructor(private readonly counters: { skipped: number } = { skipped: 0 }) {}
+
+  get skipped(): number {
+    return this.counters.skipped
+  }
 
   /**
    * The next fragment of `sender`'s stream. Returns the message when this fragment completes one (new memory, the
@@ -26,18 +31,18 @@ export class Reassembly {
     let p = this.partial.get(sender)
     if (first && p) {
       // The previous message never ended (cannot happen with an honest sender): it is dropped, not glued on.
-      this.skipped += p.parts.length
+      this.counters.skipped += p.parts.length
       this.partial.delete(sender)
       p = undefined
     }
     if (!first && !p) {
-      this.skipped++
+      this.counters.skipped++
       return undefined
     }
     if (!more && !p) return Buffer.from(payload)
     if (!p) this.partial.set(sender, (p = { parts: [], bytes: 0 }))
     if (p.bytes + payload.length > MAX_MESSAGE) {
-      this.skipped += p.parts.length + 1
+      this.counters.skipped += p.parts.length + 1
       this.partial.delete(sender) // the rest of it is skipped too: none of it starts a message
       return undefined
     }
@@ -52,7 +57,7 @@ export class Reassembly {
   retain(keep: (sender: number) => boolean): void {
     for (const [sender, p] of this.partial) {
       if (keep(sender)) continue
-      this.skipped += p.parts.length
+      this.counters.skipped += p.parts.length
       this.partial.delete(sender)
     }
   }
