@@ -15,9 +15,11 @@ import {
 import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
 import { MAX_CAPACITY, MessageStore } from './msgstore.js'
 import { Reassembly } from './reassembly.js'
+import { MulticastHearing } from './hearing.js'
 import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
 import type { EngineOptions } from './options.js'
 import type { Frame } from './frame.js'
+import type { Transport, TransportMode, Via } from './transport.js'
 import { ErrorCodes, errorFromCode, ExpelledError, MessageTooLargeError, NotJoinedError, ProtocolError, type SeqcastError } from './errors.js'
 import { logger } from './log.js'
 
@@ -35,8 +37,8 @@ export type ViewState = 'none' | 'active' | 'flushing' | 'installing'
 
 export interface EngineEnv {
   now(): number
-  /** Send a datagram: `to` null = multicast to the group, else the member's unicast "ip:port". */
-  send(buf: Buffer, to: string | null): void
+  /** Where datagrams go (to the group, or to one member's "ip:port"); told the group's channel and peers. */
+  readonly transport: Transport
   toDirectory(frame: Frame): void
   deliver(d: Delivery): void
   /** Ask for `flush()` at the end of the current event-loop turn. */
@@ -77,6 +79,8 @@ interface ViewRec {
   sources: Array<{ no: number; low: number; have: number }>
   /** This member is not in the view: it is leaving, and its stream ends at `cut`. */
   excluded: boolean
+  /** How a send to the group travels in this view (PROTOCOL.md §2). */
+  transport: TransportMode
 }
 
 export interface EngineStats {
@@ -182,6 +186,8 @@ export class Engine implements SequencerHost {
    * stuck — the directory removes the dead one first.
    */
   private progressBoundMs = 4000
+  /** Whether this member hears the group's multicast: judged over half the progress bound (§4.8). */
+  private hearing = new MulticastHearing(this.progressBoundMs / 2)
 
   constructor(
     readonly group: string,
@@ -239,7 +245,7 @@ export class Engine implements SequencerHost {
 
   multicast(buf: Buffer): void {
     this.stats.datagramsOut++
-    this.env.send(buf, null)
+    this.env.transport.toGroup(buf)
   }
 
   ownOrdered(msgId: number): void {
@@ -274,7 +280,7 @@ export class Engine implements SequencerHost {
     const addr = this.addrOf(no)
     if (addr === undefined) return
     this.stats.datagramsOut++
-    this.env.send(buf, addr)
+    this.env.transport.toMember(addr, buf)
   }
 
   suspect(viewId: number, no: number, reason: string): void {
@@ -406,7 +412,8 @@ export class Engine implements SequencerHost {
 
   // ---------------------------------------------------------------- receiving
 
-  datagram(buf: Uint8Array): void {
+  /** `via`: how it arrived — on the group's multicast address, or addressed to this member (transport.ts). */
+  datagram(buf: Uint8Array, via: Via = 'group'): void {
     this.stats.datagramsIn++
     if (this.lifecycle === 'left' || this.lifecycle === 'failed' || this.me === 0) return
     const d = decode(buf, this.inc)
@@ -416,6 +423,7 @@ export class Engine implements SequencerHost {
       return
     }
     if (d.sender === this.me) return // our own multicast, looped back
+    if (this.names.has(d.sender)) this.hearing.heard(via, d.sender === this.current?.sequencer)
     if (this.current?.excluded && d.kind !== Kind.NACK) return // a leaver past its last slot only serves repairs
     switch (d.kind) {
       case Kind.DATA: this.onData(d); break
@@ -772,6 +780,10 @@ export class Engine implements SequencerHost {
     const acked = this.ackable()
     if (acked !== this.lastAckSent || this.have !== this.lastHaveAcked || now - this.lastAckAt >= this.keepaliveMs) this.sendAck()
     if (this.lifecycle === 'leaving') this.maybeRequestLeave()
+    if (this.current && this.hearing.deaf(now)) {
+      logView('view %d: the sequencer reaches this member by unicast, the group\'s multicast does not', this.current.viewId)
+      this.env.toDirectory({ t: 'deaf', group: this.group, viewId: this.current.viewId })
+    }
     this.flush()
   }
 
@@ -818,6 +830,7 @@ export class Engine implements SequencerHost {
       case 'welcome':
         this.me = f.no as number
         if (typeof f.timeoutMs === 'number' && f.timeoutMs > 0 && f.timeoutMs <= 3_600_000) this.progressBoundMs = 2 * f.timeoutMs
+        this.hearing = new MulticastHearing(this.progressBoundMs / 2)
         break
       case 'prepare':
         if (typeof f.viewId === 'number' && f.viewId > this.seenViewId) this.seenViewId = f.viewId
@@ -860,6 +873,7 @@ export class Engine implements SequencerHost {
       viewId: f.viewId as number, members, byNo: new Map(members.map((m) => [m.no, m])), sequencer: f.sequencer as number,
       cut: f.cut as number, start: f.start as number, holder: f.holder as number, excluded: false,
       sources: Array.isArray(f.sources) ? (f.sources as ViewRec['sources']) : [],
+      transport: f.transport === 'unicast' ? 'unicast' : 'multicast',
     }
     v.excluded = !v.byNo.has(this.me)
     if (v.excluded && this.lifecycle !== 'leaving') {
@@ -891,6 +905,8 @@ export class Engine implements SequencerHost {
     this.pending.push(v)
     for (const m of members) this.names.set(m.no, m.id)
     this.announced = Math.min(this.announced, this.senders.get(this.me)?.ordered ?? 0)
+    // From this commit on, the group's datagrams travel as it says: a joiner hears the new view's first ones.
+    this.env.transport.channel(f.mcast as string, v.transport)
     this.viewState = 'installing'
     this.role = null
     logView('commit view %d: members %o, sequencer %d, cut %d, start %d, holder %d', v.viewId, members.map((m) => m.id), v.sequencer, v.cut, v.start, v.holder)
@@ -907,6 +923,8 @@ export class Engine implements SequencerHost {
     this.viewState = 'active'
     this.env.toDirectory({ t: 'installed', group: this.group, viewId: v.viewId })
     if (v.excluded) return
+    this.env.transport.peers(v.members.filter((m) => m.no !== this.me).map((m) => m.addr))
+    this.hearing.watch(v.transport === 'multicast', v.sequencer === this.me, this.env.now())
     this.lastAckSent = this.lastHaveAcked = this.have
     // Own messages not ordered by the cut go out again, to the new sequencer.
     this.transmitted = this.announced = this.senders.get(this.me)?.ordered ?? 0
@@ -919,7 +937,9 @@ export class Engine implements SequencerHost {
       s.store.deleteAbove(s.ordered)
     }
     this.role = v.sequencer === this.me
-      ? new SequencerRole(this, v.viewId, v.start, v.members.map((m) => m.no), { boundMs: this.progressBoundMs, heartbeatMs: this.keepaliveMs })
+      ? new SequencerRole(this, v.viewId, v.start, v.members.map((m) => m.no), {
+        boundMs: this.progressBoundMs, heartbeatMs: this.keepaliveMs, probeMs: v.transport === 'multicast' ? this.progressBoundMs / 4 : 0,
+      })
       : null
     if (this.lifecycle === 'joining') {
       this.lifecycle = 'joined'

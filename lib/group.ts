@@ -1,26 +1,22 @@
 /**
- * `Group`: one member of one group, over real sockets. It wires the protocol engine (engine.ts) to
- * - a TCP connection to the directory (control plane, PROTOCOL.md §3),
- * - a UDP socket bound to the local interface, for unicast and for sending multicast,
- * - a UDP socket joined to the group's multicast address,
- * and turns deliveries into events, a pull queue (`receive`) and async iteration.
+ * `Group`: one member of one group — the API front. It wires the protocol engine (engine.ts) to its transport
+ * (transport.ts, UDP) and its directory client (dirlink.ts, over a TCP connection opened here), runs the one
+ * periodic timer, and turns deliveries into events, a pull queue (`receive`) with its byte bound, and async iteration.
  */
 import { EventEmitter } from 'eventemitter3'
-import dgram from 'node:dgram'
 import fs from 'node:fs'
 import net from 'node:net'
 import os from 'node:os'
 import { Engine, type Delivery, type EngineStats, type Lifecycle } from './engine.js'
 import { ArgumentError, DirectoryError, ErrorCodes, JoinTimeoutError, LeaveTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
-import { DirectoryReader, encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
-import { checkMaxMessage, parseJoinOptions, parseMulticastAddr, parseUnicastAddr, type JoinOptions, type ResolvedJoinOptions } from './options.js'
+import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
+import { checkMaxMessage, parseJoinOptions, type JoinOptions, type ResolvedJoinOptions } from './options.js'
+import { DirLink } from './dirlink.js'
+import { UdpTransport, type Transport } from './transport.js'
 import { logger } from './log.js'
 
 const log = logger('group')
-const SOCKET_BUFFER = 4 * 1024 * 1024
 const MAX_NAME_BYTES = 64
-const RECONNECT_MIN_MS = 250
-const RECONNECT_MAX_MS = 2000
 
 export type MessageDelivery = Extract<Delivery, { type: 'message' }>
 export type ViewDelivery = Extract<Delivery, { type: 'view' }>
@@ -62,21 +58,10 @@ function checkName(value: unknown, what: string): string {
 export class Group extends EventEmitter<GroupEvents> {
   readonly engine: Engine
   private readonly opts: ResolvedJoinOptions
-  private readonly uni: dgram.Socket
-  private mcast: dgram.Socket | null = null
-  private mcastKey = ''
+  private readonly link: DirLink
   private conn: net.Socket | null = null
-  private reconnectTimer: NodeJS.Timeout | null = null
-  private reconnectDelay = RECONNECT_MIN_MS
   private ticker: NodeJS.Timeout | null = null
-  private pinger: NodeJS.Timeout | null = null
   private flushQueued = false
-  private readonly reader = new DirectoryReader()
-  /** Datagrams that could not be sent (stats().sendErrors). */
-  private sendErrors = 0
-  /** The last unicast address parsed: ACKs and resends go to the same sequencer again and again. */
-  private lastTo = ''
-  private lastTarget: { host: string; port: number } | null = null
   private readonly queue: Delivery[] = []
   /** Bytes held by `queue` (data plus a fixed overhead per delivery), bounded by maxQueuedBytes. */
   private queuedBytes = 0
@@ -88,13 +73,35 @@ export class Group extends EventEmitter<GroupEvents> {
   private leftWaiter: { resolve: () => void; reject: (e: Error) => void } | null = null
   private wasJoined = false
 
-  private constructor(readonly name: string, readonly memberId: string, opts: ResolvedJoinOptions) {
+  private constructor(readonly name: string, readonly memberId: string, opts: ResolvedJoinOptions, private readonly transport: Transport) {
     super()
     this.opts = opts
+    const now = (): number => performance.now()
+    this.link = new DirLink({
+      now,
+      connect: () => this.connectDirectory(),
+      write: (f) => this.writeFrame(f),
+      frame: (f) => this.engine.directory(f),
+      lifecycle: () => this.engine.lifecycle,
+      rejoin: (addr) => this.engine.rejoinFrame(addr),
+      directory: (state) => {
+        log('%s: directory connection %s', memberId, state === 'lost' ? 'lost; data path continues, reconnecting' : 'restored')
+        this.emit('directory', state)
+      },
+      leaseRenewed: () => this.engine.flush(),
+      fail: (err) => {
+        log('%s: %s', memberId, err.message)
+        this.abort(err)
+      },
+      closeWhileLeaving: () => {
+        log('%s: directory gone while leaving; closing', memberId)
+        this.finishLeave()
+      },
+    }, transport.address)
     this.engine = new Engine(name, memberId, opts, {
-      now: () => performance.now(),
-      send: (buf, to) => this.sendDatagram(buf, to),
-      toDirectory: (f) => this.toDirectory(f),
+      now,
+      transport,
+      toDirectory: (f) => this.link.send(f),
       deliver: (d) => this.onDelivery(d),
       scheduleFlush: () => {
         if (this.flushQueued) return
@@ -105,12 +112,15 @@ export class Group extends EventEmitter<GroupEvents> {
         })
       },
       windowOpened: () => this.pumpSends(),
-      leaseValid: () => this.conn === null || this.conn.destroyed || performance.now() < this.leaseUntil,
+      leaseValid: () => this.link.leaseValid(),
       // A leaving member drains regardless: its own messages must become stable for the leave to complete.
       deliveryRoom: () => this.queuedBytes < this.opts.maxQueuedBytes || this.engine.lifecycle === 'leaving',
       lifecycle: (state, err) => this.onLifecycle(state, err),
     })
-    this.uni = dgram.createSocket({ type: 'udp4' })
+    transport.onDatagram = (buf, via) => {
+      this.engine.datagram(buf, via)
+      this.link.pingIfDue() // a burst of datagrams keeps timers waiting too
+    }
   }
 
   /** Joins `group` as `memberId`; resolves once the member is in a view (its first delivery is that view). */
@@ -122,254 +132,63 @@ export class Group extends EventEmitter<GroupEvents> {
       opts.maxDatagram = datagramSizeFor(opts.iface) ?? opts.maxDatagram
       checkMaxMessage(opts, ` (from the MTU of ${opts.iface})`)
     }
-    const g = new Group(group, memberId, opts)
+    const g = new Group(group, memberId, opts, await UdpTransport.open(opts.iface, opts.ttl))
     await g.start()
     return g
   }
 
   private async start(): Promise<void> {
     const done = new Promise<void>((resolve, reject) => (this.joined = { resolve, reject }))
-    done.catch(() => {}) // a failure before we await it is thrown from the try below
     const timer = setTimeout(() => this.abort(new JoinTimeoutError(`no view for ${this.memberId} in group ${this.name} after ${this.opts.joinTimeoutMs} ms`)), this.opts.joinTimeoutMs)
+    this.ticker = setInterval(() => {
+      this.engine.tick()
+      this.link.tick()
+    }, this.opts.tickMs)
+    this.link.start({ t: 'join', proto: 1, group: this.name, member: this.memberId, addr: this.transport.address })
     try {
-      await this.openUnicast()
-      await this.connectDirectory()
-      const addr = this.uni.address()
-      this.toDirectory({ t: 'join', proto: 1, group: this.name, member: this.memberId, addr: `${addr.address}:${addr.port}` })
-      this.ticker = setInterval(() => this.engine.tick(), this.opts.tickMs)
       await done
-    } catch (err) {
-      this.abort(err as SeqcastError)
-      throw err
     } finally {
       clearTimeout(timer)
     }
   }
 
-  private openUnicast(): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.uni.once('error', reject)
-      this.uni.bind(0, this.opts.iface, () => {
-        this.uni.off('error', reject)
-        // Errors sending (a send without a callback reports them here): counted, like a lost datagram.
-        this.uni.on('error', (err) => this.sendFailed('?', err.message))
-        this.uni.setMulticastInterface(this.opts.iface)
-        this.uni.setMulticastTTL(this.opts.ttl)
-        this.uni.setMulticastLoopback(true)
-        tuneBuffers(this.uni)
-        this.uni.on('message', (buf) => this.onDatagram(buf))
-        resolve()
-      })
-    })
-  }
-
-  /** Joins the group's multicast address (checked by DirectoryReader). */
-  private openMulticast(mcast: string): void {
-    if (this.mcastKey === mcast) return
-    const target = parseMulticastAddr(mcast)
-    if (!target) return
-    this.mcast?.close()
-    const { host, port } = target
-    const s = dgram.createSocket({ type: 'udp4', reuseAddr: true })
-    s.on('error', (err) => log('%s: multicast socket error %s', this.memberId, err.message))
-    s.on('message', (buf) => this.onDatagram(buf))
-    s.bind(port, host, () => {
-      try {
-        s.addMembership(host, this.opts.iface)
-        tuneBuffers(s)
-      } catch (err) {
-        log('%s: cannot join multicast %s on %s: %s', this.memberId, mcast, this.opts.iface, (err as Error).message)
-      }
-    })
-    this.mcast = s
-    this.mcastKey = mcast
-    this.mcastTarget = { host, port }
-  }
-
-  private mcastTarget: { host: string; port: number } | null = null
-  private lease = Infinity
-  private leaseUntil = Infinity
-  private readonly pingsSent: number[] = []
-  private heartbeatMs = 0
-  private lastPingAt = 0
-
-  /**
-   * Never throws: a peer address from a view that is not a unicast "ip:port" (dgram would throw for a port
-   * above 65535, or look a name up) and a socket that refuses the datagram are counted in `sendErrors`.
-   */
-  private sendDatagram(buf: Buffer, to: string | null): void {
-    if (this.closed) return
-    let target = this.mcastTarget
-    if (to !== null) {
-      if (to !== this.lastTo) {
-        this.lastTo = to
-        this.lastTarget = parseUnicastAddr(to)
-      }
-      target = this.lastTarget
-      if (!target) return this.sendFailed(to, 'not a unicast "ip:port"')
-    }
-    if (!target) return
-    try {
-      this.uni.send(buf, target.port, target.host)
-    } catch (err) {
-      this.sendFailed(to ?? this.mcastKey, (err as Error).message)
-    }
-  }
-
-  private sendFailed(to: string, why: string): void {
-    this.sendErrors++
-    log('%s: cannot send to %s: %s', this.memberId, to, why)
-  }
-
-  private connectDirectory(): Promise<void> {
+  /** Opens a TCP connection to the directory for the link; frames read from it go to the link. */
+  private connectDirectory(): void {
     const { host, port } = this.opts.directory
-    return new Promise((resolve, reject) => {
-      const sock = net.connect({ host, port })
-      sock.setNoDelay(true)
-      let connected = false
-      sock.once('connect', () => {
-        connected = true
-        sock.off('error', onError)
-        sock.on('error', (err) => log('%s: directory connection error %s', this.memberId, err.message))
-        resolve()
-      })
-      const onError = (err: Error): void => reject(new DirectoryError(ErrorCodes.DIRECTORY_UNREACHABLE, `cannot reach the directory at ${host}:${port}: ${err.message}`, err))
-      sock.once('error', onError)
-      const decoder = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
-      sock.on('data', (chunk) => {
-        let frames: Frame[]
-        try {
-          frames = decoder.push(chunk)
-        } catch (err) {
-          log('%s: bad frame from directory: %s', this.memberId, (err as Error).message)
-          sock.destroy()
-          return
-        }
-        for (const f of frames) this.onFrame(f)
-      })
-      sock.on('close', () => {
-        // A failed reconnection attempt also closes: only a connection that was up is a loss.
-        if (connected) this.onDirectoryClosed()
-      })
+    const sock = net.connect({ host, port })
+    sock.setNoDelay(true)
+    let connected = false
+    sock.once('connect', () => {
+      if (this.closed) return void sock.destroy()
+      connected = true
       this.conn = sock
+      this.link.connected()
     })
-  }
-
-  private onFrame(frame: Frame): void {
-    if (this.closed) return
-    let f: Frame
-    try {
-      f = this.reader.read(frame)
-    } catch (err) {
-      // A frame this member cannot act on: it fails (grp_join rejects, or an `error` event), the process goes on.
-      log('%s: %s', this.memberId, (err as Error).message)
-      this.abort(err as SeqcastError)
-      return
-    }
-    this.pingIfDue()
-    switch (f.t) {
-      case 'pong': {
-        // The directory had not expelled us when it read that ping: we stay a member for the lease after it.
-        const sentAt = this.pingsSent.shift()
-        if (sentAt !== undefined) {
-          const lease = sentAt + this.lease
-          if (lease > this.leaseUntil) {
-            const expired = performance.now() >= this.leaseUntil
-            this.leaseUntil = lease
-            if (expired) this.engine.flush()
-          }
-        }
+    sock.on('error', (err) => {
+      if (connected) log('%s: directory connection error %s', this.memberId, err.message)
+      else if (!this.closed) this.link.connectFailed(`${host}:${port}: ${err.message}`)
+    })
+    const decoder = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
+    sock.on('data', (chunk) => {
+      let frames: Frame[]
+      try {
+        frames = decoder.push(chunk)
+      } catch (err) {
+        log('%s: bad frame from directory: %s', this.memberId, (err as Error).message)
+        sock.destroy()
         return
       }
-      case 'welcome': {
-        if (this.pinger) clearInterval(this.pinger)
-        this.pingsSent.length = 0 // a new connection owes no pong for pings sent on an old one
-        const every = typeof f.heartbeatMs === 'number' && f.heartbeatMs > 0 ? f.heartbeatMs : 500
-        const timeout = typeof f.timeoutMs === 'number' && f.timeoutMs > every ? f.timeoutMs : 4 * every
-        // Expulsion needs timeoutMs of silence after our last ping that got through; stop well before that.
-        this.lease = timeout - every
-        this.leaseUntil = performance.now() + this.lease
-        this.heartbeatMs = every
-        this.pinger = setInterval(() => this.ping(), every)
-        break
-      }
-      case 'commit':
-        if (typeof f.mcast === 'string') this.openMulticast(f.mcast)
-        break
-    }
-    this.engine.directory(f)
+      for (const f of frames) if (!this.closed && this.conn === sock) this.link.received(f)
+    })
+    sock.on('close', () => {
+      // A failed attempt reports through 'error'; only a connection that was up is a loss.
+      if (!connected || this.conn !== sock) return
+      this.conn = null
+      if (!this.closed) this.link.closed()
+    })
   }
 
-  private onDatagram(buf: Buffer): void {
-    this.engine.datagram(buf)
-    this.pingIfDue() // a burst of datagrams keeps timers waiting too
-  }
-
-  private ping(): void {
-    // Only a ping that goes out is owed a pong: one "sent" while the connection is down would shift every later
-    // pong onto an older ping, and the lease would never be renewed again.
-    if (!this.conn || this.conn.destroyed) return
-    this.lastPingAt = performance.now()
-    this.pingsSent.push(this.lastPingAt)
-    this.toDirectory({ t: 'ping' })
-  }
-
-  /**
-   * A ping that is due goes out now, not when its timer gets a turn: when a thousand members of one process take a
-   * commit (or a burst of datagrams), that I/O alone keeps the event loop busy for a second or more, timers wait, and
-   * the directory would count that as silence.
-   */
-  private pingIfDue(): void {
-    if (this.pinger && !this.closed && performance.now() - this.lastPingAt >= this.heartbeatMs) this.ping()
-  }
-
-  private onDirectoryClosed(): void {
-    if (this.closed) return
-    const lc = this.engine.lifecycle
-    if (lc === 'joining') {
-      this.abort(new DirectoryError(ErrorCodes.DIRECTORY_LOST, 'the directory closed the connection during join'))
-    } else if (lc === 'leaving') {
-      log('%s: directory gone while leaving; closing', this.memberId)
-      this.finishLeave()
-    } else if (lc === 'joined') {
-      // The data path goes on without the directory; no membership change can happen meanwhile (PROTOCOL.md §7).
-      log('%s: lost the directory connection; data path continues, reconnecting', this.memberId)
-      if (this.pinger) clearInterval(this.pinger)
-      this.pinger = null
-      this.pingsSent.length = 0
-      this.emit('directory', 'lost')
-      this.scheduleReconnect()
-    }
-  }
-
-  private scheduleReconnect(): void {
-    if (this.closed || this.reconnectTimer) return
-    this.reconnectTimer = setTimeout(() => {
-      this.reconnectTimer = null
-      if (this.closed) return
-      this.connectDirectory().then(
-        () => {
-          if (this.closed) return
-          const addr = this.uni.address()
-          const rejoin = this.engine.rejoinFrame(`${addr.address}:${addr.port}`)
-          this.reconnectDelay = RECONNECT_MIN_MS
-          if (!rejoin) {
-            this.abort(new DirectoryError(ErrorCodes.DIRECTORY_LOST, 'lost the directory with nothing to rejoin with'))
-            return
-          }
-          this.toDirectory(rejoin)
-          log('%s: reconnected to the directory, rejoining with commit %d', this.memberId, (rejoin.commit as { viewId: number }).viewId)
-          this.emit('directory', 'restored')
-        },
-        () => {
-          this.reconnectDelay = Math.min(RECONNECT_MAX_MS, this.reconnectDelay * 2)
-          this.scheduleReconnect()
-        },
-      )
-    }, this.reconnectDelay)
-  }
-
-  private toDirectory(f: Frame): void {
+  private writeFrame(f: Frame): void {
     if (!this.conn || this.conn.destroyed) return
     let bytes: Buffer
     try {
@@ -491,7 +310,7 @@ export class Group extends EventEmitter<GroupEvents> {
   }
 
   stats(): GroupStats {
-    return { ...this.engine.snapshot(), sendErrors: this.sendErrors, queued: this.queue.length, queuedBytes: this.queuedBytes }
+    return { ...this.engine.snapshot(), sendErrors: this.transport.sendErrors, queued: this.queue.length, queuedBytes: this.queuedBytes }
   }
 
   /** Announces the leave, waits until this member's messages are delivered everywhere, then closes. */
@@ -544,13 +363,9 @@ export class Group extends EventEmitter<GroupEvents> {
     if (this.closed) return
     this.closed = true
     if (this.ticker) clearInterval(this.ticker)
-    if (this.reconnectTimer) clearTimeout(this.reconnectTimer)
-    if (this.pinger) clearInterval(this.pinger)
+    this.link.close()
     this.conn?.destroy()
-    try {
-      this.uni.close()
-    } catch { /* not bound yet */ }
-    this.mcast?.close()
+    this.transport.close()
     const err = this.failure ?? new NotJoinedError()
     for (const t of this.takers.splice(0)) {
       if (t.timer) clearTimeout(t.timer)
@@ -584,13 +399,4 @@ export function datagramSizeFor(iface: string): number | undefined {
 /** What a queued delivery counts against maxQueuedBytes: its data and a fixed share for the object around it. */
 function queuedSize(d: Delivery): number {
   return (d.type === 'message' ? d.data.length : 0) + 64
-}
-
-function tuneBuffers(s: dgram.Socket): void {
-  try {
-    s.setRecvBufferSize(SOCKET_BUFFER)
-    s.setSendBufferSize(SOCKET_BUFFER)
-  } catch (err) {
-    log('cannot size socket buffers: %s', (err as Error).message)
-  }
 }

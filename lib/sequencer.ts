@@ -50,13 +50,15 @@ export class SequencerRole {
   lastSentAt = 0
   lastSentStable = -1
   ordered = 0
+  private lastProbeAt = -Infinity
 
   constructor(
     private readonly host: SequencerHost,
     readonly viewId: number,
     private readonly start: number,
-    members: readonly number[],
-    opts: { boundMs: number; heartbeatMs: number },
+    private readonly members: readonly number[],
+    /** `probeMs`: while the group runs on multicast, every member gets a heartbeat by unicast this often (0: never). */
+    private readonly opts: { boundMs: number; heartbeatMs: number; probeMs: number },
   ) {
     this.nextSlot = start + 1
     this.watch = new ProgressWatch(host.me, members, start, host.stable, opts.boundMs, opts.heartbeatMs, host.now())
@@ -92,6 +94,11 @@ export class SequencerRole {
     const d = this.watch.tick(now, this.nextSlot - 1, this.host.stable)
     for (const no of d.hint) this.heartbeatTo(no)
     for (const no of d.suspect) this.host.suspect(this.viewId, no, this.watch.reason(no, now))
+    // A member that gets these but nothing by multicast cannot hear the group's multicast (§4.8, hearing.ts).
+    if (this.opts.probeMs > 0 && now - this.lastProbeAt >= this.opts.probeMs) {
+      this.lastProbeAt = now
+      for (const no of this.members) if (no !== this.host.me) this.heartbeatTo(no)
+    }
   }
 
   /** A heartbeat by unicast, for a member that may hear no multicast: also the end of every repair it is sent. */
