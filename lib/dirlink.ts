@@ -85,8 +85,8 @@ export class DirLink {
       this.fail(new DirectoryError(ErrorCodes.DIRECTORY_UNREACHABLE, `cannot reach the directory: ${why}`))
     } else if (this.state === 'reconnecting') {
       this.state = 'waiting'
-      this.retryAt = this.env.now() + this.retryDelay
       this.retryDelay = Math.min(RECONNECT_MAX_MS, this.retryDelay * 2)
+      this.retryAt = this.env.now() + this.retryDelay
     }
   }
 

@@ -15,6 +15,7 @@ import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, sourcesCovering } from '../di
 import { DirectoryServer, queryStatus } from '../directory/server.js'
 import { DirectoryReader, encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, MAX_FRAME_TO_DIRECTORY, MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { until } from './fixtures/procs.js'
+import type { Transport } from '../lib/transport.js'
 
 t.test('a message with more fragments than a sender can hold is refused at submit, before anything is stored', async (t) => {
   const sim = new Sim(7)
@@ -127,7 +128,8 @@ t.test('every shape of bad address, straight at the send path of a member alone 
   const directory = await fakeDirectory(t, welcomed(1, (addr) => commitFrame([{ no: 1, id: 'a', addr }])))
   const a = await grp_join('g', 'a', { directory, iface: '127.0.0.1' })
   t.teardown(() => a.close())
-  const send = (a as unknown as { sendDatagram(b: Buffer, to: string | null): void }).sendDatagram.bind(a)
+  const transport = (a as unknown as { transport: Transport }).transport
+  const send = (buf: Buffer, to: string): void => transport.toMember(to, buf)
   const bad = ['nowhere', '127.0.0.1:0', '127.0.0.1:-1', '127.0.0.999:5', 'example.invalid:5', '127.0.0.1:5:5', '', '239.1.1.1:5', '127.0.0.1:99999']
   for (const to of bad) t.doesNotThrow(() => send(Buffer.from('x'), to), JSON.stringify(to))
   await new Promise((r) => setTimeout(r, 100))
@@ -414,15 +416,15 @@ t.test('a member whose event loop is busy with frames pings when a ping is due, 
   const a = await grp_join('g', 'a', { directory: `127.0.0.1:${(server.address() as net.AddressInfo).port}`, iface: '127.0.0.1' })
   t.teardown(() => a.close())
   await new Promise((r) => setTimeout(r, 50))
+  // Checked synchronously, within the one call that handles the frame or the datagram: no timer can have run.
+  const link = (a as unknown as { link: { lastPingAt: number; received(f: Frame): void } }).link
+  const transport = (a as unknown as { transport: Transport }).transport
   const before = pings
-  ;(a as unknown as { lastPingAt: number }).lastPingAt = performance.now() - 60_000 // as if the loop was busy for a minute
-  sock!.write(encodeFrame({ t: 'pong' }))
-  t.ok(await until(() => pings > before, 2000), 'a frame from the directory with a ping due sends it')
-  const again = pings
-  ;(a as unknown as { lastPingAt: number }).lastPingAt = performance.now() - 60_000
-  const udp = dgram.createSocket('udp4')
-  const port = (a as unknown as { uni: dgram.Socket }).uni.address().port
-  await new Promise<void>((r) => udp.send(Buffer.from('not a datagram of ours'), port, '127.0.0.1', () => r()))
-  udp.close()
-  t.ok(await until(() => pings > again, 2000), 'so does a datagram')
+  link.lastPingAt = performance.now() - 60_000 // as if the loop was busy for a minute
+  link.received({ t: 'pong' })
+  t.ok(link.lastPingAt > performance.now() - 1000, 'a frame from the directory with a ping due sends it')
+  link.lastPingAt = performance.now() - 60_000
+  transport.onDatagram(Buffer.from('not a datagram of ours'), 'direct')
+  t.ok(link.lastPingAt > performance.now() - 1000, 'so does a datagram')
+  t.ok(await until(() => pings === before + 2, 2000), 'the directory got both pings')
 })
