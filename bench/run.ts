@@ -1,6 +1,8 @@
 /**
  * `npm run bench [-- --json] [-- --quick] [-- --case W1|W2|LARGE|SOAK]` (SOAK, 60 s, runs only when asked);
- * `--n N --size BYTES` narrow W1 to one case. SEQCAST_BENCH_PROF=DIR writes a --cpu-prof of every member there.: seqcast against raw dgram multicast, on loopback.
+ * `--n N --size BYTES` narrow W1 to one case; `--transport multicast|unicast|both` (default multicast) runs the
+ * seqcast cases over that transport (unicast: fan-out, as on clouds; both: each case on both, unicast rows
+ * named `…/u` with their ratio to the multicast row). SEQCAST_BENCH_PROF=DIR writes a --cpu-prof of every member there.: seqcast against raw dgram multicast, on loopback.
  * As root it re-runs itself inside a private network namespace (`unshare -n`), as CI does; otherwise it uses
  * 127.0.0.1 as is. Results are described in docs/PERFORMANCE.md.
  */
@@ -12,6 +14,14 @@ const args = process.argv.slice(2)
 const json = args.includes('--json')
 const quick = args.includes('--quick')
 const only = args.includes('--case') ? args[args.indexOf('--case') + 1] : undefined
+const transportArg = args.includes('--transport') ? args[args.indexOf('--transport') + 1] : 'multicast'
+if (!['multicast', 'unicast', 'both'].includes(transportArg!)) {
+  console.error(`--transport must be multicast, unicast or both, got ${transportArg}`)
+  process.exit(2)
+}
+type Mode = 'multicast' | 'unicast'
+const transports: Mode[] = transportArg === 'both' ? ['multicast', 'unicast'] : [transportArg as Mode]
+const tag = (name: string, mode: Mode): string => (mode === 'unicast' ? `${name}/u` : name)
 
 if (process.getuid?.() === 0 && !process.env.SEQCAST_BENCH_NETNS && !args.includes('--no-netns')) {
   const self = fileURLToPath(import.meta.url)
@@ -53,10 +63,10 @@ function runMembers(argv: (i: number) => string[]): Promise<Report[]> {
   })))
 }
 
-async function withDir<T>(fn: (addr: string) => Promise<T>): Promise<T> {
+async function withDir<T>(fn: (addr: string) => Promise<T>, mode: Mode = 'multicast'): Promise<T> {
   const port = await freePort()
-  // A fresh port: no directory ran there before, so no rejoin grace.
-  const d = spawn(process.execPath, [DIR, '--host', '127.0.0.1', '--port', String(port), '--rejoin-grace-ms', '0'], { stdio: ['ignore', 'pipe', 'inherit'] })
+  // A fresh port: no directory ran there before, so no rejoin grace. The mode is fixed: `auto` never switches mid-case.
+  const d = spawn(process.execPath, [DIR, '--host', '127.0.0.1', '--port', String(port), '--rejoin-grace-ms', '0', '--transport', mode], { stdio: ['ignore', 'pipe', 'inherit'] })
   await new Promise<void>((r) => d.stdout.on('data', (b: Buffer) => b.toString().includes('listening') && r()))
   try {
     return await fn(`127.0.0.1:${port}`)
@@ -112,8 +122,8 @@ async function raw(n: number, size: number): Promise<{ perMember: number; loss: 
   return best
 }
 
-async function w1(n: number, size: number, ceiling?: number, name = 'W1', sendMs = SEND_MS): Promise<Report[]> {
-  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, String(n), String(size), String(sendMs)]))
+async function w1(n: number, size: number, ceiling?: number, name = 'W1', sendMs = SEND_MS, mode: Mode = 'multicast'): Promise<Report[]> {
+  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, String(n), String(size), String(sendMs)]), mode)
   const t = throughput(rs)
   const total = rs.reduce((a, r) => a + r.sent, 0)
   const ok = rs.every((r) => r.hash === rs[0]!.hash && r.delivered === total)
@@ -145,15 +155,15 @@ async function soak(): Promise<void> {
   }
 }
 
-async function w2(rate: number): Promise<void> {
-  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, '3', '100', String(SEND_MS), String(rate)]))
+async function w2(rate: number, mode: Mode): Promise<void> {
+  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, '3', '100', String(SEND_MS), String(rate)]), mode)
   const ok = rs.every((r) => r.hash === rs[0]!.hash)
   const lat = rs.map((r) => r.latency).filter((l): l is NonNullable<typeof l> => !!l)
   const p50 = Math.max(...lat.map((l) => l.p50))
   const p99 = Math.max(...lat.map((l) => l.p99))
   const max = Math.max(...lat.map((l) => l.max))
-  rows.push({ case: `W2@${rate}`, n: 3, size: 100, perMember: rate, mbps: 0, ok, ...memoryOf(rs), extra: `p50 ${p50} ms p99 ${p99} ms max ${max} ms` })
-  if (!json) console.log(`W2     n=3 at ${rate} msg/s, 100 B: send->delivery p50 ${(p50 * 1000).toFixed(0)} us, p99 ${(p99 * 1000).toFixed(0)} us, max ${max.toFixed(2)} ms (worst receiver)  ${ok ? 'verified' : 'MISMATCH'}`)
+  rows.push({ case: tag(`W2@${rate}`, mode), n: 3, size: 100, perMember: rate, mbps: 0, ok, ...memoryOf(rs), extra: `p50 ${p50} ms p99 ${p99} ms max ${max} ms` })
+  if (!json) console.log(`${tag('W2', mode).padEnd(6)} n=3 at ${rate} msg/s, 100 B: send->delivery p50 ${(p50 * 1000).toFixed(0)} us, p99 ${(p99 * 1000).toFixed(0)} us, max ${max.toFixed(2)} ms (worst receiver)  ${ok ? 'verified' : 'MISMATCH'}`)
 }
 
 const pick = (flag: string): number[] | undefined => (args.includes(flag) ? [Number(args[args.indexOf(flag) + 1])] : undefined)
@@ -163,11 +173,11 @@ if (!only || only === 'W1') {
   for (const n of ns) {
     for (const size of sizes) {
       const ceiling = await raw(n, size)
-      await w1(n, size, ceiling.perMember)
+      for (const mode of transports) await w1(n, size, ceiling.perMember, tag('W1', mode), SEND_MS, mode)
     }
   }
 }
-if (!only || only === 'W2') for (const rate of [1000, 10000]) await w2(rate)
+if (!only || only === 'W2') for (const rate of [1000, 10000]) for (const mode of transports) await w2(rate, mode)
 if (!only || only === 'LARGE') for (const size of pick('--size') ?? (quick ? [1 << 20] : [1 << 20, 10 << 20])) await w1(3, size, undefined, 'LARGE')
 if (only === 'SOAK') await soak()
 if (!json && rows.length > 1) {
@@ -175,7 +185,9 @@ if (!json && rows.length > 1) {
   console.log(`${'case'.padEnd(10)} ${'n'.padStart(2)} ${'size'.padStart(9)} ${'msg/s/member'.padStart(13)} ${'MB/s'.padStart(8)} ${'ratio'.padStart(7)} ${'rss MB'.padStart(7)}  result`)
   for (const r of rows) {
     const ratio = r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}x`
-    console.log(`${r.case.padEnd(10)} ${String(r.n).padStart(2)} ${String(r.size).padStart(9)} ${Math.round(r.perMember).toLocaleString('en').padStart(13)} ${r.mbps.toFixed(1).padStart(8)} ${ratio.padStart(7)} ${String(r.rssMB).padStart(7)}  ${r.case.startsWith('RAW') ? r.extra : r.ok ? 'verified' : 'MISMATCH'}${r.case.startsWith('W2') ? ' ' + r.extra : ''}`)
+    const multicast = r.case.endsWith('/u') ? rows.find((m) => m.case === r.case.slice(0, -2) && m.n === r.n && m.size === r.size) : undefined
+    if (multicast && r.case.startsWith('W1')) r.extra += ` ${(r.perMember / multicast.perMember * 100).toFixed(0)}% of multicast`
+    console.log(`${r.case.padEnd(10)} ${String(r.n).padStart(2)} ${String(r.size).padStart(9)} ${Math.round(r.perMember).toLocaleString('en').padStart(13)} ${r.mbps.toFixed(1).padStart(8)} ${ratio.padStart(7)} ${String(r.rssMB).padStart(7)}  ${r.case.startsWith('RAW') ? r.extra : r.ok ? 'verified' : 'MISMATCH'}${r.case.startsWith('W2') || multicast ? ' ' + r.extra : ''}`)
   }
 }
 if (json) console.log(JSON.stringify({ sendMs: SEND_MS, rows }, null, 2))

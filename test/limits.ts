@@ -3,7 +3,6 @@
  * groups larger than the directory's frames can describe, addresses that do not parse.
  */
 import t, { type Test } from 'tap'
-import dgram from 'node:dgram'
 import net from 'node:net'
 import { rng, Sim } from './fixtures/sim.js'
 import { check } from './fixtures/checker.js'
