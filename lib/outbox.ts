@@ -2,7 +2,7 @@
  * This member's own messages (PROTOCOL.md §4.2): fragmenting, the send window, transmission in packed DATA
  * datagrams, and resend with backoff. Pure: it emits datagrams through `OutboxHost` and knows no sockets or timers.
  *
- * Own msgIds 1 … submitted were accepted; ≤ `transmitted` were multicast; ≤ `announced` were seen ordered; ≤ the
+ * Own msgIds 1 … nextMsgId-1 were accepted; ≤ `transmitted` were multicast; ≤ `announced` were seen ordered; ≤ the
  * highest freed one (`stableOwn`) are stable and gone. The engine reports ordering (`ordered`), stability (`freed`)
  * and view changes (`forgetUnordered`, `rewind`); everything else about own messages is decided here.
  */
