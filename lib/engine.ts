@@ -6,16 +6,15 @@
  * Outputs go through `EngineEnv`. The simulator in test/fixtures drives exactly this class.
  *
  * Reading guide: ordering lives in sequencer.ts, this member's own messages (window, transmission, resend) in
- * outbox.ts; here, `advance()` is the hold-back queue (what may be delivered), `nack()`/`serveNack()` the repair
- * logic, `onCommit()`/`install()` the view change, `gc()` stability.
+ * outbox.ts, what to ask for and whom when something is missing (and answering such requests) in repair.ts; here,
+ * `advance()` is the hold-back queue (what may be delivered), `onCommit()`/`install()` the view change, `gc()`
+ * stability, `nack()`/`serveNack()` when repair may ask or answer.
  */
-import {
-  decode, encodeAck, encodeNack, FOREIGN, Kind, nackItemsPerDatagram, packData, parseIncarnation, SEQ_WINDOW, type Datagram, type DataRange, type Incarnation, type Run,
-  type SlotRange, encodeOrder, runsPerDatagram,
-} from './wire.js'
+import { decode, encodeAck, FOREIGN, Kind, parseIncarnation, SEQ_WINDOW, type Datagram, type Incarnation } from './wire.js'
 import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
 import { MessageStore } from './msgstore.js'
 import { Outbox } from './outbox.js'
+import { Repair } from './repair.js'
 import { Reassembly } from './reassembly.js'
 import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
 import type { EngineOptions } from './options.js'
@@ -101,7 +100,6 @@ export interface EngineStats {
 }
 
 const LOG_CAPACITY = 4 * SEQ_WINDOW
-const NACK_SCAN = 4096
 
 export class Engine implements SequencerHost {
   /** The group's incarnation, learnt from the first commit (0 until then: no datagram matches it). */
@@ -143,15 +141,12 @@ export class Engine implements SequencerHost {
   private readonly reassembly = new Reassembly(this.stats)
   private role: SequencerRole | null = null
   private readonly outbox: Outbox
+  private readonly repair: Repair
 
   private lastAckSent = 0
   private lastHaveAcked = 0
   private bytesSinceAck = 0
   private lastAckAt = 0
-  private lastTickHave = -1
-  private lastNackAt = -Infinity
-  /** NACK rounds sent while installing: each asks the next source that covers a slot (one may hear nothing). */
-  private repairTurn = 0
   private leaveRequested = false
   /** The latest commit received, as received: a rejoin carries it back to a restarted directory. */
   private lastCommit: Frame | null = null
@@ -173,6 +168,7 @@ export class Engine implements SequencerHost {
     private readonly env: EngineEnv,
   ) {
     this.outbox = new Outbox(opts, this, this.stats)
+    this.repair = new Repair(opts, this, this.stats)
   }
 
   get maxDatagram(): number {
@@ -294,14 +290,6 @@ export class Engine implements SequencerHost {
   private resend(now: number): void {
     if (this.viewState !== 'active' || !this.current || this.role) return
     this.outbox.resend(now, this.current.viewId, this.current.sequencer)
-  }
-
-  /** Unicasts DATA for messages first … first+n-1 of `author` that this member holds; returns how many. */
-  private sendData(author: number, first: number, n: number, to: number): number {
-    const s = this.senders.get(author)
-    if (!s || !this.current) return 0
-    const header = { inc: this.inc, viewId: this.current.viewId, sender: author }
-    return packData(header, this.opts.maxDatagram, s.store, first, n, (buf) => this.unicast(buf, to))
   }
 
   // ---------------------------------------------------------------- receiving
@@ -526,126 +514,29 @@ export class Engine implements SequencerHost {
     }
   }
 
-  // ---------------------------------------------------------------- repair
+  // ---------------------------------------------------------------- repair (lib/repair.ts)
 
   /** If delivery has been blocked for a whole tick, ask for what is missing: one NACK per repair source. */
   private nack(now: number): void {
-    const blocked = this.have === this.lastTickHave
-    this.lastTickHave = this.have
     const next = this.pending[0]
+    const latest = this.pending[this.pending.length - 1]
     const top = this.viewState === 'flushing' ? Math.min(this.knownTop, this.frozenAt) : Math.max(this.knownTop, next ? next.cut : 0)
-    if (!blocked || this.have >= top || now - this.lastNackAt < this.opts.nackIntervalMs) return
-    const source = this.repairSource()
-    const requests = new Map<number, { slots: SlotRange[]; data: DataRange[] }>()
-    const scanTo = Math.min(top, this.have + NACK_SCAN, next ? next.cut : Infinity)
-    for (let s = this.have + 1; s <= scanTo; s++) {
-      const from = source(s)
-      if (from === undefined || from === this.me || this.isVoid(s)) continue
-      let req = requests.get(from)
-      if (!req) requests.set(from, (req = { slots: [], data: [] }))
-      if (!this.log.has(s)) {
-        const last = req.slots[req.slots.length - 1]
-        if (last && last.firstSlot + last.n === s && last.n < 0xffff) last.n++
-        else req.slots.push({ firstSlot: s, n: 1 })
-        continue
-      }
-      const author = this.log.sender(s)
-      const m = this.log.msgId(s)
-      if (this.senders.get(author)?.store.has(m)) continue
-      const last = req.data[req.data.length - 1]
-      if (last && last.sender === author && last.firstMsgId + last.n === m && last.n < 0xffff) last.n++
-      else req.data.push({ sender: author, firstMsgId: m, n: 1 })
-    }
-    const per = nackItemsPerDatagram(this.opts.maxDatagram)
     // Named by the view the repair source is sure to know: while installing, the latest commit's (a source may have
     // joined after this member's current view, and drops NACKs of views it never saw).
-    const viewId = (this.pending[this.pending.length - 1] ?? this.current)!.viewId
-    const header = { inc: this.inc, viewId, sender: this.me }
-    for (const [to, { slots, data }] of requests) {
-      if (slots.length + data.length === 0) continue
-      this.lastNackAt = now
-      this.unicast(encodeNack(header, slots.slice(0, per), data.slice(0, Math.max(0, per - slots.length))), to)
-      this.stats.nacksSent++
-      logRepair('nack to %d: %d slot ranges, %d data ranges (have %d, top %d)', to, slots.length, data.length, this.have, top)
-    }
-    this.repairTurn++
+    const viewId = (latest ?? this.current)!.viewId
+    const gap = { top, end: next ? next.cut : Infinity, viewId, change: latest ?? null, sequencer: this.current?.sequencer }
+    this.repair.nack(now, gap, (slot) => this.isVoid(slot))
   }
 
-  /**
-   * Who to ask for a slot: while a view change is being installed, a participant of the latest flush whose
-   * reported range covers it — the holder first, then each round the next one (a source may receive nothing,
-   * PROTOCOL.md §4.7); otherwise the sequencer.
-   */
-  private repairSource(): (slot: number) => number | undefined {
-    const latest = this.pending[this.pending.length - 1]
-    if (!latest) {
-      const seq = this.current?.sequencer
-      return () => seq
-    }
-    const sources = [...latest.sources].sort((a, b) => Number(b.no === latest.holder) - Number(a.no === latest.holder))
-    const turn = this.repairTurn
-    return (slot) => {
-      let covering = 0
-      for (const r of sources) if (r.low < slot && slot <= r.have) covering++
-      if (covering === 0) return latest.holder
-      let k = turn % covering
-      for (const r of sources) if (r.low < slot && slot <= r.have && k-- === 0) return r.no
-      return latest.holder
-    }
-  }
-
-  /** Answers a NACK with what this member holds: ORDER per view for slots, DATA for messages. */
+  /** Answers a NACK of a known member about a known view with what this member holds. */
   private serveNack(d: Extract<Datagram, { kind: 4 }>): void {
     if (!this.knowsSender(d.sender) || !this.viewById(d.viewId)) {
       this.stats.foreign++
       return
     }
-    this.stats.nacksServed++
-    for (const r of d.slots) this.sendSlots(r.firstSlot, r.n, d.sender)
-    for (const r of d.data) this.stats.retransmitted += this.sendData(r.sender, r.firstMsgId, r.n, d.sender)
+    this.repair.serve(d, this.current?.viewId)
     // A member that hears no multicast learns from this where the stream ends, and asks again (§4.7).
     if (this.role?.viewId === d.viewId) this.role.heartbeatTo(d.sender)
-  }
-
-  private sendSlots(first: number, n: number, to: number): void {
-    let runs: Run[] = []
-    let runFirst = 0
-    let runView = -1
-    const flush = (): void => {
-      if (runs.length === 0) return
-      const per = runsPerDatagram(this.opts.maxDatagram)
-      const header = { inc: this.inc, viewId: runView, sender: this.me }
-      let slot = runFirst
-      for (let i = 0; i < runs.length; i += per) {
-        const chunk = runs.slice(i, i + per)
-        this.unicast(encodeOrder(header, slot, this.stable, chunk), to)
-        for (const r of chunk) slot += r.count
-      }
-      this.stats.retransmitted += runs.reduce((a, r) => a + r.count, 0)
-      runs = []
-    }
-    const last = Math.min(first + n - 1, this.have)
-    for (let s = first; s <= last; s++) {
-      if (!this.log.has(s) || this.log.isView(s) || this.log.sender(s) === VOID_SENDER) {
-        flush()
-        continue
-      }
-      const v = this.log.viewId(s)
-      const author = this.log.sender(s)
-      const m = this.log.msgId(s)
-      const r = runs[runs.length - 1]
-      if (v !== runView) flush()
-      if (runs.length === 0) {
-        runFirst = s
-        runView = v
-        runs.push({ sender: author, firstMsgId: m, count: 1 })
-      } else if (r && r.sender === author && r.firstMsgId + r.count === m && r.count < 0xffff) {
-        r.count++
-      } else {
-        runs.push({ sender: author, firstMsgId: m, count: 1 })
-      }
-    }
-    flush()
   }
 
   // ---------------------------------------------------------------- periodic work
