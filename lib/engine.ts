@@ -5,22 +5,23 @@
  * periodic timer), `flush()` (end of an event-loop turn, requested through `env.scheduleFlush`), `submit()`.
  * Outputs go through `EngineEnv`. The simulator in test/fixtures drives exactly this class.
  *
- * Reading guide: ordering lives in sequencer.ts; here, `advance()` is the hold-back queue (what may be delivered),
- * `nack()`/`serveNack()` the repair logic, `onCommit()`/`install()` the view change, `gc()` stability.
+ * Reading guide: ordering lives in sequencer.ts, this member's own messages (window, transmission, resend) in
+ * outbox.ts, what to ask for and whom when something is missing (and answering such requests) in repair.ts; here,
+ * `advance()` is the hold-back queue (what may be delivered), `onCommit()`/`install()` the view change, `gc()`
+ * stability, `nack()`/`serveNack()` when repair may ask or answer.
  */
-import {
-  decode, DataPacker, encodeAck, encodeNack, FOREIGN, fragmentRoom, Kind, nackItemsPerDatagram, parseIncarnation, SEQ_WINDOW, type Datagram, type DataRange, type Incarnation, type Run,
-  type SlotRange, encodeOrder, runsPerDatagram,
-} from './wire.js'
+import { decode, encodeAck, FOREIGN, Kind, parseIncarnation, SEQ_WINDOW, type Datagram, type Incarnation } from './wire.js'
 import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
-import { MAX_CAPACITY, MessageStore } from './msgstore.js'
+import { MessageStore } from './msgstore.js'
+import { Outbox } from './outbox.js'
+import { Repair } from './repair.js'
 import { Reassembly } from './reassembly.js'
 import { MulticastHearing } from './hearing.js'
 import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
 import type { EngineOptions } from './options.js'
 import type { Frame } from './frame.js'
 import type { Transport, TransportMode, Via } from './transport.js'
-import { ErrorCodes, errorFromCode, ExpelledError, MessageTooLargeError, NotJoinedError, ProtocolError, type SeqcastError } from './errors.js'
+import { ErrorCodes, errorFromCode, ExpelledError, NotJoinedError, ProtocolError, type SeqcastError } from './errors.js'
 import { logger } from './log.js'
 
 const logView = logger('view')
@@ -103,11 +104,6 @@ export interface EngineStats {
 }
 
 const LOG_CAPACITY = 4 * SEQ_WINDOW
-const NACK_SCAN = 4096
-/** A resend carries at most this many datagrams' worth of own messages. */
-/** Resend bursts, in datagrams: doubled while the sequencer keeps up (each resend ordered), halved when not. */
-const RESEND_BURST_MIN = 4
-const RESEND_BURST_MAX = 256
 
 export class Engine implements SequencerHost {
   /** The group's incarnation, learnt from the first commit (0 until then: no datagram matches it). */
@@ -148,31 +144,13 @@ export class Engine implements SequencerHost {
   private readonly senders = new Map<number, SenderState>()
   private readonly reassembly = new Reassembly(this.stats)
   private role: SequencerRole | null = null
-
-  // Own messages: msgIds 1 … nextMsgId-1 were submitted.
-  private nextMsgId = 1
-  /** Highest own msgId multicast (read by the sequencer role). */
-  transmitted = 0
-  /** Highest own msgId seen in an accepted ORDER entry. */
-  private announced = 0
-  private stableOwn = 0
-  private ownUnstableBytes = 0
-  private lastProgressAt = 0
-  private resendWait: number
-  private resendBurst = RESEND_BURST_MIN
-  private resendOutstanding = false
-  /** Bytes of own messages transmitted but not yet stable: what transmit() may have in flight. */
-  private inflightBytes = 0
-  private windowWasFull = false
+  private readonly outbox: Outbox
+  private readonly repair: Repair
 
   private lastAckSent = 0
   private lastHaveAcked = 0
   private bytesSinceAck = 0
   private lastAckAt = 0
-  private lastTickHave = -1
-  private lastNackAt = -Infinity
-  /** NACK rounds sent while installing: each asks the next source that covers a slot (one may hear nothing). */
-  private repairTurn = 0
   private leaveRequested = false
   /** The latest commit received, as received: a rejoin carries it back to a restarted directory. */
   private lastCommit: Frame | null = null
@@ -195,7 +173,8 @@ export class Engine implements SequencerHost {
     readonly opts: EngineOptions,
     private readonly env: EngineEnv,
   ) {
-    this.resendWait = opts.resendMs
+    this.outbox = new Outbox(opts, this, this.stats)
+    this.repair = new Repair(opts, this, this.stats)
   }
 
   get maxDatagram(): number {
@@ -248,23 +227,13 @@ export class Engine implements SequencerHost {
     this.env.transport.toGroup(buf)
   }
 
-  ownOrdered(msgId: number): void {
-    if (msgId > this.announced) {
-      this.announced = msgId
-      this.lastProgressAt = this.env.now()
-      this.resendWait = this.opts.resendMs
-      // A resend got ordered: the next may be larger. Caught up: back to the smallest burst.
-      if (this.announced >= this.transmitted) this.resendBurst = RESEND_BURST_MIN
-      else if (this.resendOutstanding) this.resendBurst = Math.min(2 * this.resendBurst, RESEND_BURST_MAX)
-      this.resendOutstanding = false
-    }
+  /** Highest own msgId multicast (read by the sequencer role). */
+  get transmitted(): number {
+    return this.outbox.transmitted
   }
 
-  /** Bytes of own messages transmitted but not yet stable, after `transmitted` moved back at a view change. */
-  private recountInflight(): void {
-    const own = this.senders.get(this.me)
-    this.inflightBytes = 0
-    for (let m = this.stableOwn + 1; m <= this.transmitted; m++) this.inflightBytes += Math.max(0, own?.store.length(m) ?? 0)
+  ownOrdered(msgId: number): void {
+    this.outbox.ordered(msgId)
   }
 
   private senderState(no: number): SenderState {
@@ -312,102 +281,21 @@ export class Engine implements SequencerHost {
   /** Accepts a message if the send window has room; false means "wait for windowOpened". */
   submit(data: Uint8Array): boolean {
     if (this.lifecycle !== 'joined') throw new NotJoinedError()
-    if (data.length > this.opts.maxMessage) throw new MessageTooLargeError(data.length, this.opts.maxMessage)
-    const room = fragmentRoom(this.opts.maxDatagram)
-    const frags = Math.max(1, Math.ceil(data.length / room))
-    // Every fragment is stored now, until stable: the store must hold them all (parseJoinOptions ensures it).
-    if (frags > MAX_CAPACITY) throw new MessageTooLargeError(data.length, MAX_CAPACITY * room, `what a sender holds with maxDatagram ${this.opts.maxDatagram}`)
-    const outstanding = this.nextMsgId - 1 - this.stableOwn
-    if (outstanding > 0 && (outstanding + frags > this.opts.sendWindow || this.ownUnstableBytes + data.length > this.opts.sendWindowBytes)) {
-      this.windowWasFull = true
-      return false
-    }
-    const own = this.senderState(this.me)
-    const copy = Buffer.from(data) // the application may reuse its buffer once grp_send resolves
-    for (let i = 0; i < frags; i++) {
-      const payload = frags === 1 ? copy : copy.subarray(i * room, Math.min(copy.length, (i + 1) * room))
-      const msgId = this.nextMsgId++
-      own.store.set(msgId, i === 0, i < frags - 1, payload)
-    }
-    this.ownUnstableBytes += data.length
-    this.stats.sent++
+    if (!this.outbox.submit(data)) return false
+    // Own messages are this member's sender state: ordered, delivered, served and freed like anyone's.
+    if (this.senders.get(this.me) !== this.outbox.own) this.senders.set(this.me, this.outbox.own)
     this.env.scheduleFlush()
     return true
   }
 
-  /**
-   * Multicasts own messages not yet sent, packed into as few datagrams as possible — at most sendWindowBytes of
-   * them not yet stable, so a 10 MB message goes out as the receivers keep up instead of in one burst that
-   * overruns every receiver's socket buffer. (Smaller messages are held to that already when submitted.)
-   */
   private transmit(): void {
-    const last = this.nextMsgId - 1
-    if (this.transmitted >= last || this.viewState !== 'active' || !this.current) return
-    const own = this.senderState(this.me)
-    if (this.announced >= this.transmitted) this.lastProgressAt = this.env.now()
-    const header = { inc: this.inc, viewId: this.current.viewId, sender: this.me }
-    let packer = new DataPacker(header, this.opts.maxDatagram)
-    let m = this.transmitted + 1
-    for (; m <= last; m++) {
-      const len = own.store.length(m)
-      if (this.inflightBytes > 0 && this.inflightBytes + len > this.opts.sendWindowBytes) break
-      this.inflightBytes += len
-      const payload = own.store.payload(m)
-      if (!packer.add(m, own.store.isFirst(m), own.store.hasMore(m), payload)) {
-        this.multicast(packer.finish())
-        packer = new DataPacker(header, this.opts.maxDatagram)
-        packer.add(m, own.store.isFirst(m), own.store.hasMore(m), payload)
-      }
-    }
-    if (packer.entries > 0) this.multicast(packer.finish())
-    this.transmitted = m - 1
-    this.role?.dataArrived(this.me)
+    if (this.viewState !== 'active' || !this.current) return
+    if (this.outbox.transmit(this.current.viewId)) this.role?.dataArrived(this.me)
   }
 
-  /**
-   * Own messages sent but not seen ordered for a while: send the head of them again to the sequencer. A bounded
-   * burst (the sequencer orders FIFO, so the first missing message is what blocks the rest) that doubles while
-   * resends get ordered and halves when they do not, and a wait that doubles while nothing progresses: an
-   * overloaded sequencer is not buried under retransmissions, a large loss is not repaired 4 datagrams at a time.
-   */
   private resend(now: number): void {
     if (this.viewState !== 'active' || !this.current || this.role) return
-    if (this.announced >= this.transmitted || now - this.lastProgressAt < this.resendWait) return
-    this.lastProgressAt = now
-    this.resendWait = Math.min(this.resendWait * 2, 16 * this.opts.resendMs)
-    const own = this.senders.get(this.me)
-    let n = 0
-    const burst = this.resendBurst
-    // The previous resend was not ordered within the wait: the next one is smaller.
-    if (this.resendOutstanding) this.resendBurst = Math.max(RESEND_BURST_MIN, this.resendBurst >> 1)
-    this.resendOutstanding = true
-    for (let bytes = 0, m = this.announced + 1; m <= this.transmitted && bytes < burst * this.opts.maxDatagram; m++, n++) {
-      bytes += Math.max(0, own?.store.length(m) ?? 0)
-    }
-    n = this.sendData(this.me, this.announced + 1, Math.max(1, n), this.current.sequencer)
-    this.stats.resent += n
-    logRepair('resend %d own messages from msgId %d to sequencer %d', n, this.announced + 1, this.current.sequencer)
-  }
-
-  /** Unicasts DATA for messages first … first+n-1 of `author` that this member holds; returns how many. */
-  private sendData(author: number, first: number, n: number, to: number): number {
-    const s = this.senders.get(author)
-    if (!s || !this.current) return 0
-    const header = { inc: this.inc, viewId: this.current.viewId, sender: author }
-    let packer = new DataPacker(header, this.opts.maxDatagram)
-    let count = 0
-    for (let m = first; m < first + n; m++) {
-      if (!s.store.has(m)) continue
-      const payload = s.store.payload(m)
-      if (!packer.add(m, s.store.isFirst(m), s.store.hasMore(m), payload)) {
-        this.unicast(packer.finish(), to)
-        packer = new DataPacker(header, this.opts.maxDatagram)
-        packer.add(m, s.store.isFirst(m), s.store.hasMore(m), payload)
-      }
-      count++
-    }
-    if (packer.entries > 0) this.unicast(packer.finish(), to)
-    return count
+    this.outbox.resend(now, this.current.viewId, this.current.sequencer)
   }
 
   // ---------------------------------------------------------------- receiving
@@ -617,9 +505,7 @@ export class Engine implements SequencerHost {
         if (len >= 0) {
           this.retainedBytes -= len
           if (author === this.me) {
-            this.stableOwn = m
-            this.ownUnstableBytes -= len
-            this.inflightBytes -= len
+            this.outbox.freed(m, len)
             freedOwn = true
           }
         }
@@ -629,136 +515,36 @@ export class Engine implements SequencerHost {
     this.gcDone = upTo
     while (this.known.length > 1 && this.known[1]!.start <= upTo) this.known.shift()
     if (freedOwn) {
-      if (this.inflightBytes < 0) this.inflightBytes = 0
-      if (this.transmitted < this.nextMsgId - 1) this.env.scheduleFlush()
+      const reopened = this.outbox.reopened()
+      if (this.outbox.untransmitted) this.env.scheduleFlush()
       if (this.lifecycle === 'leaving') this.maybeRequestLeave()
-      if (this.windowWasFull) {
-        this.windowWasFull = false
-        this.env.windowOpened()
-      }
+      if (reopened) this.env.windowOpened()
     }
   }
 
-  // ---------------------------------------------------------------- repair
+  // ---------------------------------------------------------------- repair (lib/repair.ts)
 
   /** If delivery has been blocked for a whole tick, ask for what is missing: one NACK per repair source. */
   private nack(now: number): void {
-    const blocked = this.have === this.lastTickHave
-    this.lastTickHave = this.have
     const next = this.pending[0]
+    const latest = this.pending[this.pending.length - 1]
     const top = this.viewState === 'flushing' ? Math.min(this.knownTop, this.frozenAt) : Math.max(this.knownTop, next ? next.cut : 0)
-    if (!blocked || this.have >= top || now - this.lastNackAt < this.opts.nackIntervalMs) return
-    const source = this.repairSource()
-    const requests = new Map<number, { slots: SlotRange[]; data: DataRange[] }>()
-    const scanTo = Math.min(top, this.have + NACK_SCAN, next ? next.cut : Infinity)
-    for (let s = this.have + 1; s <= scanTo; s++) {
-      const from = source(s)
-      if (from === undefined || from === this.me || this.isVoid(s)) continue
-      let req = requests.get(from)
-      if (!req) requests.set(from, (req = { slots: [], data: [] }))
-      if (!this.log.has(s)) {
-        const last = req.slots[req.slots.length - 1]
-        if (last && last.firstSlot + last.n === s && last.n < 0xffff) last.n++
-        else req.slots.push({ firstSlot: s, n: 1 })
-        continue
-      }
-      const author = this.log.sender(s)
-      const m = this.log.msgId(s)
-      if (this.senders.get(author)?.store.has(m)) continue
-      const last = req.data[req.data.length - 1]
-      if (last && last.sender === author && last.firstMsgId + last.n === m && last.n < 0xffff) last.n++
-      else req.data.push({ sender: author, firstMsgId: m, n: 1 })
-    }
-    const per = nackItemsPerDatagram(this.opts.maxDatagram)
     // Named by the view the repair source is sure to know: while installing, the latest commit's (a source may have
     // joined after this member's current view, and drops NACKs of views it never saw).
-    const viewId = (this.pending[this.pending.length - 1] ?? this.current)!.viewId
-    const header = { inc: this.inc, viewId, sender: this.me }
-    for (const [to, { slots, data }] of requests) {
-      if (slots.length + data.length === 0) continue
-      this.lastNackAt = now
-      this.unicast(encodeNack(header, slots.slice(0, per), data.slice(0, Math.max(0, per - slots.length))), to)
-      this.stats.nacksSent++
-      logRepair('nack to %d: %d slot ranges, %d data ranges (have %d, top %d)', to, slots.length, data.length, this.have, top)
-    }
-    this.repairTurn++
+    const viewId = (latest ?? this.current)!.viewId
+    const gap = { top, end: next ? next.cut : Infinity, viewId, change: latest ?? null, sequencer: this.current?.sequencer }
+    this.repair.nack(now, gap, (slot) => this.isVoid(slot))
   }
 
-  /**
-   * Who to ask for a slot: while a view change is being installed, a participant of the latest flush whose
-   * reported range covers it — the holder first, then each round the next one (a source may receive nothing,
-   * PROTOCOL.md §4.7); otherwise the sequencer.
-   */
-  private repairSource(): (slot: number) => number | undefined {
-    const latest = this.pending[this.pending.length - 1]
-    if (!latest) {
-      const seq = this.current?.sequencer
-      return () => seq
-    }
-    const sources = [...latest.sources].sort((a, b) => Number(b.no === latest.holder) - Number(a.no === latest.holder))
-    const turn = this.repairTurn
-    return (slot) => {
-      let covering = 0
-      for (const r of sources) if (r.low < slot && slot <= r.have) covering++
-      if (covering === 0) return latest.holder
-      let k = turn % covering
-      for (const r of sources) if (r.low < slot && slot <= r.have && k-- === 0) return r.no
-      return latest.holder
-    }
-  }
-
-  /** Answers a NACK with what this member holds: ORDER per view for slots, DATA for messages. */
+  /** Answers a NACK of a known member about a known view with what this member holds. */
   private serveNack(d: Extract<Datagram, { kind: 4 }>): void {
     if (!this.knowsSender(d.sender) || !this.viewById(d.viewId)) {
       this.stats.foreign++
       return
     }
-    this.stats.nacksServed++
-    for (const r of d.slots) this.sendSlots(r.firstSlot, r.n, d.sender)
-    for (const r of d.data) this.stats.retransmitted += this.sendData(r.sender, r.firstMsgId, r.n, d.sender)
+    this.repair.serve(d, this.current?.viewId)
     // A member that hears no multicast learns from this where the stream ends, and asks again (§4.7).
     if (this.role?.viewId === d.viewId) this.role.heartbeatTo(d.sender)
-  }
-
-  private sendSlots(first: number, n: number, to: number): void {
-    let runs: Run[] = []
-    let runFirst = 0
-    let runView = -1
-    const flush = (): void => {
-      if (runs.length === 0) return
-      const per = runsPerDatagram(this.opts.maxDatagram)
-      const header = { inc: this.inc, viewId: runView, sender: this.me }
-      let slot = runFirst
-      for (let i = 0; i < runs.length; i += per) {
-        const chunk = runs.slice(i, i + per)
-        this.unicast(encodeOrder(header, slot, this.stable, chunk), to)
-        for (const r of chunk) slot += r.count
-      }
-      this.stats.retransmitted += runs.reduce((a, r) => a + r.count, 0)
-      runs = []
-    }
-    const last = Math.min(first + n - 1, this.have)
-    for (let s = first; s <= last; s++) {
-      if (!this.log.has(s) || this.log.isView(s) || this.log.sender(s) === VOID_SENDER) {
-        flush()
-        continue
-      }
-      const v = this.log.viewId(s)
-      const author = this.log.sender(s)
-      const m = this.log.msgId(s)
-      const r = runs[runs.length - 1]
-      if (v !== runView) flush()
-      if (runs.length === 0) {
-        runFirst = s
-        runView = v
-        runs.push({ sender: author, firstMsgId: m, count: 1 })
-      } else if (r && r.sender === author && r.firstMsgId + r.count === m && r.count < 0xffff) {
-        r.count++
-      } else {
-        runs.push({ sender: author, firstMsgId: m, count: 1 })
-      }
-    }
-    flush()
   }
 
   // ---------------------------------------------------------------- periodic work
@@ -904,7 +690,7 @@ export class Engine implements SequencerHost {
     this.known.push(v)
     this.pending.push(v)
     for (const m of members) this.names.set(m.no, m.id)
-    this.announced = Math.min(this.announced, this.senders.get(this.me)?.ordered ?? 0)
+    this.outbox.forgetUnordered()
     // From this commit on, the group's datagrams travel as it says: a joiner hears the new view's first ones.
     this.env.transport.channel(f.mcast as string, v.transport)
     this.viewState = 'installing'
@@ -926,11 +712,7 @@ export class Engine implements SequencerHost {
     this.env.transport.peers(v.members.filter((m) => m.no !== this.me).map((m) => m.addr))
     this.hearing.watch(v.transport === 'multicast', v.sequencer === this.me, this.env.now())
     this.lastAckSent = this.lastHaveAcked = this.have
-    // Own messages not ordered by the cut go out again, to the new sequencer.
-    this.transmitted = this.announced = this.senders.get(this.me)?.ordered ?? 0
-    this.recountInflight()
-    this.resendBurst = RESEND_BURST_MIN
-    this.resendOutstanding = false
+    this.outbox.rewind()
     // Data of senders gone from the view will never be ordered.
     for (const [no, s] of this.senders) {
       if (v.byNo.has(no)) continue
@@ -956,7 +738,7 @@ export class Engine implements SequencerHost {
   }
 
   private maybeRequestLeave(): void {
-    if (this.leaveRequested || this.stableOwn < this.nextMsgId - 1) return
+    if (this.leaveRequested || !this.outbox.allStable) return
     this.leaveRequested = true
     this.env.toDirectory({ t: 'leave', group: this.group })
   }
@@ -980,7 +762,7 @@ export class Engine implements SequencerHost {
     return {
       ...this.stats, ordered: this.role?.ordered ?? this.stats.ordered, have: this.have, delivered: this.delivered,
       stable: this.stable, viewId: this.current?.viewId ?? 0, sequencer: this.role !== null, retainedBytes: this.retainedBytes,
-      inflightBytes: this.inflightBytes,
+      inflightBytes: this.outbox.inflightBytes,
     }
   }
 }

@@ -166,6 +166,35 @@ export class DataPacker {
   }
 }
 
+/** What `packData` reads messages from: a MessageStore. */
+export interface HeldMessages {
+  has(msgId: number): boolean
+  isFirst(msgId: number): boolean
+  hasMore(msgId: number): boolean
+  payload(msgId: number): Uint8Array
+}
+
+/**
+ * Packs the messages first … first+n-1 that `held` holds into as few DATA datagrams as possible, handing each
+ * datagram to `emit`; returns how many messages it packed.
+ */
+export function packData(h: Header, maxDatagram: number, held: HeldMessages, first: number, n: number, emit: (buf: Buffer) => void): number {
+  let packer = new DataPacker(h, maxDatagram)
+  let count = 0
+  for (let m = first; m < first + n; m++) {
+    if (!held.has(m)) continue
+    const payload = held.payload(m)
+    if (!packer.add(m, held.isFirst(m), held.hasMore(m), payload)) {
+      emit(packer.finish())
+      packer = new DataPacker(h, maxDatagram)
+      packer.add(m, held.isFirst(m), held.hasMore(m), payload)
+    }
+    count++
+  }
+  if (packer.entries > 0) emit(packer.finish())
+  return count
+}
+
 /** The largest payload one fragment can carry in a datagram of `maxDatagram` bytes. */
 export function fragmentRoom(maxDatagram: number): number {
   return maxDatagram - HEADER_SIZE - DATA_BODY_OVERHEAD - DATA_ENTRY_OVERHEAD
