@@ -5,7 +5,8 @@
 import { parseArgs } from 'node:util'
 import createDebug from 'debug'
 import { DirectoryServer, DEFAULT_DIRECTORY_PORT, queryStatus } from './server.js'
-import { DEFAULT_DIRECTORY_OPTIONS, type GroupStatus } from './core.js'
+import { DEFAULT_DIRECTORY_OPTIONS } from './core.js'
+import type { GroupStatus } from '../lib/dirproto.js'
 
 const USAGE = `usage: dir [serve] [options]       run the directory in the foreground
        dir ls [--dir HOST:PORT] [--json]       list groups of a running directory

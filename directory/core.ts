@@ -11,9 +11,12 @@
  */
 import { randomBytes } from 'node:crypto'
 import { ErrorCodes, ProtocolError } from '../lib/errors.js'
-import { encodedSize, field, MAX_FRAME_FROM_DIRECTORY, MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
+import {
+  MAX_TIMEOUT_MS, parseToDirectory, type Commit, type CommitDelta, type CommitFrame, type FromDirectory, type FromDirectoryWire,
+  type GroupStatus, type MemberEntry, type ToDirectoryOf,
+} from '../lib/dirproto.js'
+import { encodedSize, MAX_FRAME_FROM_DIRECTORY, MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
-import { parseMulticastAddr, parseUnicastAddr } from '../lib/options.js'
 import { parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
 
 const log = logger('dir')
@@ -23,7 +26,7 @@ export type ConnId = number
 
 export interface DirectoryHooks {
   /** Deliver a frame on that connection (reliable, FIFO). */
-  send(conn: ConnId, frame: Frame): void
+  send(conn: ConnId, frame: FromDirectoryWire): void
   /** Close that connection; the host then calls closed(). */
   close(conn: ConnId, reason: string): void
   now(): number
@@ -54,7 +57,6 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
   rejoinGraceMs: 2500,
 }
 
-const MAX_NAME_BYTES = 64
 /** A commit whose history a rebuilt directory cannot see may have skipped this many slots (§7). */
 const UNKNOWN_COMMIT_SLOTS = 3 * SEQ_WINDOW
 /** A `status` frame's bytes besides its groups: `t`, the list's header, `next` (a group name). */
@@ -71,8 +73,6 @@ interface Member {
   /** View id of the latest commit this member holds (after a directory restart: as its rejoin said). */
   commitSeen: number
 }
-
-type MemberEntry = { no: number; id: string; addr: string }
 
 interface Flush {
   viewId: number
@@ -104,7 +104,7 @@ interface Group {
   /** After a directory restart: members of the rebuilt view that have not rejoined yet, until the deadline. */
   recovering: { deadline: number } | null
   /** The latest commit, as sent (or as a rejoin brought it back): resent to members that missed it. */
-  lastCommit: Frame | null
+  lastCommit: CommitFrame | null
   /**
    * A rebuilt group in which some member saw a view id above the adopted commit: a commit this directory cannot see
    * may have reached members that never came back, so the next view skips past anything it could have ordered.
@@ -118,15 +118,6 @@ interface Conn {
   seenView?: number
   group?: string
   member?: Member
-}
-
-export interface GroupStatus {
-  name: string
-  viewId: number
-  members: Array<{ no: number; id: string; addr: string }>
-  sequencer: string
-  mcast: string
-  state: 'stable' | 'flushing' | 'installing' | 'recovering'
 }
 
 function parseRange(range: string): { base: number; size: number } {
@@ -144,69 +135,6 @@ function parseRange(range: string): { base: number; size: number } {
 
 function ipOf(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.')
-}
-
-function name(f: Frame, key: string): string {
-  const v = field(f, key, 'string')
-  if (v.length === 0 || Buffer.byteLength(v) > MAX_NAME_BYTES) {
-    throw new ProtocolError(ErrorCodes.BAD_REQUEST, `${key} must be 1-${MAX_NAME_BYTES} bytes`)
-  }
-  return v
-}
-
-/** A non-negative integer field (slots, view ids and member numbers are at most 48 bits). */
-function count(f: Frame, key: string): number {
-  const v = field(f, key, 'number')
-  if (!Number.isSafeInteger(v) || v < 0) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `${key} must be a non-negative integer`)
-  return v
-}
-
-/**
- * Checks the commit a `rejoin` carries back (every field a rebuilt group takes from it) and returns it as a commit
- * frame; throws ProtocolError otherwise.
- */
-interface CommitFrame extends Frame {
-  group: string
-  viewId: number
-  members: Array<{ no: number; id: string; addr: string }>
-  sequencer: number
-  cut: number
-  start: number
-  inc: string
-  mcast: string
-  nextNo: number
-}
-
-function parseCommit(v: unknown): CommitFrame {
-  const bad = (what: string): never => {
-    throw new ProtocolError(ErrorCodes.BAD_REQUEST, `rejoin: commit ${what}`)
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return bad('missing')
-  const c = { ...(v as Record<string, unknown>), t: 'commit' } as Frame
-  for (const k of ['viewId', 'sequencer', 'cut', 'start', 'holder', 'nextNo']) {
-    if (!Number.isSafeInteger(c[k]) || (c[k] as number) < 0) bad(`field ${k} must be a non-negative integer`)
-  }
-  if (typeof c.group !== 'string') bad('names no group')
-  if ((c.viewId as number) < 1 || (c.start as number) <= (c.cut as number)) bad('has no valid view id, cut and start')
-  if (!parseIncarnation(c.inc)) bad('has no valid incarnation')
-  if (!parseMulticastAddr(c.mcast)) bad('has no valid multicast address')
-  const members = c.members
-  if (!Array.isArray(members) || members.length === 0 || members.length > MAX_GROUP_MEMBERS) return bad(`has no members, or more than ${MAX_GROUP_MEMBERS}`)
-  const nos = new Set<number>()
-  for (const m of members as Array<Record<string, unknown>>) {
-    if (typeof m !== 'object' || m === null || !Number.isSafeInteger(m.no) || (m.no as number) < 1 || typeof m.id !== 'string' || !parseUnicastAddr(m.addr)) bad('has a bad member')
-    if ((m.no as number) >= (c.nextNo as number)) bad('has a member number not below nextNo')
-    nos.add(m.no as number)
-  }
-  if (!nos.has(c.sequencer as number)) bad('names a sequencer outside the view')
-  if (!Array.isArray(c.sources)) bad('has no sources')
-  return c as CommitFrame
-}
-
-function addrField(f: Frame): string {
-  const a = field(f, 'addr', 'string')
-  if (!parseUnicastAddr(a)) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `addr must be a unicast IPv4 "ip:port" (port 1-65535), got ${JSON.stringify(a.slice(0, 64))}`)
-  return a
 }
 
 type Report = { no: number; low: number; have: number }
@@ -253,11 +181,11 @@ function coverFrom(pool: Report[], head: Report): Report[] {
 }
 
 /** A commit's members as a change from the previous commit's (PROTOCOL.md §3.2): `added` also lists changed entries. */
-function commitDelta(base: Frame, list: MemberEntry[]): { base: number; added: MemberEntry[]; removed: number[] } {
-  const before = new Map((base.members as MemberEntry[]).map((e) => [e.no, e]))
+function commitDelta(base: CommitFrame, list: MemberEntry[]): { base: number; added: MemberEntry[]; removed: number[] } {
+  const before = new Map(base.members.map((e) => [e.no, e]))
   const now = new Set(list.map((e) => e.no))
   return {
-    base: base.viewId as number,
+    base: base.viewId,
     added: list.filter((e) => { const b = before.get(e.no); return !b || b.id !== e.id || b.addr !== e.addr }),
     removed: [...before.keys()].filter((no) => !now.has(no)),
   }
@@ -271,6 +199,11 @@ export class DirectoryCore {
 
   constructor(readonly opts: DirectoryOptions, private readonly hooks: DirectoryHooks) {
     this.range = parseRange(opts.mcastRange)
+    // What every `welcome` announces: members refuse one they could not keep (lib/dirproto.ts).
+    const { heartbeatMs: hb, timeoutMs: to } = opts
+    if (!Number.isInteger(hb) || !Number.isInteger(to) || hb < 1 || to <= hb || to > MAX_TIMEOUT_MS) {
+      throw new Error(`heartbeatMs (${hb}) and timeoutMs (${to}) must be integers with 1 <= heartbeatMs < timeoutMs <= ${MAX_TIMEOUT_MS}`)
+    }
     this.startedAt = hooks.now()
   }
 
@@ -278,10 +211,14 @@ export class DirectoryCore {
     this.conns.set(conn, { lastSeen: this.hooks.now() })
   }
 
-  /** Handles one frame; throws ProtocolError on a malformed or invalid one (the host then closes the connection). */
-  frame(conn: ConnId, f: Frame): void {
+  /**
+   * Handles one frame; throws ProtocolError on a malformed or invalid one (the host then closes the connection).
+   * Every field is checked (lib/dirproto.ts) before anything acts on it.
+   */
+  frame(conn: ConnId, raw: Frame): void {
     const c = this.conns.get(conn)
     if (!c) return
+    const f = parseToDirectory(raw)
     c.lastSeen = this.hooks.now()
     switch (f.t) {
       case 'ping':
@@ -298,7 +235,7 @@ export class DirectoryCore {
     const m = c.member
     const g = c.group === undefined ? undefined : this.groups.get(c.group)
     if (!m || !g) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `frame ${f.t} before join`)
-    if (name(f, 'group') !== g.name) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `frame ${f.t} names another group`)
+    if (f.group !== g.name) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `frame ${f.t} names another group`)
     switch (f.t) {
       case 'leave':
         if (!m.leaving) {
@@ -307,28 +244,20 @@ export class DirectoryCore {
           this.needChange(g)
         }
         return
-      case 'prepared': {
-        const viewId = field(f, 'viewId', 'number')
-        const have = field(f, 'have', 'number')
-        const low = typeof f.low === 'number' ? f.low : 0
-        if (g.flush && g.flush.viewId === viewId && g.flush.participants.includes(m)) {
-          g.flush.reports.set(m.no, { have, low })
+      case 'prepared':
+        if (g.flush && g.flush.viewId === f.viewId && g.flush.participants.includes(m)) {
+          g.flush.reports.set(m.no, { have: f.have, low: f.low })
           this.maybeCommit(g)
         }
         return
-      }
-      case 'installed': {
-        const viewId = field(f, 'viewId', 'number')
-        if (g.installing && viewId >= g.installing.viewId) {
+      case 'installed':
+        if (g.installing && f.viewId >= g.installing.viewId) {
           g.installing.waiting.delete(m.no)
           this.maybeInstalled(g)
         }
         return
-      }
       case 'suspect':
         return this.onSuspect(g, m, f)
-      default:
-        throw new ProtocolError(ErrorCodes.FRAME, `unknown frame type ${JSON.stringify(f.t)}`)
     }
   }
 
@@ -378,9 +307,8 @@ export class DirectoryCore {
    * `next` names the last one when more follow (PROTOCOL.md §3). One group always fits: it has at most
    * MAX_GROUP_MEMBERS members.
    */
-  private statusPage(f: Frame): Frame {
-    const after = typeof f.after === 'string' ? f.after : undefined
-    const only = typeof f.group === 'string' ? f.group : undefined
+  private statusPage(f: ToDirectoryOf<'ls'>): FromDirectory {
+    const { after, group: only } = f
     const names = only !== undefined ? (this.groups.has(only) ? [only] : []) : [...this.groups.keys()].sort()
     const groups: GroupStatus[] = []
     let room = MAX_FRAME_FROM_DIRECTORY - STATUS_PAGE_OVERHEAD
@@ -396,12 +324,9 @@ export class DirectoryCore {
 
   // ---------------------------------------------------------------- joining
 
-  private onJoin(conn: ConnId, c: Conn, f: Frame): void {
+  private onJoin(conn: ConnId, c: Conn, f: ToDirectoryOf<'join'>): void {
     if (c.member) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'this connection has joined already')
-    if (field(f, 'proto', 'number') !== 1) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'unsupported protocol version')
-    const groupName = name(f, 'group')
-    const id = name(f, 'member')
-    const addr = addrField(f)
+    const { group: groupName, member: id, addr } = f
     let g = this.groups.get(groupName)
     if (g && [...g.members, ...g.joiners].some((m) => m.id === id && !m.dead && !m.leaving)) {
       this.hooks.send(conn, { t: 'error', code: ErrorCodes.DUPLICATE_MEMBER, message: `member id ${id} is already in group ${groupName}` })
@@ -434,16 +359,9 @@ export class DirectoryCore {
    * (PROTOCOL.md §7). A directory that restarted rebuilds the group from these: identity, the latest commit any
    * member holds, member numbers and view ids above anything any member saw.
    */
-  private onRejoin(conn: ConnId, c: Conn, f: Frame): void {
+  private onRejoin(conn: ConnId, c: Conn, f: ToDirectoryOf<'rejoin'>): void {
     if (c.member) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'this connection has joined already')
-    if (field(f, 'proto', 'number') !== 1) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'unsupported protocol version')
-    const groupName = name(f, 'group')
-    const id = name(f, 'member')
-    const no = count(f, 'no')
-    const addr = addrField(f)
-    const seen = count(f, 'seenViewId')
-    const commit = parseCommit(f.commit)
-    if (commit.group !== groupName || seen < commit.viewId) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'rejoin: commit of another group, or seenViewId below it')
+    const { group: groupName, member: id, no, addr, seenViewId: seen, commit } = f
     let g = this.groups.get(groupName)
     const refuse = (reason: string): void => {
       this.hooks.send(conn, { t: 'expelled', group: groupName, reason })
@@ -483,7 +401,7 @@ export class DirectoryCore {
   }
 
   /** Takes a commit a rejoin brought back as the group's latest: members that rejoined but are not in it are expelled. */
-  private adopt(g: Group, commit: CommitFrame): void {
+  private adopt(g: Group, commit: Commit): void {
     const members = commit.members
     const attached = new Map(g.members.filter((m) => m.conn !== null).map((m) => [m.no, m]))
     g.members = members.map((m) => attached.get(m.no) ?? { no: m.no, id: m.id, addr: m.addr, conn: null, dead: false, leaving: false, commitSeen: 0 })
@@ -493,7 +411,7 @@ export class DirectoryCore {
     g.lastStart = commit.start
     g.lastCut = commit.cut
     g.nextNo = Math.max(g.nextNo, commit.nextNo, ...members.map((m) => m.no + 1))
-    g.lastCommit = commit
+    g.lastCommit = { t: 'commit', ...commit }
     for (const m of attached.values()) {
       if (!members.some((x) => x.no === m.no) && m.conn !== null) this.expel(m.conn, `view ${g.viewId} excludes this member`)
     }
@@ -567,10 +485,9 @@ export class DirectoryCore {
    * a report from an older view, or one that crossed a view change, is stale and dropped (the new sequencer
    * judges afresh).
    */
-  private onSuspect(g: Group, from: Member, f: Frame): void {
-    const viewId = field(f, 'viewId', 'number')
-    const no = field(f, 'no', 'number')
-    const reason = typeof f.reason === 'string' ? f.reason.slice(0, 200) : 'no progress'
+  private onSuspect(g: Group, from: Member, f: ToDirectoryOf<'suspect'>): void {
+    const { viewId, no } = f
+    const reason = f.reason?.slice(0, 200) ?? 'no progress'
     const target = g.members.find((x) => x.no === no && !x.dead)
     if (viewId !== g.viewId || from.no !== g.sequencer || g.flush || !target || target.conn === null) {
       log('%s: stale suspicion of %d by %s in view %d (current view %d) ignored', g.name, no, from.id, viewId, g.viewId)
@@ -679,14 +596,14 @@ export class DirectoryCore {
     const excluded = g.members.filter((m) => !m.dead && m.leaving && m.conn !== null)
     const list: MemberEntry[] = members.map((m) => ({ no: m.no, id: m.id, addr: m.addr }))
     const common = {
-      t: 'commit', group: g.name, viewId, sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast, inc: g.inc, nextNo: g.nextNo,
+      t: 'commit' as const, group: g.name, viewId, sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast, inc: g.inc, nextNo: g.nextNo,
     }
-    const full: Frame = { ...common, members: list }
+    const full: CommitFrame = { ...common, members: list }
     // A member that has the previous commit gets only what changed: a full list to each of 1 000 members at every
     // view change was 1 000 × 110 KB, and a join storm runs dozens of view changes.
     const base = g.lastCommit
     g.lastCommit = full
-    let delta: Frame | null = null
+    let delta: CommitDelta | null = null
     const to = new Set<Member>([...members, ...excluded, ...g.leavers.map((l) => l.m)])
     for (const m of to) {
       const c = m.conn === null ? undefined : this.conns.get(m.conn)

@@ -3,7 +3,8 @@
  * A malformed or oversized frame closes only the connection that sent it.
  */
 import net from 'node:net'
-import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, type ConnId, type DirectoryOptions, type GroupStatus } from './core.js'
+import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, type ConnId, type DirectoryOptions } from './core.js'
+import { DirectoryReader, type GroupStatus } from '../lib/dirproto.js'
 import { DirectoryError, ErrorCodes, SeqcastError } from '../lib/errors.js'
 import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from '../lib/frame.js'
 import { parseHostPort } from '../lib/options.js'
@@ -163,6 +164,7 @@ export function queryStatus(hostPort: string, timeoutMs = 2000, group?: string):
     }
     const timer = setTimeout(() => fail(`no answer in ${timeoutMs} ms`), timeoutMs)
     const decoder = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
+    const reader = new DirectoryReader()
     const groups: GroupStatus[] = []
     sock.once('error', (err) => {
       clearTimeout(timer)
@@ -171,11 +173,11 @@ export function queryStatus(hostPort: string, timeoutMs = 2000, group?: string):
     sock.on('connect', () => sock.write(encodeFrame(group === undefined ? { t: 'ls' } : { t: 'ls', group })))
     sock.on('data', (chunk) => {
       try {
-        for (const f of decoder.push(chunk)) {
+        for (const raw of decoder.push(chunk)) {
+          const f = reader.read(raw)
           if (f.t !== 'status') continue
-          if (!Array.isArray(f.groups)) throw new Error('status without a list of groups')
-          groups.push(...(f.groups as GroupStatus[]))
-          if (typeof f.next === 'string') {
+          groups.push(...f.groups)
+          if (f.next !== undefined) {
             sock.write(encodeFrame({ t: 'ls', after: f.next }))
             continue
           }

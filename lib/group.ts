@@ -12,7 +12,8 @@ import net from 'node:net'
 import os from 'node:os'
 import { Engine, type Delivery, type EngineStats, type Lifecycle } from './engine.js'
 import { ArgumentError, DirectoryError, ErrorCodes, JoinTimeoutError, LeaveTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
-import { DirectoryReader, encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
+import { DirectoryReader, type FromDirectory } from './dirproto.js'
+import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
 import { checkMaxMessage, parseJoinOptions, parseMulticastAddr, parseUnicastAddr, type JoinOptions, type ResolvedJoinOptions } from './options.js'
 import { logger } from './log.js'
 
@@ -257,7 +258,7 @@ export class Group extends EventEmitter<GroupEvents> {
 
   private onFrame(frame: Frame): void {
     if (this.closed) return
-    let f: Frame
+    let f: FromDirectory
     try {
       f = this.reader.read(frame)
     } catch (err) {

@@ -7,7 +7,8 @@ import net from 'node:net'
 import { spawn, spawnSync } from 'node:child_process'
 import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, SEQ_WINDOW, type ConnId, type DirectoryOptions } from '../directory/core.js'
 import { DirectoryServer, queryStatus } from '../directory/server.js'
-import { DirectoryReader, encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
+import { DirectoryReader } from '../lib/dirproto.js'
+import { encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
 import { ErrorCodes } from '../lib/errors.js'
 import { DIR_CLI, freePort } from './fixtures/procs.js'
 
@@ -339,8 +340,49 @@ t.test('malformed frames throw with a code', async (t) => {
   t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: '', member: 'a', addr: '127.0.0.4:5' }), { code: ErrorCodes.BAD_REQUEST })
   t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: 'g', member: 'a', addr: 'nowhere' }), { code: ErrorCodes.BAD_REQUEST })
   t.throws(() => h.core.frame(1, { t: 'join', proto: 2, group: 'g', member: 'a', addr: '127.0.0.4:5' }), { code: ErrorCodes.BAD_REQUEST })
-  t.throws(() => h.core.frame(1, { t: 'prepared', group: 'g', viewId: 1, have: 1 }), { code: ErrorCodes.BAD_REQUEST })
+  t.throws(() => h.core.frame(1, { t: 'prepared', group: 'g', viewId: 1, have: 1, low: 0 }), { code: ErrorCodes.BAD_REQUEST }, 'before join')
   t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: 'g', member: 7, addr: '127.0.0.4:5' }), { code: ErrorCodes.FRAME })
+})
+
+t.test('numbers out of range are refused before they reach the state machine, naming the field', async (t) => {
+  // Each of these was read as it came (a `typeof number` at most) before the frames had one reader.
+  const bad: Array<[Frame, RegExp]> = [
+    [{ t: 'prepared', group: 'g', viewId: 2, have: -1, low: 0 }, /have/],
+    [{ t: 'prepared', group: 'g', viewId: 2, have: 1.5, low: 0 }, /have/],
+    [{ t: 'prepared', group: 'g', viewId: 2, have: 2 ** 60, low: 0 }, /have/],
+    [{ t: 'prepared', group: 'g', viewId: 2, have: 5, low: -3 }, /low/],
+    [{ t: 'prepared', group: 'g', viewId: 2 ** 32, have: 5, low: 0 }, /viewId/],
+    [{ t: 'installed', group: 'g', viewId: -1 }, /viewId/],
+    [{ t: 'suspect', group: 'g', viewId: 2, no: 1.5, reason: 'x' }, /no/],
+  ]
+  for (const [f, field] of bad) {
+    const h = harness()
+    h.join(1, 'a')
+    h.join(2, 'b')
+    t.throws(() => h.core.frame(1, f), { code: ErrorCodes.BAD_REQUEST, message: field }, JSON.stringify(f))
+    t.same(h.take(2, 'commit'), [], 'no commit came of it')
+  }
+  const h = harness()
+  h.core.opened(1)
+  t.throws(() => h.core.frame(1, { t: 'ls', after: 5 }), { code: ErrorCodes.FRAME, message: /after/ }, 'an ls whose `after` is not a name')
+  t.throws(() => h.core.frame(1, { t: 'prepared', group: 'g', viewId: 2, have: 5 }), { code: ErrorCodes.FRAME, message: /low/ }, 'a prepared without low')
+})
+
+t.test('a rejoin whose commit the members could not use is refused: a rebuilt directory would resend it', async (t) => {
+  const members = commit7.members
+  const bad: Array<[object, RegExp]> = [
+    [{ ...commit7, sources: [{ no: 'x', low: 0, have: 3 }] }, /commit\.sources\[0\]\.no/],
+    [{ ...commit7, sources: [{ no: 1, low: 0, have: -3 }] }, /commit\.sources\[0\]\.have/],
+    [{ ...commit7, members: [members[0], { ...members[1], id: '' }] }, /commit\.members\[1\]\.id/],
+    [{ ...commit7, members: [members[0], { ...members[1], no: 1 }] }, /commit\.members\[1\]\.no/],
+    [{ ...commit7, viewId: 2 ** 32 }, /commit\.viewId/],
+  ]
+  for (const [commit, field] of bad) {
+    const h = harness()
+    h.core.opened(1)
+    t.throws(() => h.core.frame(1, rejoin('a', 1, commit)), { code: /^E(BAD_REQUEST|FRAME)$/, message: field }, field.source)
+    t.same(h.core.status(), [], 'nothing rebuilt from it')
+  }
 })
 
 t.test('over TCP: garbage, oversized and non-map frames close only their own connection', async (t) => {
@@ -381,6 +423,9 @@ t.test('dir CLI: help, usage errors, unreachable daemon, serve, ls --json, SIGTE
   t.match(run('--help').stdout, /dir ls/)
   t.equal(run('--bogus').status, 2)
   t.equal(run('serve', '--timeout-ms', 'x').status, 2)
+  const slow = run('serve', '--heartbeat-ms', '500', '--timeout-ms', '500')
+  t.equal(slow.status, 2, 'a timeout members would refuse in welcome is a usage error')
+  t.match(slow.stderr, /timeoutMs/)
   const dead = await freePort()
   const r = run('ls', '--dir', `127.0.0.1:${dead}`)
   t.equal(r.status, 1)
