@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto'
 import { ErrorCodes, ProtocolError } from '../lib/errors.js'
 import {
   MAX_TIMEOUT_MS, parseToDirectory, type Commit, type CommitDelta, type CommitFrame, type FromDirectory, type FromDirectoryWire,
-  type GroupStatus, type MemberEntry, type ToDirectoryOf,
+  type GroupStatus, type GroupTransport, type MemberEntry, type ToDirectoryOf,
 } from '../lib/dirproto.js'
 import { encodedSize, MAX_FRAME_FROM_DIRECTORY, MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
@@ -32,7 +32,16 @@ export interface DirectoryHooks {
   now(): number
   /** 64 random bits, not all zero, as 16 hex digits: a new group's incarnation. Default: crypto.randomBytes. */
   randomIncarnation?(): string
+  /** What an operator sees at the default log level (`dir` prints it); without it, the `seqcast:dir` debug log. */
+  info?(message: string): void
 }
+
+/**
+ * How the directory's groups send DATA and ORDER: `multicast` and `unicast` for every group; `auto` starts each group
+ * on multicast and moves it to unicast when a member cannot hear it (a `deaf` frame).
+ */
+export type TransportMode = 'multicast' | 'unicast' | 'auto'
+const TRANSPORT_MODES: readonly TransportMode[] = ['multicast', 'unicast', 'auto']
 
 export interface DirectoryOptions {
   /** Multicast addresses are handed out from this IPv4 range, e.g. '239.255.0.0/16'. */
@@ -46,6 +55,7 @@ export interface DirectoryOptions {
    * know waits for rejoins (which bring the group's identity and history) before a join may create it afresh.
    */
   rejoinGraceMs: number
+  transport: TransportMode
 }
 
 export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
@@ -55,6 +65,7 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
   timeoutMs: 2000,
   flushTimeoutMs: 2000,
   rejoinGraceMs: 2500,
+  transport: 'auto',
 }
 
 /** A commit whose history a rebuilt directory cannot see may have skipped this many slots (§7). */
@@ -86,6 +97,8 @@ interface Group {
   /** The group's incarnation (16 hex digits), in every datagram: another directory's group of this name is another group. */
   inc: string
   mcast: string
+  /** What the next commit carries: moves to unicast for good when a member cannot hear the multicast (§3.3). */
+  transport: GroupTransport
   nextNo: number
   /** The last view id handed out (also for abandoned attempts). */
   viewCounter: number
@@ -204,6 +217,7 @@ export class DirectoryCore {
     if (!Number.isInteger(hb) || !Number.isInteger(to) || hb < 1 || to <= hb || to > MAX_TIMEOUT_MS) {
       throw new Error(`heartbeatMs (${hb}) and timeoutMs (${to}) must be integers with 1 <= heartbeatMs < timeoutMs <= ${MAX_TIMEOUT_MS}`)
     }
+    if (!TRANSPORT_MODES.includes(opts.transport)) throw new Error(`transport must be one of ${TRANSPORT_MODES.join(', ')}, got ${String(opts.transport)}`)
     this.startedAt = hooks.now()
   }
 
@@ -258,6 +272,8 @@ export class DirectoryCore {
         return
       case 'suspect':
         return this.onSuspect(g, m, f)
+      case 'deaf':
+        return this.onDeaf(conn, g, m, f)
     }
   }
 
@@ -298,6 +314,8 @@ export class DirectoryCore {
       members: g.members.filter((m) => !m.dead).map((m) => ({ no: m.no, id: m.id, addr: m.addr })),
       sequencer: g.members.find((m) => m.no === g.sequencer)?.id ?? '',
       mcast: g.mcast,
+      // What the members use: the latest commit's, until the next commit carries a change.
+      transport: g.lastCommit?.transport ?? g.transport,
       state: g.recovering ? 'recovering' : g.flush ? 'flushing' : g.installing ? 'installing' : 'stable',
     }
   }
@@ -410,6 +428,8 @@ export class DirectoryCore {
     g.sequencer = commit.sequencer
     g.lastStart = commit.start
     g.lastCut = commit.cut
+    // The group's transport as its members use it; a unicast directory moves it at the next commit. Never back.
+    g.transport = commit.transport === 'unicast' || this.opts.transport === 'unicast' ? 'unicast' : 'multicast'
     g.nextNo = Math.max(g.nextNo, commit.nextNo, ...members.map((m) => m.no + 1))
     g.lastCommit = { t: 'commit', ...commit }
     for (const m of attached.values()) {
@@ -446,7 +466,8 @@ export class DirectoryCore {
 
   private createGroup(groupName: string, inc: string, mcast = this.allocateMcast(inc)): Group {
     const g: Group = {
-      name: groupName, inc, mcast, nextNo: 1, viewCounter: 0, viewId: 0, members: [], sequencer: 0, lastStart: 0, lastCut: 0,
+      name: groupName, inc, mcast, transport: this.opts.transport === 'unicast' ? 'unicast' : 'multicast', nextNo: 1, viewCounter: 0,
+      viewId: 0, members: [], sequencer: 0, lastStart: 0, lastCut: 0,
       joiners: [], leavers: [], flush: null, installing: null, changeNeeded: false, recovering: null, lastCommit: null,
       unknownCommit: false,
     }
@@ -495,6 +516,35 @@ export class DirectoryCore {
     }
     log('%s: sequencer %s reports %s (no %d): %s', g.name, from.id, target.id, no, reason)
     this.expel(target.conn, `excluded for lack of progress: ${reason}`)
+  }
+
+  /**
+   * A member of the current view hears the sequencer by unicast but not the group's multicast (PROTOCOL.md §3.3).
+   * `auto`: the whole group moves to unicast at the commit of a view change (same members) started now — never one
+   * member alone, and never back. `multicast`: that member cannot be served; it is told why (ENOMULTICAST) and
+   * closed. A group on unicast already, or a report of an older view, changes nothing.
+   */
+  private onDeaf(conn: ConnId, g: Group, m: Member, f: ToDirectoryOf<'deaf'>): void {
+    if (f.viewId !== g.viewId || g.transport === 'unicast') {
+      log('%s: deaf report by %s in view %d ignored (view %d, %s)', g.name, m.id, f.viewId, g.viewId, g.transport)
+      return
+    }
+    if (this.opts.transport === 'multicast') {
+      const message = `member ${m.id} cannot hear the multicast of group ${g.name} (${g.mcast}); this directory runs --transport multicast: run it with --transport unicast or auto`
+      this.info(`${g.name}: ${message}`)
+      this.hooks.send(conn, { t: 'error', code: ErrorCodes.MULTICAST_UNREACHABLE, message })
+      this.hooks.close(conn, 'cannot hear the multicast')
+      this.closed(conn)
+      return
+    }
+    g.transport = 'unicast'
+    this.info(`${g.name}: member ${m.id} (no ${m.no}) cannot hear the multicast ${g.mcast} in view ${g.viewId}; the group moves to unicast at the next commit`)
+    this.needChange(g)
+  }
+
+  private info(message: string): void {
+    if (this.hooks.info) this.hooks.info(message)
+    else log('%s', message)
   }
 
   /**
@@ -596,7 +646,8 @@ export class DirectoryCore {
     const excluded = g.members.filter((m) => !m.dead && m.leaving && m.conn !== null)
     const list: MemberEntry[] = members.map((m) => ({ no: m.no, id: m.id, addr: m.addr }))
     const common = {
-      t: 'commit' as const, group: g.name, viewId, sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast, inc: g.inc, nextNo: g.nextNo,
+      t: 'commit' as const, group: g.name, viewId, sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast, inc: g.inc,
+      nextNo: g.nextNo, transport: g.transport,
     }
     const full: CommitFrame = { ...common, members: list }
     // A member that has the previous commit gets only what changed: a full list to each of 1 000 members at every

@@ -23,6 +23,8 @@ const LISTEN_BACKLOG = 4096
 export interface DirectoryServerOptions extends Partial<DirectoryOptions> {
   host?: string
   port?: number
+  /** Decisions an operator should see (e.g. a group moved to unicast); default: the `seqcast:dir` debug log. */
+  info?: (message: string) => void
 }
 
 export class DirectoryServer {
@@ -38,7 +40,9 @@ export class DirectoryServer {
   private readonly encoded = new WeakMap<Frame, Buffer>()
 
   constructor(private readonly opts: DirectoryServerOptions = {}) {
-    this.core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, ...stripUndefined(opts) }, {
+    const { host: _host, port: _port, info, ...core } = opts
+    this.core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, ...stripUndefined(core) }, {
+      info,
       now: () => performance.now(),
       send: (conn, frame) => this.send(conn, frame),
       close: (conn, reason) => {

@@ -16,6 +16,9 @@ export const MAX_TIMEOUT_MS = 3_600_000
 export type MemberEntry = { no: number; id: string; addr: string }
 /** A flush participant that holds the slots (low, have]. */
 export type Source = { no: number; low: number; have: number }
+/** How a group's DATA and ORDER datagrams travel: to its multicast address, or to each member's unicast address. */
+export type GroupTransport = 'multicast' | 'unicast'
+export const GROUP_TRANSPORTS: readonly GroupTransport[] = ['multicast', 'unicast']
 
 /** A view, as the directory commits it and a member carries it back in `rejoin`. */
 export type Commit = {
@@ -24,6 +27,8 @@ export type Commit = {
   /** The group's incarnation: 16 hex digits. */
   inc: string
   mcast: string
+  /** Every member sends and listens this way from this view on: the whole group switches at a commit. */
+  transport: GroupTransport
   members: MemberEntry[]
   sequencer: number
   /** The old view ends at slot `cut`; this view takes slot `start`. */
@@ -49,6 +54,7 @@ export type GroupStatus = {
   /** The sequencer's member id ('' before the first view). */
   sequencer: string
   mcast: string
+  transport: GroupTransport
   state: GroupState
 }
 
@@ -61,6 +67,8 @@ export type ToDirectory =
   | { t: 'prepared'; group: string; viewId: number; have: number; low: number }
   | { t: 'installed'; group: string; viewId: number }
   | { t: 'suspect'; group: string; viewId: number; no: number; reason?: string }
+  /** The member hears the sequencer by unicast but not the group's multicast, in view `viewId`. */
+  | { t: 'deaf'; group: string; viewId: number }
 
 export type FromDirectory =
   | { t: 'welcome'; no: number; heartbeatMs: number; timeoutMs: number }
@@ -218,6 +226,7 @@ const source = (f: Fields): Source => ({ no: f.memberNo('no'), low: f.slot('low'
 function commitFields(f: Fields): Omit<Commit, 'members'> {
   return {
     group: f.name('group'), viewId: f.viewId('viewId'), inc: f.incarnation('inc'), mcast: f.multicastAddr('mcast'),
+    transport: f.oneOf('transport', GROUP_TRANSPORTS),
     sequencer: f.memberNoOrNone('sequencer'), cut: f.slot('cut'), start: f.slot('start'), holder: f.memberNoOrNone('holder'),
     sources: f.list('sources', MAX_GROUP_MEMBERS, source), nextNo: f.int('nextNo', 1, MAX_U32 + 1, 'a member number above all (1 … 2^32)'),
   }
@@ -280,6 +289,8 @@ export function parseToDirectory(f: Frame): ToDirectory {
       if (r.has('reason')) s.reason = r.string('reason')
       return s
     }
+    case 'deaf':
+      return { t: 'deaf', group: r.name('group'), viewId: r.viewId('viewId') }
     default:
       return r.fail(ErrorCodes.FRAME, 't', `${clip(f.t)} is not a frame a directory reads`)
   }
@@ -354,6 +365,7 @@ export class DirectoryReader {
 function groupStatus(f: Fields): GroupStatus {
   return {
     name: f.name('name'), viewId: f.viewId('viewId'), members: f.list('members', MAX_GROUP_MEMBERS, memberEntry),
-    sequencer: f.string('sequencer'), mcast: f.multicastAddr('mcast'), state: f.oneOf('state', GROUP_STATES),
+    sequencer: f.string('sequencer'), mcast: f.multicastAddr('mcast'), transport: f.oneOf('transport', GROUP_TRANSPORTS),
+    state: f.oneOf('state', GROUP_STATES),
   }
 }

@@ -108,7 +108,7 @@ const welcomed = (no: number, commit: (addr: string) => Frame) => (addr: string)
 
 const commitFrame = (members: Array<{ no: number; id: string; addr: string }>, mcast = '239.255.77.1:46177'): Frame => ({
   t: 'commit', group: 'g', viewId: 1, members, sequencer: members[0]!.no, cut: 0, start: 1, holder: 0, sources: [], mcast,
-  inc: '00000000000000a1', nextNo: Math.max(...members.map((m) => m.no)) + 1,
+  inc: '00000000000000a1', nextNo: Math.max(...members.map((m) => m.no)) + 1, transport: 'multicast',
 })
 
 t.test('every shape of bad address, straight at the send path of a member alone in its view', async (t) => {
@@ -139,6 +139,8 @@ t.test('a frame the member cannot use fails that member with EFRAME; the process
     ['a cut that is not a slot', welcomed(1, (addr) => ({ ...commit(addr), cut: -1 }))],
     ['no nextNo', welcomed(1, (addr) => ({ ...commit(addr), nextNo: undefined }))],
     ['an incarnation that is not 16 hex digits', welcomed(1, (addr) => ({ ...commit(addr), inc: 'c0ffee' }))],
+    ['no transport', welcomed(1, (addr) => ({ ...commit(addr), transport: undefined }))],
+    ['a transport that is neither multicast nor unicast', welcomed(1, (addr) => ({ ...commit(addr), transport: 'carrier-pigeon' }))],
     ['sources that are not {no, low, have}', welcomed(1, (addr) => ({ ...commit(addr), sources: [{ no: 1, low: 'x', have: 3 }] }))],
     ['a welcome whose timeoutMs is not above heartbeatMs', (addr) => [{ t: 'welcome', no: 1, heartbeatMs: 500, timeoutMs: 500 }, commit(addr)]],
     ['a welcome without heartbeatMs', (addr) => [{ t: 'welcome', no: 1, timeoutMs: 2000 }, commit(addr)]],
@@ -231,7 +233,7 @@ t.test('the largest frames fit their limits: a commit and a rejoin of MAX_GROUP_
   const group = 'g'.repeat(64)
   const commit: Frame = {
     t: 'commit', group, viewId: 0xffff_ffff, members, sequencer: members[0]!.no, cut: slot - 1, start: slot, holder: members[0]!.no,
-    sources, mcast: '239.255.255.255:65535', inc: 'ffffffffffffffff', nextNo: 2 ** 32,
+    sources, mcast: '239.255.255.255:65535', inc: 'ffffffffffffffff', nextNo: 2 ** 32, transport: 'multicast',
   }
   const bytes = encodeFrame(commit, MAX_FRAME_FROM_DIRECTORY)
   t.ok(bytes.length < MAX_FRAME_FROM_DIRECTORY, `a commit of ${MAX_GROUP_MEMBERS} members and as many sources: ${bytes.length} bytes`)
