@@ -5,7 +5,8 @@
 import { parseArgs } from 'node:util'
 import createDebug from 'debug'
 import { DirectoryServer, DEFAULT_DIRECTORY_PORT, queryStatus } from './server.js'
-import { DEFAULT_DIRECTORY_OPTIONS, type GroupStatus } from './core.js'
+import { DEFAULT_DIRECTORY_OPTIONS } from './core.js'
+import type { GroupStatus } from '../lib/dirproto.js'
 
 const USAGE = `usage: dir [serve] [options]       run the directory in the foreground
        dir ls [--dir HOST:PORT] [--json]       list groups of a running directory
@@ -20,6 +21,9 @@ serve options:
   --heartbeat-ms N     members ping this often (default ${DEFAULT_DIRECTORY_OPTIONS.heartbeatMs})
   --timeout-ms N       a member silent this long is removed (default ${DEFAULT_DIRECTORY_OPTIONS.timeoutMs})
   --flush-timeout-ms N a member that does not answer a view change this long is removed (default ${DEFAULT_DIRECTORY_OPTIONS.flushTimeoutMs})
+  --transport MODE     how groups send data: multicast, unicast (to each member's address: clouds without
+                       multicast), or auto (default ${DEFAULT_DIRECTORY_OPTIONS.transport}: multicast, and a group moves to unicast for good
+                       when one of its members cannot hear it)
   --rejoin-grace-ms N  after start, a group this directory does not know waits this long for its members to
                        rejoin (a restart) before a join creates it anew (default ${DEFAULT_DIRECTORY_OPTIONS.rejoinGraceMs};
                        0 when no directory ran before)
@@ -42,8 +46,8 @@ function int(v: string | undefined, name: string, def: number, min = 1): number 
 
 function table(groups: GroupStatus[]): string {
   if (groups.length === 0) return '(no groups)'
-  const rows = [['GROUP', 'VIEW', 'SEQUENCER', 'MEMBERS', 'MULTICAST', 'STATE'],
-    ...groups.map((g) => [g.name, String(g.viewId), g.sequencer, g.members.map((m) => m.id).join(','), g.mcast, g.state])]
+  const rows = [['GROUP', 'VIEW', 'SEQUENCER', 'MEMBERS', 'MULTICAST', 'TRANSPORT', 'STATE'],
+    ...groups.map((g) => [g.name, String(g.viewId), g.sequencer, g.members.map((m) => m.id).join(','), g.mcast, g.transport, g.state])]
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
   return rows.map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n')
 }
@@ -56,7 +60,7 @@ async function main(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' }, dir: { type: 'string' },
       host: { type: 'string' }, port: { type: 'string' }, 'mcast-range': { type: 'string' }, 'mcast-port': { type: 'string' },
       'heartbeat-ms': { type: 'string' }, 'timeout-ms': { type: 'string' }, 'flush-timeout-ms': { type: 'string' }, 'log-level': { type: 'string' },
-      'rejoin-grace-ms': { type: 'string' },
+      'rejoin-grace-ms': { type: 'string' }, transport: { type: 'string' },
     },
   })
   const cmd = positionals[0] ?? 'serve'
@@ -79,7 +83,7 @@ async function main(argv: string[]): Promise<number> {
     }
     if (values.json) console.log(JSON.stringify(g, null, 2))
     else {
-      console.log(`group ${g.name}: view ${g.viewId}, ${g.state}, multicast ${g.mcast}, sequencer ${g.sequencer}`)
+      console.log(`group ${g.name}: view ${g.viewId}, ${g.state}, multicast ${g.mcast}, transport ${g.transport}, sequencer ${g.sequencer}`)
       for (const m of g.members) console.log(`  ${String(m.no).padStart(4)}  ${m.id.padEnd(20)} ${m.addr}${m.id === g.sequencer ? '  (sequencer)' : ''}`)
     }
     return 0
@@ -89,6 +93,10 @@ async function main(argv: string[]): Promise<number> {
   if (level !== 'info' && level !== 'debug') throw new UsageError(`--log-level must be info or debug, got ${level}`)
   if (level === 'debug') createDebug.enable('seqcast:*')
   const mcastRange = values['mcast-range'] ?? DEFAULT_DIRECTORY_OPTIONS.mcastRange
+  const transport = values.transport ?? DEFAULT_DIRECTORY_OPTIONS.transport
+  if (transport !== 'multicast' && transport !== 'unicast' && transport !== 'auto') {
+    throw new UsageError(`--transport must be multicast, unicast or auto, got ${transport}`)
+  }
   let server: DirectoryServer
   try {
     server = new DirectoryServer({
@@ -100,6 +108,8 @@ async function main(argv: string[]): Promise<number> {
       timeoutMs: int(values['timeout-ms'], 'timeout-ms', DEFAULT_DIRECTORY_OPTIONS.timeoutMs),
       flushTimeoutMs: int(values['flush-timeout-ms'], 'flush-timeout-ms', DEFAULT_DIRECTORY_OPTIONS.flushTimeoutMs),
       rejoinGraceMs: int(values['rejoin-grace-ms'], 'rejoin-grace-ms', DEFAULT_DIRECTORY_OPTIONS.rejoinGraceMs, 0),
+      transport,
+      info: (message) => console.log(`${new Date().toISOString()} ${message}`),
     })
   } catch (err) {
     throw new UsageError((err as Error).message)
@@ -108,7 +118,7 @@ async function main(argv: string[]): Promise<number> {
     throw new UsageError(`--port must be 0-65535, got ${values.port}`)
   }
   const addr = await server.listen()
-  console.log(`seqcast directory listening on ${addr.host}:${addr.port} (multicast ${mcastRange} port ${server.core.opts.mcastPort})`)
+  console.log(`seqcast directory listening on ${addr.host}:${addr.port} (multicast ${mcastRange} port ${server.core.opts.mcastPort}, transport ${transport})`)
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       console.log(`seqcast directory stopping (${sig})`)

@@ -11,9 +11,12 @@
  */
 import { randomBytes } from 'node:crypto'
 import { ErrorCodes, ProtocolError } from '../lib/errors.js'
-import { encodedSize, field, MAX_FRAME_FROM_DIRECTORY, MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
+import {
+  MAX_TIMEOUT_MS, parseToDirectory, type Commit, type CommitDelta, type CommitFrame, type FromDirectory, type FromDirectoryWire,
+  type GroupStatus, type GroupTransport, type MemberEntry, type ToDirectoryOf,
+} from '../lib/dirproto.js'
+import { encodedSize, MAX_FRAME_FROM_DIRECTORY, MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
-import { parseMulticastAddr, parseUnicastAddr } from '../lib/options.js'
 import { parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
 
 const log = logger('dir')
@@ -23,13 +26,22 @@ export type ConnId = number
 
 export interface DirectoryHooks {
   /** Deliver a frame on that connection (reliable, FIFO). */
-  send(conn: ConnId, frame: Frame): void
+  send(conn: ConnId, frame: FromDirectoryWire): void
   /** Close that connection; the host then calls closed(). */
   close(conn: ConnId, reason: string): void
   now(): number
   /** 64 random bits, not all zero, as 16 hex digits: a new group's incarnation. Default: crypto.randomBytes. */
   randomIncarnation?(): string
+  /** What an operator sees at the default log level (`dir` prints it); without it, the `seqcast:dir` debug log. */
+  info?(message: string): void
 }
+
+/**
+ * How the directory's groups send DATA and ORDER: `multicast` and `unicast` for every group; `auto` starts each group
+ * on multicast and moves it to unicast when a member cannot hear it (a `deaf` frame).
+ */
+export type TransportMode = 'multicast' | 'unicast' | 'auto'
+const TRANSPORT_MODES: readonly TransportMode[] = ['multicast', 'unicast', 'auto']
 
 export interface DirectoryOptions {
   /** Multicast addresses are handed out from this IPv4 range, e.g. '239.255.0.0/16'. */
@@ -43,6 +55,7 @@ export interface DirectoryOptions {
    * know waits for rejoins (which bring the group's identity and history) before a join may create it afresh.
    */
   rejoinGraceMs: number
+  transport: TransportMode
 }
 
 export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
@@ -52,9 +65,9 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
   timeoutMs: 2000,
   flushTimeoutMs: 2000,
   rejoinGraceMs: 2500,
+  transport: 'auto',
 }
 
-const MAX_NAME_BYTES = 64
 /** A commit whose history a rebuilt directory cannot see may have skipped this many slots (§7). */
 const UNKNOWN_COMMIT_SLOTS = 3 * SEQ_WINDOW
 /** A `status` frame's bytes besides its groups: `t`, the list's header, `next` (a group name). */
@@ -72,8 +85,6 @@ interface Member {
   commitSeen: number
 }
 
-type MemberEntry = { no: number; id: string; addr: string }
-
 interface Flush {
   viewId: number
   participants: Member[]
@@ -86,6 +97,8 @@ interface Group {
   /** The group's incarnation (16 hex digits), in every datagram: another directory's group of this name is another group. */
   inc: string
   mcast: string
+  /** What the next commit carries: moves to unicast for good when a member cannot hear the multicast (§3.3). */
+  transport: GroupTransport
   nextNo: number
   /** The last view id handed out (also for abandoned attempts). */
   viewCounter: number
@@ -104,7 +117,7 @@ interface Group {
   /** After a directory restart: members of the rebuilt view that have not rejoined yet, until the deadline. */
   recovering: { deadline: number } | null
   /** The latest commit, as sent (or as a rejoin brought it back): resent to members that missed it. */
-  lastCommit: Frame | null
+  lastCommit: CommitFrame | null
   /**
    * A rebuilt group in which some member saw a view id above the adopted commit: a commit this directory cannot see
    * may have reached members that never came back, so the next view skips past anything it could have ordered.
@@ -118,15 +131,6 @@ interface Conn {
   seenView?: number
   group?: string
   member?: Member
-}
-
-export interface GroupStatus {
-  name: string
-  viewId: number
-  members: Array<{ no: number; id: string; addr: string }>
-  sequencer: string
-  mcast: string
-  state: 'stable' | 'flushing' | 'installing' | 'recovering'
 }
 
 function parseRange(range: string): { base: number; size: number } {
@@ -144,69 +148,6 @@ function parseRange(range: string): { base: number; size: number } {
 
 function ipOf(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.')
-}
-
-function name(f: Frame, key: string): string {
-  const v = field(f, key, 'string')
-  if (v.length === 0 || Buffer.byteLength(v) > MAX_NAME_BYTES) {
-    throw new ProtocolError(ErrorCodes.BAD_REQUEST, `${key} must be 1-${MAX_NAME_BYTES} bytes`)
-  }
-  return v
-}
-
-/** A non-negative integer field (slots, view ids and member numbers are at most 48 bits). */
-function count(f: Frame, key: string): number {
-  const v = field(f, key, 'number')
-  if (!Number.isSafeInteger(v) || v < 0) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `${key} must be a non-negative integer`)
-  return v
-}
-
-/**
- * Checks the commit a `rejoin` carries back (every field a rebuilt group takes from it) and returns it as a commit
- * frame; throws ProtocolError otherwise.
- */
-interface CommitFrame extends Frame {
-  group: string
-  viewId: number
-  members: Array<{ no: number; id: string; addr: string }>
-  sequencer: number
-  cut: number
-  start: number
-  inc: string
-  mcast: string
-  nextNo: number
-}
-
-function parseCommit(v: unknown): CommitFrame {
-  const bad = (what: string): never => {
-    throw new ProtocolError(ErrorCodes.BAD_REQUEST, `rejoin: commit ${what}`)
-  }
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return bad('missing')
-  const c = { ...(v as Record<string, unknown>), t: 'commit' } as Frame
-  for (const k of ['viewId', 'sequencer', 'cut', 'start', 'holder', 'nextNo']) {
-    if (!Number.isSafeInteger(c[k]) || (c[k] as number) < 0) bad(`field ${k} must be a non-negative integer`)
-  }
-  if (typeof c.group !== 'string') bad('names no group')
-  if ((c.viewId as number) < 1 || (c.start as number) <= (c.cut as number)) bad('has no valid view id, cut and start')
-  if (!parseIncarnation(c.inc)) bad('has no valid incarnation')
-  if (!parseMulticastAddr(c.mcast)) bad('has no valid multicast address')
-  const members = c.members
-  if (!Array.isArray(members) || members.length === 0 || members.length > MAX_GROUP_MEMBERS) return bad(`has no members, or more than ${MAX_GROUP_MEMBERS}`)
-  const nos = new Set<number>()
-  for (const m of members as Array<Record<string, unknown>>) {
-    if (typeof m !== 'object' || m === null || !Number.isSafeInteger(m.no) || (m.no as number) < 1 || typeof m.id !== 'string' || !parseUnicastAddr(m.addr)) bad('has a bad member')
-    if ((m.no as number) >= (c.nextNo as number)) bad('has a member number not below nextNo')
-    nos.add(m.no as number)
-  }
-  if (!nos.has(c.sequencer as number)) bad('names a sequencer outside the view')
-  if (!Array.isArray(c.sources)) bad('has no sources')
-  return c as CommitFrame
-}
-
-function addrField(f: Frame): string {
-  const a = field(f, 'addr', 'string')
-  if (!parseUnicastAddr(a)) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `addr must be a unicast IPv4 "ip:port" (port 1-65535), got ${JSON.stringify(a.slice(0, 64))}`)
-  return a
 }
 
 type Report = { no: number; low: number; have: number }
@@ -253,11 +194,11 @@ function coverFrom(pool: Report[], head: Report): Report[] {
 }
 
 /** A commit's members as a change from the previous commit's (PROTOCOL.md §3.2): `added` also lists changed entries. */
-function commitDelta(base: Frame, list: MemberEntry[]): { base: number; added: MemberEntry[]; removed: number[] } {
-  const before = new Map((base.members as MemberEntry[]).map((e) => [e.no, e]))
+function commitDelta(base: CommitFrame, list: MemberEntry[]): { base: number; added: MemberEntry[]; removed: number[] } {
+  const before = new Map(base.members.map((e) => [e.no, e]))
   const now = new Set(list.map((e) => e.no))
   return {
-    base: base.viewId as number,
+    base: base.viewId,
     added: list.filter((e) => { const b = before.get(e.no); return !b || b.id !== e.id || b.addr !== e.addr }),
     removed: [...before.keys()].filter((no) => !now.has(no)),
   }
@@ -271,6 +212,12 @@ export class DirectoryCore {
 
   constructor(readonly opts: DirectoryOptions, private readonly hooks: DirectoryHooks) {
     this.range = parseRange(opts.mcastRange)
+    // What every `welcome` announces: members refuse one they could not keep (lib/dirproto.ts).
+    const { heartbeatMs: hb, timeoutMs: to } = opts
+    if (!Number.isInteger(hb) || !Number.isInteger(to) || hb < 1 || to <= hb || to > MAX_TIMEOUT_MS) {
+      throw new Error(`heartbeatMs (${hb}) and timeoutMs (${to}) must be integers with 1 <= heartbeatMs < timeoutMs <= ${MAX_TIMEOUT_MS}`)
+    }
+    if (!TRANSPORT_MODES.includes(opts.transport)) throw new Error(`transport must be one of ${TRANSPORT_MODES.join(', ')}, got ${String(opts.transport)}`)
     this.startedAt = hooks.now()
   }
 
@@ -278,10 +225,14 @@ export class DirectoryCore {
     this.conns.set(conn, { lastSeen: this.hooks.now() })
   }
 
-  /** Handles one frame; throws ProtocolError on a malformed or invalid one (the host then closes the connection). */
-  frame(conn: ConnId, f: Frame): void {
+  /**
+   * Handles one frame; throws ProtocolError on a malformed or invalid one (the host then closes the connection).
+   * Every field is checked (lib/dirproto.ts) before anything acts on it.
+   */
+  frame(conn: ConnId, raw: Frame): void {
     const c = this.conns.get(conn)
     if (!c) return
+    const f = parseToDirectory(raw)
     c.lastSeen = this.hooks.now()
     switch (f.t) {
       case 'ping':
@@ -298,7 +249,7 @@ export class DirectoryCore {
     const m = c.member
     const g = c.group === undefined ? undefined : this.groups.get(c.group)
     if (!m || !g) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `frame ${f.t} before join`)
-    if (name(f, 'group') !== g.name) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `frame ${f.t} names another group`)
+    if (f.group !== g.name) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `frame ${f.t} names another group`)
     switch (f.t) {
       case 'leave':
         if (!m.leaving) {
@@ -307,28 +258,22 @@ export class DirectoryCore {
           this.needChange(g)
         }
         return
-      case 'prepared': {
-        const viewId = field(f, 'viewId', 'number')
-        const have = field(f, 'have', 'number')
-        const low = typeof f.low === 'number' ? f.low : 0
-        if (g.flush && g.flush.viewId === viewId && g.flush.participants.includes(m)) {
-          g.flush.reports.set(m.no, { have, low })
+      case 'prepared':
+        if (g.flush && g.flush.viewId === f.viewId && g.flush.participants.includes(m)) {
+          g.flush.reports.set(m.no, { have: f.have, low: f.low })
           this.maybeCommit(g)
         }
         return
-      }
-      case 'installed': {
-        const viewId = field(f, 'viewId', 'number')
-        if (g.installing && viewId >= g.installing.viewId) {
+      case 'installed':
+        if (g.installing && f.viewId >= g.installing.viewId) {
           g.installing.waiting.delete(m.no)
           this.maybeInstalled(g)
         }
         return
-      }
       case 'suspect':
         return this.onSuspect(g, m, f)
-      default:
-        throw new ProtocolError(ErrorCodes.FRAME, `unknown frame type ${JSON.stringify(f.t)}`)
+      case 'deaf':
+        return this.onDeaf(conn, g, m, f)
     }
   }
 
@@ -369,6 +314,8 @@ export class DirectoryCore {
       members: g.members.filter((m) => !m.dead).map((m) => ({ no: m.no, id: m.id, addr: m.addr })),
       sequencer: g.members.find((m) => m.no === g.sequencer)?.id ?? '',
       mcast: g.mcast,
+      // What the members use: the latest commit's, until the next commit carries a change.
+      transport: g.lastCommit?.transport ?? g.transport,
       state: g.recovering ? 'recovering' : g.flush ? 'flushing' : g.installing ? 'installing' : 'stable',
     }
   }
@@ -378,9 +325,8 @@ export class DirectoryCore {
    * `next` names the last one when more follow (PROTOCOL.md §3). One group always fits: it has at most
    * MAX_GROUP_MEMBERS members.
    */
-  private statusPage(f: Frame): Frame {
-    const after = typeof f.after === 'string' ? f.after : undefined
-    const only = typeof f.group === 'string' ? f.group : undefined
+  private statusPage(f: ToDirectoryOf<'ls'>): FromDirectory {
+    const { after, group: only } = f
     const names = only !== undefined ? (this.groups.has(only) ? [only] : []) : [...this.groups.keys()].sort()
     const groups: GroupStatus[] = []
     let room = MAX_FRAME_FROM_DIRECTORY - STATUS_PAGE_OVERHEAD
@@ -396,12 +342,9 @@ export class DirectoryCore {
 
   // ---------------------------------------------------------------- joining
 
-  private onJoin(conn: ConnId, c: Conn, f: Frame): void {
+  private onJoin(conn: ConnId, c: Conn, f: ToDirectoryOf<'join'>): void {
     if (c.member) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'this connection has joined already')
-    if (field(f, 'proto', 'number') !== 1) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'unsupported protocol version')
-    const groupName = name(f, 'group')
-    const id = name(f, 'member')
-    const addr = addrField(f)
+    const { group: groupName, member: id, addr } = f
     let g = this.groups.get(groupName)
     if (g && [...g.members, ...g.joiners].some((m) => m.id === id && !m.dead && !m.leaving)) {
       this.hooks.send(conn, { t: 'error', code: ErrorCodes.DUPLICATE_MEMBER, message: `member id ${id} is already in group ${groupName}` })
@@ -434,16 +377,9 @@ export class DirectoryCore {
    * (PROTOCOL.md §7). A directory that restarted rebuilds the group from these: identity, the latest commit any
    * member holds, member numbers and view ids above anything any member saw.
    */
-  private onRejoin(conn: ConnId, c: Conn, f: Frame): void {
+  private onRejoin(conn: ConnId, c: Conn, f: ToDirectoryOf<'rejoin'>): void {
     if (c.member) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'this connection has joined already')
-    if (field(f, 'proto', 'number') !== 1) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'unsupported protocol version')
-    const groupName = name(f, 'group')
-    const id = name(f, 'member')
-    const no = count(f, 'no')
-    const addr = addrField(f)
-    const seen = count(f, 'seenViewId')
-    const commit = parseCommit(f.commit)
-    if (commit.group !== groupName || seen < commit.viewId) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'rejoin: commit of another group, or seenViewId below it')
+    const { group: groupName, member: id, no, addr, seenViewId: seen, commit } = f
     let g = this.groups.get(groupName)
     const refuse = (reason: string): void => {
       this.hooks.send(conn, { t: 'expelled', group: groupName, reason })
@@ -483,7 +419,7 @@ export class DirectoryCore {
   }
 
   /** Takes a commit a rejoin brought back as the group's latest: members that rejoined but are not in it are expelled. */
-  private adopt(g: Group, commit: CommitFrame): void {
+  private adopt(g: Group, commit: Commit): void {
     const members = commit.members
     const attached = new Map(g.members.filter((m) => m.conn !== null).map((m) => [m.no, m]))
     g.members = members.map((m) => attached.get(m.no) ?? { no: m.no, id: m.id, addr: m.addr, conn: null, dead: false, leaving: false, commitSeen: 0 })
@@ -492,8 +428,10 @@ export class DirectoryCore {
     g.sequencer = commit.sequencer
     g.lastStart = commit.start
     g.lastCut = commit.cut
+    // The group's transport as its members use it; a unicast directory moves it at the next commit. Never back.
+    g.transport = commit.transport === 'unicast' || this.opts.transport === 'unicast' ? 'unicast' : 'multicast'
     g.nextNo = Math.max(g.nextNo, commit.nextNo, ...members.map((m) => m.no + 1))
-    g.lastCommit = commit
+    g.lastCommit = { t: 'commit', ...commit }
     for (const m of attached.values()) {
       if (!members.some((x) => x.no === m.no) && m.conn !== null) this.expel(m.conn, `view ${g.viewId} excludes this member`)
     }
@@ -528,7 +466,8 @@ export class DirectoryCore {
 
   private createGroup(groupName: string, inc: string, mcast = this.allocateMcast(inc)): Group {
     const g: Group = {
-      name: groupName, inc, mcast, nextNo: 1, viewCounter: 0, viewId: 0, members: [], sequencer: 0, lastStart: 0, lastCut: 0,
+      name: groupName, inc, mcast, transport: this.opts.transport === 'unicast' ? 'unicast' : 'multicast', nextNo: 1, viewCounter: 0,
+      viewId: 0, members: [], sequencer: 0, lastStart: 0, lastCut: 0,
       joiners: [], leavers: [], flush: null, installing: null, changeNeeded: false, recovering: null, lastCommit: null,
       unknownCommit: false,
     }
@@ -567,10 +506,9 @@ export class DirectoryCore {
    * a report from an older view, or one that crossed a view change, is stale and dropped (the new sequencer
    * judges afresh).
    */
-  private onSuspect(g: Group, from: Member, f: Frame): void {
-    const viewId = field(f, 'viewId', 'number')
-    const no = field(f, 'no', 'number')
-    const reason = typeof f.reason === 'string' ? f.reason.slice(0, 200) : 'no progress'
+  private onSuspect(g: Group, from: Member, f: ToDirectoryOf<'suspect'>): void {
+    const { viewId, no } = f
+    const reason = f.reason?.slice(0, 200) ?? 'no progress'
     const target = g.members.find((x) => x.no === no && !x.dead)
     if (viewId !== g.viewId || from.no !== g.sequencer || g.flush || !target || target.conn === null) {
       log('%s: stale suspicion of %d by %s in view %d (current view %d) ignored', g.name, no, from.id, viewId, g.viewId)
@@ -578,6 +516,35 @@ export class DirectoryCore {
     }
     log('%s: sequencer %s reports %s (no %d): %s', g.name, from.id, target.id, no, reason)
     this.expel(target.conn, `excluded for lack of progress: ${reason}`)
+  }
+
+  /**
+   * A member of the current view hears the sequencer by unicast but not the group's multicast (PROTOCOL.md §3.3).
+   * `auto`: the whole group moves to unicast at the commit of a view change (same members) started now — never one
+   * member alone, and never back. `multicast`: that member cannot be served; it is told why (ENOMULTICAST) and
+   * closed. A group on unicast already, or a report of an older view, changes nothing.
+   */
+  private onDeaf(conn: ConnId, g: Group, m: Member, f: ToDirectoryOf<'deaf'>): void {
+    if (f.viewId !== g.viewId || g.transport === 'unicast') {
+      log('%s: deaf report by %s in view %d ignored (view %d, %s)', g.name, m.id, f.viewId, g.viewId, g.transport)
+      return
+    }
+    if (this.opts.transport === 'multicast') {
+      const message = `member ${m.id} cannot hear the multicast of group ${g.name} (${g.mcast}); this directory runs --transport multicast: run it with --transport unicast or auto`
+      this.info(`${g.name}: ${message}`)
+      this.hooks.send(conn, { t: 'error', code: ErrorCodes.MULTICAST_UNREACHABLE, message })
+      this.hooks.close(conn, 'cannot hear the multicast')
+      this.closed(conn)
+      return
+    }
+    g.transport = 'unicast'
+    this.info(`${g.name}: member ${m.id} (no ${m.no}) cannot hear the multicast ${g.mcast} in view ${g.viewId}; the group moves to unicast at the next commit`)
+    this.needChange(g)
+  }
+
+  private info(message: string): void {
+    if (this.hooks.info) this.hooks.info(message)
+    else log('%s', message)
   }
 
   /**
@@ -679,14 +646,15 @@ export class DirectoryCore {
     const excluded = g.members.filter((m) => !m.dead && m.leaving && m.conn !== null)
     const list: MemberEntry[] = members.map((m) => ({ no: m.no, id: m.id, addr: m.addr }))
     const common = {
-      t: 'commit', group: g.name, viewId, sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast, inc: g.inc, nextNo: g.nextNo,
+      t: 'commit' as const, group: g.name, viewId, sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast, inc: g.inc,
+      nextNo: g.nextNo, transport: g.transport,
     }
-    const full: Frame = { ...common, members: list }
+    const full: CommitFrame = { ...common, members: list }
     // A member that has the previous commit gets only what changed: a full list to each of 1 000 members at every
     // view change was 1 000 × 110 KB, and a join storm runs dozens of view changes.
     const base = g.lastCommit
     g.lastCommit = full
-    let delta: Frame | null = null
+    let delta: CommitDelta | null = null
     const to = new Set<Member>([...members, ...excluded, ...g.leavers.map((l) => l.m)])
     for (const m of to) {
       const c = m.conn === null ? undefined : this.conns.get(m.conn)

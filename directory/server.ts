@@ -3,7 +3,8 @@
  * A malformed or oversized frame closes only the connection that sent it.
  */
 import net from 'node:net'
-import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, type ConnId, type DirectoryOptions, type GroupStatus } from './core.js'
+import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, type ConnId, type DirectoryOptions } from './core.js'
+import { DirectoryReader, type GroupStatus } from '../lib/dirproto.js'
 import { DirectoryError, ErrorCodes, SeqcastError } from '../lib/errors.js'
 import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from '../lib/frame.js'
 import { parseHostPort } from '../lib/options.js'
@@ -22,6 +23,8 @@ const LISTEN_BACKLOG = 4096
 export interface DirectoryServerOptions extends Partial<DirectoryOptions> {
   host?: string
   port?: number
+  /** Decisions an operator should see (e.g. a group moved to unicast); default: the `seqcast:dir` debug log. */
+  info?: (message: string) => void
 }
 
 export class DirectoryServer {
@@ -37,7 +40,9 @@ export class DirectoryServer {
   private readonly encoded = new WeakMap<Frame, Buffer>()
 
   constructor(private readonly opts: DirectoryServerOptions = {}) {
-    this.core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, ...stripUndefined(opts) }, {
+    const { host: _host, port: _port, info, ...core } = opts
+    this.core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, ...stripUndefined(core) }, {
+      info,
       now: () => performance.now(),
       send: (conn, frame) => this.send(conn, frame),
       close: (conn, reason) => {
@@ -163,6 +168,7 @@ export function queryStatus(hostPort: string, timeoutMs = 2000, group?: string):
     }
     const timer = setTimeout(() => fail(`no answer in ${timeoutMs} ms`), timeoutMs)
     const decoder = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
+    const reader = new DirectoryReader()
     const groups: GroupStatus[] = []
     sock.once('error', (err) => {
       clearTimeout(timer)
@@ -171,11 +177,11 @@ export function queryStatus(hostPort: string, timeoutMs = 2000, group?: string):
     sock.on('connect', () => sock.write(encodeFrame(group === undefined ? { t: 'ls' } : { t: 'ls', group })))
     sock.on('data', (chunk) => {
       try {
-        for (const f of decoder.push(chunk)) {
+        for (const raw of decoder.push(chunk)) {
+          const f = reader.read(raw)
           if (f.t !== 'status') continue
-          if (!Array.isArray(f.groups)) throw new Error('status without a list of groups')
-          groups.push(...(f.groups as GroupStatus[]))
-          if (typeof f.next === 'string') {
+          groups.push(...f.groups)
+          if (f.next !== undefined) {
             sock.write(encodeFrame({ t: 'ls', after: f.next }))
             continue
           }

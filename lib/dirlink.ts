@@ -10,7 +10,8 @@
  * A connection lost while joining fails the join; while leaving, the member closes (PROTOCOL.md §7).
  */
 import { DirectoryError, ErrorCodes, type SeqcastError } from './errors.js'
-import { DirectoryReader, type Frame } from './frame.js'
+import { DirectoryReader, type FromDirectory, type ToDirectory, type ToDirectoryOf } from './dirproto.js'
+import type { Frame } from './frame.js'
 import type { Lifecycle } from './engine.js'
 
 export const RECONNECT_MIN_MS = 250
@@ -25,13 +26,13 @@ export interface DirLinkEnv {
   /** Open a connection to the directory; answer later with connected() or connectFailed(). */
   connect(): void
   /** Write a frame on the open connection. */
-  write(f: Frame): void
+  write(f: ToDirectory): void
   /** A frame from the directory, read and checked: for the engine. */
-  frame(f: Frame): void
+  frame(f: FromDirectory): void
   /** Where the member is in its life (the engine's lifecycle). */
   lifecycle(): Lifecycle
   /** The rejoin this member sends a directory it reconnected to, or null if it has nothing to rejoin with. */
-  rejoin(address: string): Frame | null
+  rejoin(address: string): ToDirectoryOf<'rejoin'> | null
   /** The connection was lost (the data path goes on, membership is frozen) or restored by a rejoin. */
   directory(state: 'lost' | 'restored'): void
   /** The lease had run out and is valid again: held-back delivery may go on. */
@@ -44,7 +45,7 @@ export interface DirLinkEnv {
 
 export class DirLink {
   state: LinkState = 'idle'
-  private join: Frame | null = null
+  private join: ToDirectoryOf<'join'> | null = null
   private readonly reader = new DirectoryReader()
   private retryDelay = RECONNECT_MIN_MS
   private retryAt = 0
@@ -59,7 +60,7 @@ export class DirLink {
   constructor(private readonly env: DirLinkEnv, private readonly address: string) {}
 
   /** Connects and sends `join` once connected. */
-  start(join: Frame): void {
+  start(join: ToDirectoryOf<'join'>): void {
     if (this.state !== 'idle') return
     this.join = join
     this.state = 'connecting'
@@ -114,7 +115,7 @@ export class DirLink {
   /** A frame decoded from the connection. */
   received(raw: Frame): void {
     if (this.state !== 'up') return
-    let f: Frame
+    let f: FromDirectory
     try {
       f = this.reader.read(raw)
     } catch (err) {
@@ -139,7 +140,7 @@ export class DirLink {
     if (expired) this.env.leaseRenewed()
   }
 
-  private welcome(f: Frame, now: number): void {
+  private welcome(f: FromDirectory & { t: 'welcome' }, now: number): void {
     this.pingsSent.length = 0 // a new connection owes no pong for pings sent on an old one
     const every = typeof f.heartbeatMs === 'number' && f.heartbeatMs > 0 ? f.heartbeatMs : DEFAULT_PING_MS
     const timeout = typeof f.timeoutMs === 'number' && f.timeoutMs > every ? f.timeoutMs : 4 * every
@@ -151,7 +152,7 @@ export class DirLink {
   }
 
   /** To the directory; dropped while there is no connection (a rejoin restates what matters). */
-  send(f: Frame): void {
+  send(f: ToDirectory): void {
     if (this.state === 'up') this.env.write(f)
   }
 

@@ -19,8 +19,8 @@ import { Reassembly } from './reassembly.js'
 import { MulticastHearing } from './hearing.js'
 import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
 import type { EngineOptions } from './options.js'
-import type { Frame } from './frame.js'
-import type { Transport, TransportMode, Via } from './transport.js'
+import type { CommitFrame, FromDirectory, GroupTransport, ToDirectory, ToDirectoryOf } from './dirproto.js'
+import type { Transport, Via } from './transport.js'
 import { ErrorCodes, errorFromCode, ExpelledError, NotJoinedError, ProtocolError, type SeqcastError } from './errors.js'
 import { logger } from './log.js'
 
@@ -40,7 +40,7 @@ export interface EngineEnv {
   now(): number
   /** Where datagrams go (to the group, or to one member's "ip:port"); told the group's channel and peers. */
   readonly transport: Transport
-  toDirectory(frame: Frame): void
+  toDirectory(frame: ToDirectory): void
   deliver(d: Delivery): void
   /** Ask for `flush()` at the end of the current event-loop turn. */
   scheduleFlush(): void
@@ -81,7 +81,7 @@ interface ViewRec {
   /** This member is not in the view: it is leaving, and its stream ends at `cut`. */
   excluded: boolean
   /** How a send to the group travels in this view (PROTOCOL.md §2). */
-  transport: TransportMode
+  transport: GroupTransport
 }
 
 export interface EngineStats {
@@ -153,7 +153,7 @@ export class Engine implements SequencerHost {
   private lastAckAt = 0
   private leaveRequested = false
   /** The latest commit received, as received: a rejoin carries it back to a restarted directory. */
-  private lastCommit: Frame | null = null
+  private lastCommit: CommitFrame | null = null
   /** The highest view id seen in a prepare or a commit. */
   private seenViewId = 0
   /** The directory released this leaver: every remaining member holds all of its stream. */
@@ -195,7 +195,7 @@ export class Engine implements SequencerHost {
    * The `rejoin` frame this member sends a directory it reconnected to (PROTOCOL.md §7): the latest commit it
    * received, installed or not, and the highest view id it saw. Null when it has nothing to rejoin with.
    */
-  rejoinFrame(addr: string): Frame | null {
+  rejoinFrame(addr: string): ToDirectoryOf<'rejoin'> | null {
     const c = this.lastCommit
     const excluded = this.pending.concat(this.current ?? []).some((v) => v.excluded)
     if (!c || excluded || (this.lifecycle !== 'joined' && this.lifecycle !== 'leaving')) return null
@@ -611,15 +611,16 @@ export class Engine implements SequencerHost {
 
   // ---------------------------------------------------------------- membership (PROTOCOL.md §5)
 
-  directory(f: Frame): void {
+  /** A frame from the directory, checked by DirectoryReader (lib/dirproto.ts). */
+  directory(f: FromDirectory): void {
     switch (f.t) {
       case 'welcome':
-        this.me = f.no as number
-        if (typeof f.timeoutMs === 'number' && f.timeoutMs > 0 && f.timeoutMs <= 3_600_000) this.progressBoundMs = 2 * f.timeoutMs
+        this.me = f.no
+        this.progressBoundMs = 2 * f.timeoutMs
         this.hearing = new MulticastHearing(this.progressBoundMs / 2)
         break
       case 'prepare':
-        if (typeof f.viewId === 'number' && f.viewId > this.seenViewId) this.seenViewId = f.viewId
+        if (f.viewId > this.seenViewId) this.seenViewId = f.viewId
         this.viewState = 'flushing'
         this.frozenAt = this.have
         this.env.toDirectory({ t: 'prepared', group: this.group, viewId: f.viewId, have: this.have, low: this.gcDone })
@@ -634,32 +635,30 @@ export class Engine implements SequencerHost {
         this.finish('left')
         break
       case 'expelled':
-        this.fail(new ExpelledError(`expelled from group ${this.group}: ${String(f.reason)}`))
+        this.fail(new ExpelledError(`expelled from group ${this.group}: ${f.reason}`))
         break
       case 'error':
-        this.fail(errorFromCode(String(f.code), String(f.message)))
+        this.fail(errorFromCode(f.code, f.message))
         break
     }
     this.env.scheduleFlush()
   }
 
-  private onCommit(f: Frame): void {
+  private onCommit(f: CommitFrame): void {
     // A restarted directory resends its latest commit to whoever rejoined without it; one already held is ignored.
-    if (this.lastCommit && (f.viewId as number) <= (this.lastCommit.viewId as number)) return
-    const inc = parseIncarnation(f.inc)
-    if (!inc || (this.lastCommit && (inc.hi !== this.inc.hi || inc.lo !== this.inc.lo))) {
-      this.fail(new ProtocolError(ErrorCodes.PROTOCOL, `commit ${String(f.viewId)} of group ${this.group} has another incarnation`))
+    if (this.lastCommit && f.viewId <= this.lastCommit.viewId) return
+    const inc = parseIncarnation(f.inc)! // 16 hex digits: checked by the reader
+    if (this.lastCommit && (inc.hi !== this.inc.hi || inc.lo !== this.inc.lo)) {
+      this.fail(new ProtocolError(ErrorCodes.PROTOCOL, `commit ${f.viewId} of group ${this.group} has another incarnation`))
       return
     }
     this.inc = inc
     this.lastCommit = f
-    if ((f.viewId as number) > this.seenViewId) this.seenViewId = f.viewId as number
-    const members = (f.members as MemberRec[]).map((m) => ({ no: m.no, id: m.id, addr: m.addr }))
+    if (f.viewId > this.seenViewId) this.seenViewId = f.viewId
+    const members = f.members.map((m) => ({ no: m.no, id: m.id, addr: m.addr }))
     const v: ViewRec = {
-      viewId: f.viewId as number, members, byNo: new Map(members.map((m) => [m.no, m])), sequencer: f.sequencer as number,
-      cut: f.cut as number, start: f.start as number, holder: f.holder as number, excluded: false,
-      sources: Array.isArray(f.sources) ? (f.sources as ViewRec['sources']) : [],
-      transport: f.transport === 'unicast' ? 'unicast' : 'multicast',
+      viewId: f.viewId, members, byNo: new Map(members.map((m) => [m.no, m])), sequencer: f.sequencer,
+      cut: f.cut, start: f.start, holder: f.holder, excluded: false, sources: f.sources, transport: f.transport,
     }
     v.excluded = !v.byNo.has(this.me)
     if (v.excluded && this.lifecycle !== 'leaving') {

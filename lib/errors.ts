@@ -16,6 +16,7 @@ export const ErrorCodes = {
   BAD_REQUEST: 'EBAD_REQUEST',
   PROTOCOL: 'EPROTOCOL',
   FRAME: 'EFRAME',
+  MULTICAST_UNREACHABLE: 'ENOMULTICAST',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]
@@ -100,6 +101,16 @@ export class ProtocolError extends SeqcastError {
   }
 }
 
+/**
+ * This member cannot hear its group's multicast, and the directory runs `--transport multicast`, so it cannot move
+ * the group to unicast: run the directory with `--transport unicast` or `auto`.
+ */
+export class MulticastUnreachableError extends SeqcastError {
+  constructor(message: string) {
+    super(ErrorCodes.MULTICAST_UNREACHABLE, message)
+  }
+}
+
 /** Map an `error` frame from the directory to the matching class. */
 export function errorFromCode(code: string, message: string): SeqcastError {
   switch (code) {
@@ -108,6 +119,7 @@ export function errorFromCode(code: string, message: string): SeqcastError {
     case ErrorCodes.EXPELLED: return new ExpelledError(message)
     case ErrorCodes.BAD_REQUEST: return new ProtocolError(ErrorCodes.BAD_REQUEST, message)
     case ErrorCodes.FRAME: return new ProtocolError(ErrorCodes.FRAME, message)
+    case ErrorCodes.MULTICAST_UNREACHABLE: return new MulticastUnreachableError(message)
     default: return new ProtocolError(ErrorCodes.PROTOCOL, `${code}: ${message}`)
   }
 }

@@ -10,6 +10,7 @@ import os from 'node:os'
 import { Engine, type Delivery, type EngineStats, type Lifecycle } from './engine.js'
 import { ArgumentError, DirectoryError, ErrorCodes, JoinTimeoutError, LeaveTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
 import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
+import type { ToDirectory } from './dirproto.js'
 import { checkMaxMessage, parseJoinOptions, type JoinOptions, type ResolvedJoinOptions } from './options.js'
 import { DirLink } from './dirlink.js'
 import { UdpTransport, type Transport } from './transport.js'
@@ -188,7 +189,7 @@ export class Group extends EventEmitter<GroupEvents> {
     })
   }
 
-  private writeFrame(f: Frame): void {
+  private writeFrame(f: ToDirectory): void {
     if (!this.conn || this.conn.destroyed) return
     let bytes: Buffer
     try {

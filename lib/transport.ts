@@ -10,11 +10,11 @@
 import dgram from 'node:dgram'
 import { parseMulticastAddr, parseUnicastAddr } from './options.js'
 import { logger } from './log.js'
+import type { GroupTransport } from './dirproto.js'
 
 const log = logger('transport')
 const SOCKET_BUFFER = 4 * 1024 * 1024
 
-export type TransportMode = 'multicast' | 'unicast'
 /** How a datagram reached this member: on the group's multicast address, or addressed to this member alone. */
 export type Via = 'group' | 'direct'
 
@@ -24,7 +24,7 @@ export interface Transport {
   /** Where received datagrams go: set once, before any arrives. */
   onDatagram: (buf: Buffer, via: Via) => void
   /** The group's channel, from a commit: the multicast address (listened on in multicast mode) and the mode. */
-  channel(mcast: string, mode: TransportMode): void
+  channel(mcast: string, mode: GroupTransport): void
   /** Who a send to the group reaches in unicast mode: the installed view's members but this one, "ip:port" each. */
   peers(addrs: readonly string[]): void
   toGroup(buf: Buffer): void
@@ -43,7 +43,7 @@ type Target = { host: string; port: number }
 export abstract class BaseTransport implements Transport {
   abstract readonly address: string
   onDatagram: (buf: Buffer, via: Via) => void = () => {}
-  mode: TransportMode = 'multicast'
+  mode: GroupTransport = 'multicast'
   protected group: Target | null = null
   private fanout: Target[] = []
   sendErrors = 0
@@ -54,7 +54,7 @@ export abstract class BaseTransport implements Transport {
   /** One datagram to one address; never throws (errors are counted through `failed`). */
   protected abstract sendTo(buf: Buffer, target: Target): void
 
-  channel(mcast: string, mode: TransportMode): void {
+  channel(mcast: string, mode: GroupTransport): void {
     this.mode = mode
     this.group = parseMulticastAddr(mcast)
   }
@@ -133,7 +133,7 @@ export class UdpTransport extends BaseTransport {
     })
   }
 
-  override channel(mcast: string, mode: TransportMode): void {
+  override channel(mcast: string, mode: GroupTransport): void {
     super.channel(mcast, mode)
     if (mode === 'unicast') this.leaveMulticast()
     else if (this.group && mcast !== this.mcastKey) this.joinMulticast(mcast, this.group)

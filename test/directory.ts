@@ -7,8 +7,9 @@ import net from 'node:net'
 import { spawn, spawnSync } from 'node:child_process'
 import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, SEQ_WINDOW, type ConnId, type DirectoryOptions } from '../directory/core.js'
 import { DirectoryServer, queryStatus } from '../directory/server.js'
-import { DirectoryReader, encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
-import { ErrorCodes } from '../lib/errors.js'
+import { DirectoryReader } from '../lib/dirproto.js'
+import { encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
+import { ErrorCodes, errorFromCode } from '../lib/errors.js'
 import { DIR_CLI, freePort } from './fixtures/procs.js'
 
 function harness(opts: Partial<DirectoryOptions> = {}) {
@@ -16,6 +17,7 @@ function harness(opts: Partial<DirectoryOptions> = {}) {
   const out: Array<{ conn: ConnId; f: Frame }> = []
   const closed: ConnId[] = []
   let incs = 0
+  const infos: string[] = []
   // Each connection reads its frames as a member does: delta commits come out whole.
   const readers = new Map<ConnId, DirectoryReader>()
   const read = (conn: ConnId, f: Frame): Frame => {
@@ -27,6 +29,7 @@ function harness(opts: Partial<DirectoryOptions> = {}) {
     send: (conn, f) => out.push({ conn, f: read(conn, f) }),
     close: (conn) => closed.push(conn),
     randomIncarnation: () => `00000001${(incs++).toString(16).padStart(8, '0')}`, // the first group's address: 239.255.0.1
+    info: (message) => infos.push(message),
   })
   const take = (conn: ConnId, t?: string): Frame[] => {
     const mine = out.filter((o) => o.conn === conn && (t === undefined || o.f.t === t)).map((o) => o.f)
@@ -45,7 +48,11 @@ function harness(opts: Partial<DirectoryOptions> = {}) {
     join(3, 'c')
     for (const c of [1, 2]) core.frame(c, { t: 'prepared', group: 'g', viewId: 3, have: 2, low: 0 })
   }
-  return { core, take, join, three, closed, advance: (ms: number) => { now += ms; core.tick() } }
+  /** Every member answers the prepare it got: have 9, low 0. */
+  const flush = (conns: ConnId[]): void => {
+    for (const c of conns) for (const p of take(c, 'prepare')) core.frame(c, { t: 'prepared', group: 'g', viewId: p.viewId, have: 9, low: 0 })
+  }
+  return { core, take, join, three, flush, closed, infos, advance: (ms: number) => { now += ms; core.tick() } }
 }
 
 t.test('first member: welcome and a commit with itself as sequencer', async (t) => {
@@ -224,6 +231,7 @@ t.test('a member that does not install a view within 2 × timeoutMs is expelled;
 const INC = 'c0ffee0000000007'
 const commit7 = {
   group: 'g', viewId: 7, sequencer: 1, cut: 499, start: 500, holder: 1, sources: [], mcast: '239.255.0.9:46100', inc: INC, nextNo: 5,
+  transport: 'multicast',
   members: [{ no: 1, id: 'a', addr: '127.0.0.1:9001' }, { no: 2, id: 'b', addr: '127.0.0.1:9002' }],
 }
 const rejoin = (member: string, no: number, commit: object = commit7, seenViewId = 7): Frame =>
@@ -333,14 +341,130 @@ t.test('independent directories give the same group different incarnations and, 
   t.ok(addrs.size >= 18, `addresses drawn from the range (${addrs.size} distinct of 20)`)
 })
 
+t.test('every commit carries the group\'s transport: unicast only when the directory runs --transport unicast', async (t) => {
+  for (const [transport, expected] of [['auto', 'multicast'], ['multicast', 'multicast'], ['unicast', 'unicast']] as const) {
+    const h = harness({ transport })
+    h.join(1, 'a')
+    h.join(2, 'b')
+    h.flush([1])
+    t.match(h.take(2, 'commit'), [{ viewId: 2, transport: expected }], `--transport ${transport}`)
+    t.match(h.core.status(), [{ name: 'g', transport: expected }], 'dir ls shows it')
+  }
+})
+
+t.test('auto: a member deaf to the multicast moves the whole group to unicast at the next commit, once', async (t) => {
+  const h = harness()
+  h.three()
+  for (const c of [1, 2, 3]) h.take(c)
+  h.core.frame(2, { t: 'deaf', group: 'g', viewId: 2 })
+  t.same(h.take(1), [], 'a deaf of an older view is stale: nothing happens')
+  h.core.frame(2, { t: 'deaf', group: 'g', viewId: 3 })
+  t.match(h.infos, [/g: member b .*cannot hear the multicast 239\.255\.0\.1:46100 in view 3.*unicast/], 'the directory says why, at info level')
+  t.match(h.core.status(), [{ transport: 'multicast' }], 'dir ls shows what the members use: multicast until the commit')
+  h.flush([1, 2, 3])
+  for (const c of [1, 2, 3]) {
+    t.match(h.take(c, 'commit'), [{ viewId: 4, transport: 'unicast', members: [{ id: 'a' }, { id: 'b' }, { id: 'c' }] }], `member ${c}: same members, now unicast`)
+  }
+  t.match(h.core.status(), [{ transport: 'unicast' }])
+  for (const c of [1, 2, 3]) h.core.frame(c, { t: 'installed', group: 'g', viewId: 4 })
+  h.core.frame(3, { t: 'deaf', group: 'g', viewId: 4 })
+  t.same([h.take(1), h.closed, h.infos.length], [[], [], 1], 'a second deaf does nothing: the group is unicast already')
+  h.join(4, 'd')
+  h.flush([1, 2, 3])
+  t.match(h.take(4, 'commit'), [{ transport: 'unicast' }], 'and stays so: never back')
+})
+
+t.test('--transport multicast: a deaf member is refused with ENOMULTICAST and its connection closed', async (t) => {
+  const h = harness({ transport: 'multicast' })
+  h.three()
+  for (const c of [1, 2, 3]) h.take(c)
+  h.core.frame(2, { t: 'deaf', group: 'g', viewId: 3 })
+  const [err] = h.take(2, 'error')
+  t.match(err, {
+    code: ErrorCodes.MULTICAST_UNREACHABLE,
+    message: 'member b cannot hear the multicast of group g (239.255.0.1:46100); this directory runs --transport multicast: run it with --transport unicast or auto',
+  })
+  t.match(errorFromCode(err!.code as string, err!.message as string), { name: 'MulticastUnreachableError', code: 'ENOMULTICAST' }, 'grp_join rejects with it')
+  t.same(h.closed, [2])
+  h.flush([1, 3])
+  t.match(h.take(1, 'commit'), [{ members: [{ id: 'a' }, { id: 'c' }], transport: 'multicast' }], 'the others go on without it, on multicast')
+})
+
+t.test('--transport unicast: a deaf is ignored, the group is unicast already', async (t) => {
+  const h = harness({ transport: 'unicast' })
+  h.three()
+  for (const c of [1, 2, 3]) h.take(c)
+  h.core.frame(2, { t: 'deaf', group: 'g', viewId: 3 })
+  t.same([h.take(1), h.take(2), h.closed], [[], [], []])
+})
+
+t.test('a rebuilt directory takes the group\'s transport from the commit it adopts', async (t) => {
+  const unicast7 = { ...commit7, transport: 'unicast' }
+  for (const [mode, brought, expected] of [
+    ['auto', unicast7, 'unicast'], ['multicast', unicast7, 'unicast'], ['auto', commit7, 'multicast'], ['unicast', commit7, 'unicast'],
+  ] as const) {
+    const h = harness({ transport: mode })
+    for (const [conn, id] of [[1, 'a'], [2, 'b']] as const) {
+      h.core.opened(conn)
+      h.core.frame(conn, rejoin(id, conn, brought))
+    }
+    h.flush([1, 2])
+    t.match(h.take(1, 'commit'), [{ viewId: 8, transport: expected }], `--transport ${mode}, a ${brought.transport} commit: ${expected}`)
+  }
+})
+
 t.test('malformed frames throw with a code', async (t) => {
   const h = harness()
   h.core.opened(1)
   t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: '', member: 'a', addr: '127.0.0.4:5' }), { code: ErrorCodes.BAD_REQUEST })
   t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: 'g', member: 'a', addr: 'nowhere' }), { code: ErrorCodes.BAD_REQUEST })
   t.throws(() => h.core.frame(1, { t: 'join', proto: 2, group: 'g', member: 'a', addr: '127.0.0.4:5' }), { code: ErrorCodes.BAD_REQUEST })
-  t.throws(() => h.core.frame(1, { t: 'prepared', group: 'g', viewId: 1, have: 1 }), { code: ErrorCodes.BAD_REQUEST })
+  t.throws(() => h.core.frame(1, { t: 'prepared', group: 'g', viewId: 1, have: 1, low: 0 }), { code: ErrorCodes.BAD_REQUEST }, 'before join')
   t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: 'g', member: 7, addr: '127.0.0.4:5' }), { code: ErrorCodes.FRAME })
+})
+
+t.test('numbers out of range are refused before they reach the state machine, naming the field', async (t) => {
+  // Each of these was read as it came (a `typeof number` at most) before the frames had one reader.
+  const bad: Array<[Frame, RegExp]> = [
+    [{ t: 'prepared', group: 'g', viewId: 2, have: -1, low: 0 }, /have/],
+    [{ t: 'prepared', group: 'g', viewId: 2, have: 1.5, low: 0 }, /have/],
+    [{ t: 'prepared', group: 'g', viewId: 2, have: 2 ** 60, low: 0 }, /have/],
+    [{ t: 'prepared', group: 'g', viewId: 2, have: 5, low: -3 }, /low/],
+    [{ t: 'prepared', group: 'g', viewId: 2 ** 32, have: 5, low: 0 }, /viewId/],
+    [{ t: 'installed', group: 'g', viewId: -1 }, /viewId/],
+    [{ t: 'suspect', group: 'g', viewId: 2, no: 1.5, reason: 'x' }, /no/],
+  ]
+  for (const [f, field] of bad) {
+    const h = harness()
+    h.join(1, 'a')
+    h.join(2, 'b')
+    t.throws(() => h.core.frame(1, f), { code: ErrorCodes.BAD_REQUEST, message: field }, JSON.stringify(f))
+    t.same(h.take(2, 'commit'), [], 'no commit came of it')
+  }
+  const h = harness()
+  h.core.opened(1)
+  t.throws(() => h.core.frame(1, { t: 'ls', after: 5 }), { code: ErrorCodes.FRAME, message: /after/ }, 'an ls whose `after` is not a name')
+  t.throws(() => h.core.frame(1, { t: 'prepared', group: 'g', viewId: 2, have: 5 }), { code: ErrorCodes.FRAME, message: /low/ }, 'a prepared without low')
+  t.throws(() => h.core.frame(1, { t: 'deaf', group: 'g', viewId: -1 }), { code: ErrorCodes.BAD_REQUEST, message: /viewId/ }, 'a deaf without a view id')
+  t.throws(() => h.core.frame(1, { t: 'deaf', group: 'g' }), { code: ErrorCodes.FRAME, message: /viewId/ })
+})
+
+t.test('a rejoin whose commit the members could not use is refused: a rebuilt directory would resend it', async (t) => {
+  const members = commit7.members
+  const bad: Array<[object, RegExp]> = [
+    [{ ...commit7, sources: [{ no: 'x', low: 0, have: 3 }] }, /commit\.sources\[0\]\.no/],
+    [{ ...commit7, sources: [{ no: 1, low: 0, have: -3 }] }, /commit\.sources\[0\]\.have/],
+    [{ ...commit7, members: [members[0], { ...members[1], id: '' }] }, /commit\.members\[1\]\.id/],
+    [{ ...commit7, members: [members[0], { ...members[1], no: 1 }] }, /commit\.members\[1\]\.no/],
+    [{ ...commit7, viewId: 2 ** 32 }, /commit\.viewId/],
+    [{ ...commit7, transport: 'carrier-pigeon' }, /commit\.transport/],
+  ]
+  for (const [commit, field] of bad) {
+    const h = harness()
+    h.core.opened(1)
+    t.throws(() => h.core.frame(1, rejoin('a', 1, commit)), { code: /^E(BAD_REQUEST|FRAME)$/, message: field }, field.source)
+    t.same(h.core.status(), [], 'nothing rebuilt from it')
+  }
 })
 
 t.test('over TCP: garbage, oversized and non-map frames close only their own connection', async (t) => {
@@ -375,24 +499,37 @@ t.test('over TCP: garbage, oversized and non-map frames close only their own con
   good.destroy()
 })
 
-t.test('dir CLI: help, usage errors, unreachable daemon, serve, ls --json, SIGTERM', async (t) => {
+t.test('dir CLI: help, usage errors, unreachable daemon, serve, ls (--json), show, SIGTERM', async (t) => {
   const run = (...args: string[]) => spawnSync(process.execPath, [DIR_CLI, ...args], { encoding: 'utf8' })
   t.equal(run('--help').status, 0)
   t.match(run('--help').stdout, /dir ls/)
+  t.match(run('--help').stdout, /--transport MODE/)
   t.equal(run('--bogus').status, 2)
+  t.equal(run('serve', '--transport', 'carrier-pigeon').status, 2)
   t.equal(run('serve', '--timeout-ms', 'x').status, 2)
+  const slow = run('serve', '--heartbeat-ms', '500', '--timeout-ms', '500')
+  t.equal(slow.status, 2, 'a timeout members would refuse in welcome is a usage error')
+  t.match(slow.stderr, /timeoutMs/)
   const dead = await freePort()
   const r = run('ls', '--dir', `127.0.0.1:${dead}`)
   t.equal(r.status, 1)
   t.match(r.stderr, /cannot query the directory/)
   const port = await freePort()
-  const d = spawn(process.execPath, [DIR_CLI, '--port', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const d = spawn(process.execPath, [DIR_CLI, '--port', String(port), '--transport', 'unicast', '--timeout-ms', '60000', '--rejoin-grace-ms', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
   await new Promise<void>((res) => d.stdout.on('data', (b: Buffer) => b.toString().includes('listening') && res()))
   t.equal(run('--port', String(port)).status, 1, 'port in use: exit 1')
-  const ls = run('ls', '--dir', `127.0.0.1:${port}`, '--json')
-  t.equal(ls.status, 0)
-  t.same(JSON.parse(ls.stdout), [])
+  const empty = run('ls', '--dir', `127.0.0.1:${port}`, '--json')
+  t.equal(empty.status, 0)
+  t.same(JSON.parse(empty.stdout), [])
   t.equal(run('show', 'nope', '--dir', `127.0.0.1:${port}`).status, 1)
+  const member = net.connect(port, '127.0.0.1')
+  member.write(encodeFrame({ t: 'join', proto: 1, group: 'lobby', member: 'ann', addr: '127.0.0.1:9999' }))
+  for (let i = 0; i < 250 && (await queryStatus(`127.0.0.1:${port}`)).length === 0; i++) await new Promise((r) => setTimeout(r, 20))
+  const ls = run('ls', '--dir', `127.0.0.1:${port}`)
+  t.match(ls.stdout, /^GROUP +VIEW +SEQUENCER +MEMBERS +MULTICAST +TRANSPORT +STATE\nlobby +\d+ +\S* +ann +239\.255\.\d+\.\d+:46100 +unicast +\w+\n$/, 'dir ls has a TRANSPORT column')
+  t.match(JSON.parse(run('ls', '--dir', `127.0.0.1:${port}`, '--json').stdout), [{ name: 'lobby', transport: 'unicast' }])
+  t.match(run('show', 'lobby', '--dir', `127.0.0.1:${port}`).stdout, /^group lobby: view \d+, \w+, multicast 239\.255\.\d+\.\d+:46100, transport unicast, sequencer/)
+  member.destroy()
   const code = await new Promise((res) => { d.on('exit', res); d.kill('SIGTERM') })
   t.equal(code, 0, 'SIGTERM stops it cleanly')
 })

@@ -1,0 +1,371 @@
+/**
+ * The directory protocol's frames (docs/PROTOCOL.md §3): their types, and their validation in both directions —
+ * `parseToDirectory` in the directory, `DirectoryReader` in the member. Each field has one check, whichever side
+ * reads it; a parsed frame holds exactly the fields of its type, nothing the sender added.
+ */
+import { ErrorCodes, ProtocolError } from './errors.js'
+import { MAX_GROUP_MEMBERS, type Frame } from './frame.js'
+import { parseMulticastAddr, parseUnicastAddr } from './options.js'
+import { parseIncarnation } from './wire.js'
+
+/** Group names and member ids: 1 to 64 bytes of UTF-8. */
+export const MAX_NAME_BYTES = 64
+/** The longest heartbeat and timeout a directory may announce in `welcome` (an hour). */
+export const MAX_TIMEOUT_MS = 3_600_000
+
+export type MemberEntry = { no: number; id: string; addr: string }
+/** A flush participant that holds the slots (low, have]. */
+export type Source = { no: number; low: number; have: number }
+/** How a group's DATA and ORDER datagrams travel: to its multicast address, or to each member's unicast address. */
+export type GroupTransport = 'multicast' | 'unicast'
+export const GROUP_TRANSPORTS: readonly GroupTransport[] = ['multicast', 'unicast']
+
+/** A view, as the directory commits it and a member carries it back in `rejoin`. */
+export type Commit = {
+  group: string
+  viewId: number
+  /** The group's incarnation: 16 hex digits. */
+  inc: string
+  mcast: string
+  /** Every member sends and listens this way from this view on: the whole group switches at a commit. */
+  transport: GroupTransport
+  members: MemberEntry[]
+  sequencer: number
+  /** The old view ends at slot `cut`; this view takes slot `start`. */
+  cut: number
+  start: number
+  holder: number
+  sources: Source[]
+  /** Every member number the group ever gave is below it. */
+  nextNo: number
+}
+export type CommitFrame = { t: 'commit' } & Commit
+/** A commit as sent to a member that has the commit of view `base`: its members are base's less `removed`, plus `added`. */
+export type CommitDelta = { t: 'commit' } & Omit<Commit, 'members'> & { base: number; added: MemberEntry[]; removed: number[] }
+
+export type GroupState = 'stable' | 'flushing' | 'installing' | 'recovering'
+export const GROUP_STATES: readonly GroupState[] = ['stable', 'flushing', 'installing', 'recovering']
+
+/** One group in a `status` frame (what `dir ls` prints). */
+export type GroupStatus = {
+  name: string
+  viewId: number
+  members: MemberEntry[]
+  /** The sequencer's member id ('' before the first view). */
+  sequencer: string
+  mcast: string
+  transport: GroupTransport
+  state: GroupState
+}
+
+export type ToDirectory =
+  | { t: 'join'; proto: 1; group: string; member: string; addr: string }
+  | { t: 'rejoin'; proto: 1; group: string; member: string; no: number; addr: string; seenViewId: number; leaving?: boolean; commit: Commit }
+  | { t: 'ping' }
+  | { t: 'ls'; after?: string; group?: string }
+  | { t: 'leave'; group: string }
+  | { t: 'prepared'; group: string; viewId: number; have: number; low: number }
+  | { t: 'installed'; group: string; viewId: number }
+  | { t: 'suspect'; group: string; viewId: number; no: number; reason?: string }
+  /** The member hears the sequencer by unicast but not the group's multicast, in view `viewId`. */
+  | { t: 'deaf'; group: string; viewId: number }
+
+export type FromDirectory =
+  | { t: 'welcome'; no: number; heartbeatMs: number; timeoutMs: number }
+  | { t: 'pong' }
+  | { t: 'prepare'; group: string; viewId: number }
+  | CommitFrame
+  | { t: 'released'; group: string }
+  | { t: 'expelled'; group: string; reason: string }
+  | { t: 'error'; code: string; message: string }
+  | { t: 'status'; groups: GroupStatus[]; next?: string }
+
+/** A frame as the directory sends it: a commit may be a delta (the member's reader makes it whole). */
+export type FromDirectoryWire = FromDirectory | CommitDelta
+
+/** One kind of frame: `ToDirectoryOf<'rejoin'>`. */
+export type ToDirectoryOf<T extends ToDirectory['t']> = Extract<ToDirectory, { t: T }>
+export type FromDirectoryOf<T extends FromDirectory['t']> = Extract<FromDirectory, { t: T }>
+
+type RangeCode = typeof ErrorCodes.BAD_REQUEST | typeof ErrorCodes.FRAME
+const MAX_U32 = 0xffff_ffff
+const MEMBER_NO = 'a member number (an integer 1 … 2^32-1)'
+
+/**
+ * The fields of one frame (or of an object inside it) as their reader checks them. A field of the wrong type is
+ * EFRAME; a value of the right type out of its range is `range`: EBAD_REQUEST in the directory (a refused request),
+ * EFRAME in a member (a directory it cannot follow). Errors name the field by its path in the frame.
+ */
+class Fields {
+  constructor(
+    private readonly v: Record<string, unknown>,
+    private readonly where: string,
+    readonly range: RangeCode,
+    private readonly path = '',
+  ) {}
+
+  fail(code: RangeCode, key: string, what: string): never {
+    throw new ProtocolError(code, `${this.where}: ${this.path}${key} ${what}`)
+  }
+
+  has(key: string): boolean {
+    return this.v[key] !== undefined
+  }
+
+  private typed(key: string, type: 'string' | 'number' | 'boolean' | 'object', what: string): unknown {
+    const x = this.v[key]
+    if (typeof x !== type || x === null) this.fail(ErrorCodes.FRAME, key, `must be ${what}`)
+    return x
+  }
+
+  string(key: string): string {
+    return this.typed(key, 'string', 'a string') as string
+  }
+
+  bool(key: string): boolean {
+    return this.typed(key, 'boolean', 'true or false') as boolean
+  }
+
+  /** A group name or member id. */
+  name(key: string): string {
+    const s = this.string(key)
+    if (s.length === 0 || (s.length * 3 > MAX_NAME_BYTES && Buffer.byteLength(s) > MAX_NAME_BYTES)) {
+      this.fail(this.range, key, `must be 1-${MAX_NAME_BYTES} bytes`)
+    }
+    return s
+  }
+
+  int(key: string, min: number, max: number, what: string): number {
+    return this.checkInt(this.v[key], key, min, max, what)
+  }
+
+  private checkInt(n: unknown, key: string, min: number, max: number, what: string): number {
+    if (typeof n !== 'number') this.fail(ErrorCodes.FRAME, key, `must be ${what}`)
+    if (!Number.isInteger(n) || n < min || n > max) this.fail(this.range, key, `must be ${what}`)
+    return n
+  }
+
+  /** View ids travel in every datagram as u32. */
+  viewId(key: string): number {
+    return this.int(key, 0, MAX_U32, 'a view id (an integer 0 … 2^32-1)')
+  }
+
+  /** A member number (datagrams carry it as u32; 0 is nobody). */
+  memberNo(key: string): number {
+    return this.int(key, 1, MAX_U32, MEMBER_NO)
+  }
+
+  /** A member number, or 0 for none (the holder of a view nobody flushed, the sequencer of an empty view). */
+  memberNoOrNone(key: string): number {
+    return this.int(key, 0, MAX_U32, 'a member number or 0')
+  }
+
+  slot(key: string): number {
+    return this.int(key, 0, Number.MAX_SAFE_INTEGER, 'a slot (an integer 0 … 2^53-1)')
+  }
+
+  ms(key: string): number {
+    return this.int(key, 1, MAX_TIMEOUT_MS, `a duration in ms (1 … ${MAX_TIMEOUT_MS})`)
+  }
+
+  unicastAddr(key: string): string {
+    const a = this.string(key)
+    if (!parseUnicastAddr(a)) this.fail(this.range, key, `must be a unicast IPv4 "ip:port" (port 1-65535), got ${JSON.stringify(a.slice(0, 64))}`)
+    return a
+  }
+
+  multicastAddr(key: string): string {
+    const a = this.string(key)
+    if (!parseMulticastAddr(a)) this.fail(this.range, key, `must be a multicast IPv4 "ip:port" (224.0.0.0/4, port 1-65535), got ${JSON.stringify(a.slice(0, 64))}`)
+    return a
+  }
+
+  incarnation(key: string): string {
+    const s = this.string(key)
+    if (!parseIncarnation(s)) this.fail(this.range, key, 'must be 16 lowercase hex digits, not all zero')
+    return s
+  }
+
+  oneOf<T extends string>(key: string, values: readonly T[]): T {
+    const s = this.string(key)
+    if (!(values as readonly string[]).includes(s)) this.fail(this.range, key, `must be one of ${values.join(', ')}`)
+    return s as T
+  }
+
+  /** The fields of the object in `key`. */
+  sub(key: string): Fields {
+    const x = this.typed(key, 'object', 'a map')
+    if (Array.isArray(x)) this.fail(ErrorCodes.FRAME, key, 'must be a map')
+    return new Fields(x as Record<string, unknown>, this.where, this.range, `${this.path}${key}.`)
+  }
+
+  /** The list in `key`, each element read by `each` (with the element's own fields if `each` takes Fields). */
+  list<T>(key: string, max: number, each: (f: Fields) => T): T[] {
+    const x = this.v[key]
+    if (!Array.isArray(x)) this.fail(ErrorCodes.FRAME, key, 'must be a list')
+    if (x.length > max) this.fail(this.range, key, `must have at most ${max} entries`)
+    return x.map((e: unknown, i) => {
+      if (typeof e !== 'object' || e === null || Array.isArray(e)) this.fail(ErrorCodes.FRAME, `${key}[${i}]`, 'must be a map')
+      return each(new Fields(e as Record<string, unknown>, this.where, this.range, `${this.path}${key}[${i}].`))
+    })
+  }
+
+  /** The list of member numbers in `key`. */
+  memberNos(key: string, max: number): number[] {
+    const x = this.v[key]
+    if (!Array.isArray(x)) this.fail(ErrorCodes.FRAME, key, 'must be a list')
+    if (x.length > max) this.fail(this.range, key, `must have at most ${max} entries`)
+    return x.map((n: unknown, i) => this.checkInt(n, `${key}[${i}]`, 1, MAX_U32, MEMBER_NO))
+  }
+}
+
+const memberEntry = (f: Fields): MemberEntry => ({ no: f.memberNo('no'), id: f.name('id'), addr: f.unicastAddr('addr') })
+const source = (f: Fields): Source => ({ no: f.memberNo('no'), low: f.slot('low'), have: f.slot('have') })
+
+/** Everything of a commit but its members (which a delta gives as a change). */
+function commitFields(f: Fields): Omit<Commit, 'members'> {
+  return {
+    group: f.name('group'), viewId: f.viewId('viewId'), inc: f.incarnation('inc'), mcast: f.multicastAddr('mcast'),
+    transport: f.oneOf('transport', GROUP_TRANSPORTS),
+    sequencer: f.memberNoOrNone('sequencer'), cut: f.slot('cut'), start: f.slot('start'), holder: f.memberNoOrNone('holder'),
+    sources: f.list('sources', MAX_GROUP_MEMBERS, source), nextNo: f.int('nextNo', 1, MAX_U32 + 1, 'a member number above all (1 … 2^32)'),
+  }
+}
+
+/** What holds between a commit's fields: a view id, a slot after the cut, distinct members below nextNo, a sequencer among them. */
+function checkCommit(f: Fields, c: Commit): Commit {
+  if (c.viewId === 0) f.fail(f.range, 'viewId', 'must be at least 1')
+  if (c.start <= c.cut) f.fail(f.range, 'start', `must be above the cut (${c.cut})`)
+  if (c.members.length > MAX_GROUP_MEMBERS) f.fail(f.range, 'members', `must have at most ${MAX_GROUP_MEMBERS} entries`)
+  const nos = new Set<number>()
+  for (const [i, m] of c.members.entries()) {
+    if (nos.has(m.no)) f.fail(f.range, `members[${i}].no`, `repeats member number ${m.no}`)
+    if (m.no >= c.nextNo) f.fail(f.range, `members[${i}].no`, `must be below nextNo (${c.nextNo})`)
+    nos.add(m.no)
+  }
+  if (c.members.length > 0 && !nos.has(c.sequencer)) f.fail(f.range, 'sequencer', 'must be a member of the view')
+  return c
+}
+
+const clip = (t: string): string => JSON.stringify(t.slice(0, 32))
+
+/**
+ * A frame a member (or `dir ls`) sent the directory, checked: throws ProtocolError naming the bad field — EFRAME for
+ * an unknown `t` or a field of the wrong type, EBAD_REQUEST for a value out of range. Run before anything else.
+ */
+export function parseToDirectory(f: Frame): ToDirectory {
+  const r = new Fields(f, `frame ${clip(f.t)}`, ErrorCodes.BAD_REQUEST)
+  switch (f.t) {
+    case 'ping':
+      return { t: 'ping' }
+    case 'ls': {
+      const ls: ToDirectoryOf<'ls'> = { t: 'ls' }
+      if (r.has('after')) ls.after = r.name('after')
+      if (r.has('group')) ls.group = r.name('group')
+      return ls
+    }
+    case 'join':
+      return { t: 'join', proto: proto(r), group: r.name('group'), member: r.name('member'), addr: r.unicastAddr('addr') }
+    case 'rejoin': {
+      const rejoin: ToDirectoryOf<'rejoin'> = {
+        t: 'rejoin', proto: proto(r), group: r.name('group'), member: r.name('member'), no: r.memberNo('no'), addr: r.unicastAddr('addr'),
+        seenViewId: r.viewId('seenViewId'), commit: readCommit(r.sub('commit')),
+      }
+      if (r.has('leaving')) rejoin.leaving = r.bool('leaving')
+      // A rejoin is from a member of the commit it carries: that view has members, and it is the latest it saw.
+      if (rejoin.commit.members.length === 0) r.fail(ErrorCodes.BAD_REQUEST, 'commit.members', 'must not be empty')
+      if (rejoin.commit.group !== rejoin.group) r.fail(ErrorCodes.BAD_REQUEST, 'commit.group', 'must be the group rejoined')
+      if (rejoin.seenViewId < rejoin.commit.viewId) r.fail(ErrorCodes.BAD_REQUEST, 'seenViewId', 'must not be below the commit\'s viewId')
+      return rejoin
+    }
+    case 'leave':
+      return { t: 'leave', group: r.name('group') }
+    case 'prepared':
+      return { t: 'prepared', group: r.name('group'), viewId: r.viewId('viewId'), have: r.slot('have'), low: r.slot('low') }
+    case 'installed':
+      return { t: 'installed', group: r.name('group'), viewId: r.viewId('viewId') }
+    case 'suspect': {
+      const s: ToDirectoryOf<'suspect'> = { t: 'suspect', group: r.name('group'), viewId: r.viewId('viewId'), no: r.memberNo('no') }
+      if (r.has('reason')) s.reason = r.string('reason')
+      return s
+    }
+    case 'deaf':
+      return { t: 'deaf', group: r.name('group'), viewId: r.viewId('viewId') }
+    default:
+      return r.fail(ErrorCodes.FRAME, 't', `${clip(f.t)} is not a frame a directory reads`)
+  }
+}
+
+function proto(r: Fields): 1 {
+  return r.int('proto', 1, 1, 'protocol version 1') as 1
+}
+
+function readCommit(f: Fields): Commit {
+  return checkCommit(f, { ...commitFields(f), members: f.list('members', MAX_GROUP_MEMBERS, memberEntry) })
+}
+
+/**
+ * A member's reading of its directory's frames (PROTOCOL.md §3.2): checks every field before the member acts on a
+ * frame, and turns a delta commit (`base`, `added`, `removed`) back into a whole one from the last commit read.
+ * Throws ProtocolError(EFRAME) naming the bad field; the member then fails (a directory it cannot follow).
+ */
+export class DirectoryReader {
+  private last: { viewId: number; members: MemberEntry[] } | null = null
+
+  read(f: Frame): FromDirectory {
+    const r = new Fields(f, `frame ${clip(f.t)} from the directory`, ErrorCodes.FRAME)
+    switch (f.t) {
+      case 'pong':
+        return { t: 'pong' }
+      case 'welcome': {
+        const w = { t: 'welcome' as const, no: r.memberNo('no'), heartbeatMs: r.ms('heartbeatMs'), timeoutMs: r.ms('timeoutMs') }
+        // Expulsion takes timeoutMs of silence; members ping every heartbeatMs, and need some pongs in between.
+        if (w.timeoutMs <= w.heartbeatMs) r.fail(ErrorCodes.FRAME, 'timeoutMs', `must be above heartbeatMs (${w.heartbeatMs})`)
+        return w
+      }
+      case 'prepare':
+        return { t: 'prepare', group: r.name('group'), viewId: r.viewId('viewId') }
+      case 'commit':
+        return this.commit(r)
+      case 'released':
+        return { t: 'released', group: r.name('group') }
+      case 'expelled':
+        return { t: 'expelled', group: r.name('group'), reason: r.string('reason') }
+      case 'error':
+        return { t: 'error', code: r.string('code'), message: r.string('message') }
+      case 'status': {
+        const s: FromDirectoryOf<'status'> = { t: 'status', groups: r.list('groups', Infinity, groupStatus) }
+        if (r.has('next')) s.next = r.name('next')
+        return s
+      }
+      default:
+        return r.fail(ErrorCodes.FRAME, 't', `${clip(f.t)} is not a frame a directory sends`)
+    }
+  }
+
+  private commit(r: Fields): CommitFrame {
+    const fields = commitFields(r)
+    let members: MemberEntry[]
+    if (r.has('members')) {
+      members = r.list('members', MAX_GROUP_MEMBERS, memberEntry)
+    } else {
+      const base = r.viewId('base')
+      const last = this.last
+      if (last === null || base !== last.viewId) return r.fail(ErrorCodes.FRAME, 'base', `is view ${base}, but the last commit read was view ${last?.viewId}`)
+      const added = r.list('added', MAX_GROUP_MEMBERS, memberEntry)
+      const gone = new Set([...r.memberNos('removed', MAX_GROUP_MEMBERS), ...added.map((e) => e.no)])
+      members = [...last.members.filter((e) => !gone.has(e.no)), ...added].sort((a, b) => a.no - b.no)
+    }
+    const c = checkCommit(r, { ...fields, members })
+    this.last = { viewId: c.viewId, members }
+    return { t: 'commit', ...c }
+  }
+}
+
+function groupStatus(f: Fields): GroupStatus {
+  return {
+    name: f.name('name'), viewId: f.viewId('viewId'), members: f.list('members', MAX_GROUP_MEMBERS, memberEntry),
+    sequencer: f.string('sequencer'), mcast: f.multicastAddr('mcast'), transport: f.oneOf('transport', GROUP_TRANSPORTS),
+    state: f.oneOf('state', GROUP_STATES),
+  }
+}
