@@ -3,7 +3,9 @@
  * 1–4 random events at random moments — a crash that closes the connection, a silent crash the directory only
  * notices by missed pings, a graceful leave, a join, an application that stops reading for a while — in any
  * order, overlapping each other's view changes. At least one original member survives. Every run must settle
- * and pass the checker. SEQCAST_CHAOS_SEEDS=N runs more; SEQCAST_CHAOS_FIRST=S SEQCAST_CHAOS_SEEDS=1 reruns seed S.
+ * and pass the checker. The same schedules run again with the group on unicast fan-out (PROTOCOL.md §2.6): the
+ * guarantees may not depend on how datagrams travel. SEQCAST_CHAOS_SEEDS=N runs more; SEQCAST_CHAOS_FIRST=S
+ * SEQCAST_CHAOS_SEEDS=1 reruns seed S.
  */
 import t from 'tap'
 import { Sim } from './fixtures/sim.js'
@@ -15,11 +17,11 @@ const FIRST = Number(process.env.SEQCAST_CHAOS_FIRST ?? 7000)
 type Event = 'crash' | 'silent crash' | 'leave' | 'join' | 'pause reader'
 
 /** Runs one schedule; returns what went wrong, or nothing. */
-function schedule(seed: number): string | undefined {
+function schedule(seed: number, transport: 'multicast' | 'unicast' = 'multicast'): string | undefined {
   const probe = new Sim(seed)
   const r = probe.random
   const faults = { drop: r() * 0.3, dup: r() * 0.15, minDelay: 0.05, maxDelay: 0.5 + r() * 4 }
-  const sim = new Sim(seed, faults)
+  const sim = new Sim(seed, faults, 'g', 10, { transport })
   const n = 4 + Math.floor(r() * 3)
   const delivery = r() < 0.3 ? 'safe' : 'agreed'
   const originals = sim.startGroup(n, { delivery })
@@ -64,8 +66,9 @@ function schedule(seed: number): string | undefined {
   const problems = check(sim.logs(), { uniform: delivery === 'safe' })
   // Every member here can hear: whoever is excluded for lack of progress (PROTOCOL.md §4.7) was excluded wrongly.
   for (const m of sim.members.values()) if (/lack of progress/.test(m.error?.message ?? '')) problems.push(`${m.id} ${m.error!.message}`)
+  if (transport === 'unicast' && sim.multicastSent > 0) problems.push(`${sim.multicastSent} datagrams sent to a multicast address`)
   if (ok && problems.length === 0) return undefined
-  return `seed ${seed} (${n} members, ${delivery}, drop ${faults.drop.toFixed(2)}; ${events.join(', ')}): ` +
+  return `seed ${seed} (${transport}, ${n} members, ${delivery}, drop ${faults.drop.toFixed(2)}; ${events.join(', ')}): ` +
     `${ok ? '' : 'did not settle; '}${problems.slice(0, 2).join('; ')}`
 }
 
@@ -76,6 +79,15 @@ t.test(`${SEEDS} chaos schedules`, async (t) => {
     if (f) failures.push(f)
   }
   t.same(failures, [], 'every schedule settles and keeps every guarantee')
+})
+
+t.test(`${SEEDS / 2} chaos schedules on unicast fan-out`, async (t) => {
+  const failures: string[] = []
+  for (let seed = FIRST; seed < FIRST + SEEDS / 2; seed++) {
+    const f = schedule(seed, 'unicast')
+    if (f) failures.push(f)
+  }
+  t.same(failures, [], 'every schedule settles, keeps every guarantee, and sends nothing multicast')
 })
 
 /** Schedules that once failed, each for its own reason, kept whatever range runs. */
