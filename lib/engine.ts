@@ -757,11 +757,11 @@ export class Engine implements SequencerHost {
   }
 
   /** Counters and positions, for group.stats(). */
-  snapshot(): EngineStats & { have: number; delivered: number; stable: number; viewId: number; sequencer: boolean; retainedBytes: number; inflightBytes: number } {
+  snapshot(): EngineStats & { have: number; delivered: number; stable: number; viewId: number; sequencer: boolean; transport: GroupTransport; retainedBytes: number; inflightBytes: number } {
     return {
       ...this.stats, ordered: this.role?.ordered ?? this.stats.ordered, have: this.have, delivered: this.delivered,
-      stable: this.stable, viewId: this.current?.viewId ?? 0, sequencer: this.role !== null, retainedBytes: this.retainedBytes,
-      inflightBytes: this.outbox.inflightBytes,
+      stable: this.stable, viewId: this.current?.viewId ?? 0, sequencer: this.role !== null, transport: this.current?.transport ?? 'multicast',
+      retainedBytes: this.retainedBytes, inflightBytes: this.outbox.inflightBytes,
     }
   }
 }

@@ -10,7 +10,7 @@ import os from 'node:os'
 import { Engine, type Delivery, type EngineStats, type Lifecycle } from './engine.js'
 import { ArgumentError, DirectoryError, ErrorCodes, JoinTimeoutError, LeaveTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
 import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
-import type { ToDirectory } from './dirproto.js'
+import type { GroupTransport, ToDirectory } from './dirproto.js'
 import { checkMaxMessage, parseJoinOptions, type JoinOptions, type ResolvedJoinOptions } from './options.js'
 import { DirLink } from './dirlink.js'
 import { UdpTransport, type Transport } from './transport.js'
@@ -38,6 +38,8 @@ export interface GroupStats extends EngineStats {
   stable: number
   viewId: number
   sequencer: boolean
+  /** How the installed view's datagrams travel: 'multicast', or 'unicast' fan-out (PROTOCOL.md §2.6). */
+  transport: GroupTransport
   retainedBytes: number
   /** Bytes of own messages sent but not yet stable (at most sendWindowBytes, or one datagram more). */
   inflightBytes: number
