@@ -229,7 +229,7 @@ t.test('a commit lists few flush sources that hold every slot any participant ho
 
 t.test('the largest frames fit their limits: a commit and a rejoin of MAX_GROUP_MEMBERS, a status page', async (t) => {
   const slot = 2 ** 48 - 1
-  const members = Array.from({ length: MAX_GROUP_MEMBERS }, (_, i) => ({ no: 0xffff_ffff - i, id: id64(i), addr: '223.255.255.254:65535' }))
+  const members = Array.from({ length: MAX_GROUP_MEMBERS }, (_, i) => ({ no: 0xffff_ffff - MAX_GROUP_MEMBERS + 1 + i, id: id64(i), addr: '223.255.255.254:65535' }))
   const sources = members.map((m) => ({ no: m.no, low: slot, have: slot }))
   const group = 'g'.repeat(64)
   const commit: Frame = {
