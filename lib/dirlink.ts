@@ -16,8 +16,6 @@ import type { Lifecycle } from './engine.js'
 
 export const RECONNECT_MIN_MS = 250
 export const RECONNECT_MAX_MS = 2000
-/** Pings before the directory's `welcome` names its own interval. */
-const DEFAULT_PING_MS = 500
 
 export type LinkState = 'idle' | 'connecting' | 'up' | 'waiting' | 'reconnecting' | 'closed'
 
@@ -51,7 +49,7 @@ export class DirLink {
   private retryAt = 0
   /** Send times of pings not yet answered, oldest first (the directory answers in order). */
   private readonly pingsSent: number[] = []
-  private pingMs = DEFAULT_PING_MS
+  private pingMs = Infinity
   private lastPingAt = -Infinity
   private lease = Infinity
   private leaseUntil = Infinity
@@ -142,12 +140,11 @@ export class DirLink {
 
   private welcome(f: FromDirectory & { t: 'welcome' }, now: number): void {
     this.pingsSent.length = 0 // a new connection owes no pong for pings sent on an old one
-    const every = typeof f.heartbeatMs === 'number' && f.heartbeatMs > 0 ? f.heartbeatMs : DEFAULT_PING_MS
-    const timeout = typeof f.timeoutMs === 'number' && f.timeoutMs > every ? f.timeoutMs : 4 * every
-    // Expulsion needs timeoutMs of silence after our last ping that got through; stop well before that.
-    this.lease = timeout - every
+    // Checked by the reader: 1 ≤ heartbeatMs < timeoutMs. Expulsion needs timeoutMs of silence after our last ping
+    // that got through; stop well before that.
+    this.lease = f.timeoutMs - f.heartbeatMs
     this.leaseUntil = now + this.lease
-    this.pingMs = every
+    this.pingMs = f.heartbeatMs
     this.welcomed = true
   }
 

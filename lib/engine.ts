@@ -7,14 +7,15 @@
  *
  * Reading guide: ordering lives in sequencer.ts, this member's own messages (window, transmission, resend) in
  * outbox.ts, what to ask for and whom when something is missing (and answering such requests) in repair.ts; here,
- * `advance()` is the hold-back queue (what may be delivered), `onCommit()`/`install()` the view change, `gc()`
- * stability, `nack()`/`serveNack()` when repair may ask or answer.
+ * `advance()` is the hold-back queue (what may be delivered), `onCommit()`/`install()` the view change (slots it
+ * declares void: voids.ts), `gc()` stability, `nack()`/`serveNack()` when repair may ask or answer.
  */
 import { decode, encodeAck, FOREIGN, Kind, parseIncarnation, SEQ_WINDOW, type Datagram, type Incarnation } from './wire.js'
 import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
 import { MessageStore } from './msgstore.js'
 import { Outbox } from './outbox.js'
 import { Repair } from './repair.js'
+import { VoidSlots } from './voids.js'
 import { Reassembly } from './reassembly.js'
 import { MulticastHearing } from './hearing.js'
 import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
@@ -138,8 +139,8 @@ export class Engine implements SequencerHost {
   private toDeliver: ViewRec[] = []
   /** Every view whose slots may still be in the log, by increasing start. */
   private known: ViewRec[] = []
-  /** Void slot ranges [first, last] above `have`, recorded from every commit (PROTOCOL.md §5 "Void slots"). */
-  private voids: Array<[number, number]> = []
+  /** Slots skipped whatever this member holds for them, recorded from every commit (PROTOCOL.md §5 "Void slots"). */
+  private readonly voids = new VoidSlots()
   private names = new Map<number, string>()
   private readonly senders = new Map<number, SenderState>()
   private readonly reassembly = new Reassembly(this.stats)
@@ -394,7 +395,7 @@ export class Engine implements SequencerHost {
       }
       const s = this.have + 1
       if (s > limit) break
-      if (this.isVoid(s)) {
+      if (this.voids.has(s)) {
         this.log.set(s, VOID_SENDER, 0, 0)
         this.have = s
         continue
@@ -416,33 +417,9 @@ export class Engine implements SequencerHost {
     this.deliver()
   }
 
-  /**
-   * Slots up to a commit's cut that none of its sources holds: the sequencer that ordered them died before any
-   * survivor had them (the holder can die before the others fetch from it). Every member that still has to pass
-   * such a slot saw that commit, and skips the slot whatever late datagrams it holds; so does it under every later
-   * commit, whose sources may count the slot in their `have` without holding it. The senders of its messages resend
-   * them, since `ordered` never passed them. Kept only above `have` and up to the newest cut.
-   */
+  /** Slots up to a commit's cut that none of its sources holds are void (lib/voids.ts). */
   private recordVoids(v: ViewRec): void {
-    this.voids = this.voids.flatMap(([a, b]) => (b > this.have && a <= v.cut ? [[a, Math.min(b, v.cut)] as [number, number]] : []))
-    if (v.sources.length === 0) return
-    const held = v.sources.filter((r) => r.have > r.low).sort((x, y) => x.low - y.low)
-    let next = this.have + 1 // the first slot not yet known to be held
-    for (const r of held) {
-      if (next > v.cut) break
-      if (r.low + 1 > next) this.voids.push([next, Math.min(r.low, v.cut)])
-      next = Math.max(next, r.have + 1)
-    }
-    if (next <= v.cut) this.voids.push([next, v.cut])
-  }
-
-  /** On the per-slot path of advance(): usually no void range at all, so no closure and no call beyond this one. */
-  private isVoid(slot: number): boolean {
-    for (let i = 0; i < this.voids.length; i++) {
-      const [a, b] = this.voids[i]!
-      if (a <= slot && slot <= b) return true
-    }
-    return false
+    this.voids.record(this.have, v.cut, v.sources)
   }
 
   private deliver(): void {
@@ -533,7 +510,7 @@ export class Engine implements SequencerHost {
     // joined after this member's current view, and drops NACKs of views it never saw).
     const viewId = (latest ?? this.current)!.viewId
     const gap = { top, end: next ? next.cut : Infinity, viewId, change: latest ?? null, sequencer: this.current?.sequencer }
-    this.repair.nack(now, gap, (slot) => this.isVoid(slot))
+    this.repair.nack(now, gap, (slot) => this.voids.has(slot))
   }
 
   /** Answers a NACK of a known member about a known view with what this member holds. */
