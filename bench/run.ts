@@ -155,15 +155,15 @@ async function soak(): Promise<void> {
   }
 }
 
-async function w2(rate: number, mode: Mode): Promise<void> {
-  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, '3', '100', String(SEND_MS), String(rate)]), mode)
+async function w2(rate: number, mode: Mode, n = 3): Promise<void> {
+  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, String(n), '100', String(SEND_MS), String(rate)]), mode)
   const ok = rs.every((r) => r.hash === rs[0]!.hash)
   const lat = rs.map((r) => r.latency).filter((l): l is NonNullable<typeof l> => !!l)
   const p50 = Math.max(...lat.map((l) => l.p50))
   const p99 = Math.max(...lat.map((l) => l.p99))
   const max = Math.max(...lat.map((l) => l.max))
-  rows.push({ case: tag(`W2@${rate}`, mode), n: 3, size: 100, perMember: rate, mbps: 0, ok, ...memoryOf(rs), extra: `p50 ${p50} ms p99 ${p99} ms max ${max} ms` })
-  if (!json) console.log(`${tag('W2', mode).padEnd(6)} n=3 at ${rate} msg/s, 100 B: send->delivery p50 ${(p50 * 1000).toFixed(0)} us, p99 ${(p99 * 1000).toFixed(0)} us, max ${max.toFixed(2)} ms (worst receiver)  ${ok ? 'verified' : 'MISMATCH'}`)
+  rows.push({ case: tag(`W2@${rate}`, mode), n, size: 100, perMember: rate, mbps: 0, ok, ...memoryOf(rs), extra: `p50 ${p50} ms p99 ${p99} ms max ${max} ms` })
+  if (!json) console.log(`${tag('W2', mode).padEnd(6)} n=${n} at ${rate} msg/s, 100 B: send->delivery p50 ${(p50 * 1000).toFixed(0)} us, p99 ${(p99 * 1000).toFixed(0)} us, max ${max.toFixed(2)} ms (worst receiver)  ${ok ? 'verified' : 'MISMATCH'}`)
 }
 
 const pick = (flag: string): number[] | undefined => (args.includes(flag) ? [Number(args[args.indexOf(flag) + 1])] : undefined)
@@ -177,7 +177,9 @@ if (!only || only === 'W1') {
     }
   }
 }
-if (!only || only === 'W2') for (const rate of [1000, 10000]) for (const mode of transports) await w2(rate, mode)
+// W2 at 3 members, and at every --n when the transports are compared (how fan-out cost grows with N).
+const w2ns = transports.length > 1 ? ns : [pick('--n')?.[0] ?? 3]
+if (!only || only === 'W2') for (const n of w2ns) for (const rate of [1000, 10000]) for (const mode of transports) await w2(rate, mode, n)
 if (!only || only === 'LARGE') for (const size of pick('--size') ?? (quick ? [1 << 20] : [1 << 20, 10 << 20])) await w1(3, size, undefined, 'LARGE')
 if (only === 'SOAK') await soak()
 if (!json && rows.length > 1) {
