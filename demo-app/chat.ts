@@ -80,38 +80,62 @@ function describe(v: ViewDelivery): string {
   return `${v.members.length} member${v.members.length === 1 ? '' : 's'}, sequencer ${v.sequencer}`
 }
 
-const { addr, embedded } = await directoryAddress()
 const groups = new Map<string, Group>()
+let embedded: DirectoryServer | undefined
+let quitting = false
+
+/**
+ * What the user types is read from the start, so nothing typed while the chat is still joining is lost: each line
+ * and the end of input join one chain, which waits for every group to be joined and keeps the order they were typed in.
+ */
+let joinedAll!: () => void
+let input = new Promise<void>((resolve) => (joinedAll = resolve))
+rl.on('line', (line) => {
+  input = input.then(() => command(line))
+})
+rl.on('close', () => {
+  input = input.then(quit)
+})
+process.on('SIGINT', () => void quit())
+process.on('SIGTERM', () => void quit())
+
+/** Shows one group's deliveries — views and messages in the one order the group delivers them. */
+async function show(name: string, g: Group): Promise<void> {
+  let last: string[] | null = null
+  try {
+    for await (const d of g) {
+      if (d.type === 'message') {
+        say(`<<<${d.sender}->GROUP<${name}>: ${Buffer.from(d.data).toString('utf8')}>>>`)
+      } else if (last === null) {
+        say(`*** you joined ${name} (${d.members.length} member${d.members.length === 1 ? '' : 's'}: ${d.members.join(', ')}; sequencer ${d.sequencer})`)
+      } else {
+        for (const m of d.members) if (!last.includes(m)) say(`*** ${m} joined ${name} (${describe(d)})`)
+        for (const m of last) if (!d.members.includes(m)) say(`*** ${m} left ${name} (${describe(d)})`)
+      }
+      if (d.type === 'view') last = d.members
+    }
+  } catch {
+    // The member failed: its 'error' event says why.
+  }
+}
+
+const found = await directoryAddress()
+embedded = found.embedded
 for (const name of groupNames) {
   let g: Group
   try {
-    g = await Group.join(name, me, { directory: addr, iface: values.iface ?? '127.0.0.1', delivery: values.safe ? 'safe' : 'agreed' })
+    g = await Group.join(name, me, { directory: found.addr, iface: values.iface ?? '127.0.0.1', delivery: values.safe ? 'safe' : 'agreed' })
   } catch (err) {
     fail(`cannot join ${name}: ${(err as SeqcastError).code ?? ''} ${(err as Error).message}`, 1)
   }
   groups.set(name, g)
-  let last: string[] | null = null
-  const onView = (v: ViewDelivery): void => {
-    if (last === null) {
-      say(`*** you joined ${name} (${v.members.length} member${v.members.length === 1 ? "" : "s"}: ${v.members.join(', ')}; sequencer ${v.sequencer})`)
-    } else {
-      for (const m of v.members) if (!last.includes(m)) say(`*** ${m} joined ${name} (${describe(v)})`)
-      for (const m of last) if (!v.members.includes(m)) say(`*** ${m} left ${name} (${describe(v)})`)
-    }
-    last = v.members
-  }
-  g.on('view', onView)
-  g.on('message', (d) => say(`<<<${d.sender}->GROUP<${name}>: ${Buffer.from(d.data).toString('utf8')}>>>`))
   g.on('error', (err) => say(`*** ${name}: ${err.code} ${err.message}`))
   g.on('directory', (state) => say(`*** ${name}: directory connection ${state}`))
-  // The joining view was delivered before the listeners existed.
-  for (let d = await g.receive({ timeoutMs: 0 }); d; d = await g.receive({ timeoutMs: 0 })) {
-    if (d.type === 'view') onView(d)
-    else say(`<<<${d.sender}->GROUP<${name}>: ${Buffer.from(d.data).toString('utf8')}>>>`)
-  }
+  // Deliveries are pulled, never also taken by 'message'/'view' listeners: one path, so one order. The joining
+  // view is the first of them.
+  void show(name, g)
 }
 
-let quitting = false
 async function quit(): Promise<void> {
   if (quitting) return
   quitting = true
@@ -131,7 +155,8 @@ async function send(group: string, text: string): Promise<void> {
   }
 }
 
-rl.on('line', (line) => {
+function command(line: string): void {
+  if (quitting) return
   const text = line.trim()
   if (text === '') return rl.prompt()
   if (!text.startsWith('/')) {
@@ -163,8 +188,7 @@ rl.on('line', (line) => {
       say(`*** unknown command ${cmd}; try /help`)
   }
   rl.prompt()
-})
-rl.on('close', () => void quit())
-process.on('SIGINT', () => void quit())
-process.on('SIGTERM', () => void quit())
+}
+
 rl.prompt()
+joinedAll()

@@ -141,12 +141,11 @@ export class Outbox {
     this.lastProgressAt = now
     this.resendWait = Math.min(this.resendWait * 2, 16 * this.opts.resendMs)
     const store = this.own.store
-    let n = 0
-    const burst = this.resendBurst
-    // The previous resend was not ordered within the wait: the next one is smaller.
+    // The previous resend was not ordered within the wait: this one is smaller.
     if (this.resendOutstanding) this.resendBurst = Math.max(RESEND_BURST_MIN, this.resendBurst >> 1)
     this.resendOutstanding = true
-    for (let bytes = 0, m = this.announced + 1; m <= this.transmitted && bytes < burst * this.opts.maxDatagram; m++, n++) {
+    let n = 0
+    for (let bytes = 0, m = this.announced + 1; m <= this.transmitted && bytes < this.resendBurst * this.opts.maxDatagram; m++, n++) {
       bytes += Math.max(0, store.length(m))
     }
     const header = { inc: this.host.inc, viewId, sender: this.host.me }

@@ -199,10 +199,10 @@ t.test('resend: the burst doubles while resends get ordered, halves when not, re
   ob.ordered(112)
   r = resendAt(40)
   t.equal(r.msgIds.length, 128, 'a 32-datagram burst')
-  // Not ordered from here: the wait doubles (20, 40, 80, 160 ms), and the burst halves from the resend after the
-  // first one that went unordered.
+  // Not ordered from here: the wait doubles (20, 40, 80, 160 ms), and each resend is half the one before it, since
+  // that one went unordered (PROTOCOL.md §4.2): 32 → 16, 8, 4 datagrams, then the smallest burst stays.
   const sizes = [60, 100, 180, 340, 500].map((now) => resendAt(now).msgIds.length)
-  t.same(sizes, [128, 64, 32, 16, 16], 'halved each time a resend is not ordered, down to the smallest')
+  t.same(sizes, [64, 32, 16, 16, 16], 'halved after each resend that is not ordered, down to the smallest')
   t.same(resendAt(660).msgIds.slice(0, 1), [113], 'every resend starts at the first unordered message')
   ob.ordered(1000)
   t.same(resendAt(2000).msgIds, [], 'caught up: nothing to resend')
