@@ -16,6 +16,7 @@ import { MessageStore } from './msgstore.js'
 import { Outbox } from './outbox.js'
 import { Repair } from './repair.js'
 import { VoidSlots } from './voids.js'
+import { viewOf, Views, type ViewRec } from './views.js'
 import { Reassembly } from './reassembly.js'
 import { MulticastHearing } from './hearing.js'
 import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
@@ -59,30 +60,6 @@ export interface EngineEnv {
    * acknowledges only what it delivered, so stability — and with it every sender's window — waits for it.
    */
   deliveryRoom(): boolean
-}
-
-interface MemberRec {
-  no: number
-  id: string
-  addr: string
-}
-
-interface ViewRec {
-  viewId: number
-  members: MemberRec[]
-  byNo: Map<number, MemberRec>
-  sequencer: number
-  /** The last slot of the previous view. */
-  cut: number
-  /** The view's own slot. */
-  start: number
-  holder: number
-  /** Who can serve which slots while the view is installed: member `no` holds (low, have]. */
-  sources: Array<{ no: number; low: number; have: number }>
-  /** This member is not in the view: it is leaving, and its stream ends at `cut`. */
-  excluded: boolean
-  /** How a send to the group travels in this view (PROTOCOL.md §2). */
-  transport: GroupTransport
 }
 
 export interface EngineStats {
@@ -132,16 +109,9 @@ export class Engine implements SequencerHost {
   private frozenAt = 0
   retainedBytes = 0
 
-  private current: ViewRec | null = null
-  /** Views committed but not yet reached by `have`, by increasing start. */
-  private pending: ViewRec[] = []
-  /** Views whose boundary `delivered` has not yet passed. */
-  private toDeliver: ViewRec[] = []
-  /** Every view whose slots may still be in the log, by increasing start. */
-  private known: ViewRec[] = []
+  private readonly views = new Views()
   /** Slots skipped whatever this member holds for them, recorded from every commit (PROTOCOL.md §5 "Void slots"). */
   private readonly voids = new VoidSlots()
-  private names = new Map<number, string>()
   private readonly senders = new Map<number, SenderState>()
   private readonly reassembly = new Reassembly(this.stats)
   private role: SequencerRole | null = null
@@ -153,10 +123,6 @@ export class Engine implements SequencerHost {
   private bytesSinceAck = 0
   private lastAckAt = 0
   private leaveRequested = false
-  /** The latest commit received, as received: a rejoin carries it back to a restarted directory. */
-  private lastCommit: CommitFrame | null = null
-  /** The highest view id seen in a prepare or a commit. */
-  private seenViewId = 0
   /** The directory released this leaver: every remaining member holds all of its stream. */
   private released = false
   /**
@@ -187,9 +153,9 @@ export class Engine implements SequencerHost {
   }
 
   get view(): { viewId: number; members: string[]; sequencer: string } | null {
-    const v = this.current
+    const v = this.views.current
     if (!v) return null
-    return { viewId: v.viewId, members: v.members.map((m) => m.id), sequencer: this.names.get(v.sequencer) ?? '' }
+    return { viewId: v.viewId, members: v.members.map((m) => m.id), sequencer: this.views.nameOf(v.sequencer) ?? '' }
   }
 
   /**
@@ -197,13 +163,12 @@ export class Engine implements SequencerHost {
    * received, installed or not, and the highest view id it saw. Null when it has nothing to rejoin with.
    */
   rejoinFrame(addr: string): ToDirectoryOf<'rejoin'> | null {
-    const c = this.lastCommit
-    const excluded = this.pending.concat(this.current ?? []).some((v) => v.excluded)
-    if (!c || excluded || (this.lifecycle !== 'joined' && this.lifecycle !== 'leaving')) return null
+    const c = this.views.lastCommit
+    if (!c || this.views.excludesMe || (this.lifecycle !== 'joined' && this.lifecycle !== 'leaving')) return null
     const { t: _t, ...commit } = c
     // A leave asked while the directory was away was lost with it: the rejoin asks again.
     const leaving = this.lifecycle === 'leaving'
-    return { t: 'rejoin', proto: 1, group: this.group, member: this.memberId, no: this.me, addr, seenViewId: this.seenViewId, leaving, commit }
+    return { t: 'rejoin', proto: 1, group: this.group, member: this.memberId, no: this.me, addr, seenViewId: this.views.seenViewId, leaving, commit }
   }
 
   /** How often ACKs repeat, and the sequencer's rounds of hints: often enough that silence for the bound means something. */
@@ -247,7 +212,7 @@ export class Engine implements SequencerHost {
   }
 
   unicast(buf: Buffer, no: number): void {
-    const addr = this.addrOf(no)
+    const addr = this.views.addrOf(no)
     if (addr === undefined) return
     this.stats.datagramsOut++
     this.env.transport.toMember(addr, buf)
@@ -256,25 +221,6 @@ export class Engine implements SequencerHost {
   suspect(viewId: number, no: number, reason: string): void {
     logRepair('asking the directory to exclude %d: %s', no, reason)
     this.env.toDirectory({ t: 'suspect', group: this.group, viewId, no, reason })
-  }
-
-  private addrOf(no: number): string | undefined {
-    for (let i = this.known.length - 1; i >= 0; i--) {
-      const m = this.known[i]!.byNo.get(no)
-      if (m) return m.addr
-    }
-    return undefined
-  }
-
-  private viewById(viewId: number): ViewRec | undefined {
-    for (let i = this.known.length - 1; i >= 0; i--) if (this.known[i]!.viewId === viewId) return this.known[i]
-    return undefined
-  }
-
-  /** The last slot view `v` may own: the cut of the next known view, or unbounded. */
-  private endOf(v: ViewRec): number {
-    const i = this.known.indexOf(v)
-    return i >= 0 && i + 1 < this.known.length ? this.known[i + 1]!.cut : Infinity
   }
 
   // ---------------------------------------------------------------- sending
@@ -290,13 +236,15 @@ export class Engine implements SequencerHost {
   }
 
   private transmit(): void {
-    if (this.viewState !== 'active' || !this.current) return
-    if (this.outbox.transmit(this.current.viewId)) this.role?.dataArrived(this.me)
+    const v = this.views.current
+    if (this.viewState !== 'active' || !v) return
+    if (this.outbox.transmit(v.viewId)) this.role?.dataArrived(this.me)
   }
 
   private resend(now: number): void {
-    if (this.viewState !== 'active' || !this.current || this.role) return
-    this.outbox.resend(now, this.current.viewId, this.current.sequencer)
+    const v = this.views.current
+    if (this.viewState !== 'active' || !v || this.role) return
+    this.outbox.resend(now, v.viewId, v.sequencer)
   }
 
   // ---------------------------------------------------------------- receiving
@@ -312,8 +260,8 @@ export class Engine implements SequencerHost {
       return
     }
     if (d.sender === this.me) return // our own multicast, looped back
-    if (this.names.has(d.sender)) this.hearing.heard(via, d.sender === this.current?.sequencer)
-    if (this.current?.excluded && d.kind !== Kind.NACK) return // a leaver past its last slot only serves repairs
+    if (this.views.knows(d.sender)) this.hearing.heard(via, d.sender === this.views.current?.sequencer)
+    if (this.views.current?.excluded && d.kind !== Kind.NACK) return // a leaver past its last slot only serves repairs
     switch (d.kind) {
       case Kind.DATA: this.onData(d); break
       case Kind.ORDER: this.onOrder(d); break
@@ -323,12 +271,8 @@ export class Engine implements SequencerHost {
     this.env.scheduleFlush()
   }
 
-  private knowsSender(no: number): boolean {
-    return this.names.has(no)
-  }
-
   private onData(d: Extract<Datagram, { kind: 1 }>): void {
-    if (!this.viewById(d.viewId) || !this.knowsSender(d.sender)) {
+    if (!this.views.byId(d.viewId) || !this.views.knows(d.sender)) {
       this.stats.foreign++
       return
     }
@@ -348,13 +292,13 @@ export class Engine implements SequencerHost {
   }
 
   private onOrder(d: Extract<Datagram, { kind: 2 }>): void {
-    const v = this.viewById(d.viewId)
+    const v = this.views.byId(d.viewId)
     if (!v) {
       this.stats.foreign++
       return
     }
     if (d.stable > this.stable) this.stable = Math.min(d.stable, this.have)
-    const end = this.endOf(v)
+    const end = this.views.endOf(v)
     const ceiling = this.gcDone + LOG_CAPACITY
     let slot = d.firstSlot
     for (const r of d.runs) {
@@ -375,7 +319,8 @@ export class Engine implements SequencerHost {
   }
 
   private onAck(d: Extract<Datagram, { kind: 3 }>): void {
-    if (this.role && this.current && d.viewId === this.current.viewId && this.current.byNo.has(d.sender)) {
+    const v = this.views.current
+    if (this.role && v && d.viewId === v.viewId && v.byNo.has(d.sender)) {
       this.role.ack(d.sender, d.have, d.acked, d.stable)
     }
   }
@@ -386,7 +331,7 @@ export class Engine implements SequencerHost {
   private advance(): void {
     const limit = this.viewState === 'flushing' ? this.frozenAt : Infinity
     for (;;) {
-      const next = this.pending[0]
+      const next = this.views.next
       if (next && this.have === next.cut) {
         // A prepare came after that commit: `have` is frozen at what we reported; the next commit decides.
         if (this.viewState === 'flushing') break
@@ -432,10 +377,10 @@ export class Engine implements SequencerHost {
       limit = Math.min(this.have, this.stable)
     }
     while (this.delivered < limit && this.env.deliveryRoom()) {
-      const b = this.toDeliver[0]
+      const b = this.views.toDeliver
       if (b && this.delivered === b.cut) {
         if (b.excluded) break // a leaver's stream ends at the cut
-        this.toDeliver.shift()
+        this.views.delivered()
         this.delivered = b.start
         this.stats.views++
         // A sender gone from the view will never send the rest of a message it had begun.
@@ -455,7 +400,7 @@ export class Engine implements SequencerHost {
       const data = this.reassembly.push(author, store.isFirst(m), store.hasMore(m), store.payload(m))
       if (!data) continue
       this.stats.delivered++
-      this.env.deliver({ type: 'message', group: this.group, sender: this.names.get(author) ?? String(author), seq: s, data })
+      this.env.deliver({ type: 'message', group: this.group, sender: this.views.nameOf(author) ?? String(author), seq: s, data })
     }
     this.gc()
   }
@@ -490,7 +435,7 @@ export class Engine implements SequencerHost {
       this.log.delete(s)
     }
     this.gcDone = upTo
-    while (this.known.length > 1 && this.known[1]!.start <= upTo) this.known.shift()
+    this.views.freed(upTo)
     if (freedOwn) {
       const reopened = this.outbox.reopened()
       if (this.outbox.untransmitted) this.env.scheduleFlush()
@@ -503,23 +448,22 @@ export class Engine implements SequencerHost {
 
   /** If delivery has been blocked for a whole tick, ask for what is missing: one NACK per repair source. */
   private nack(now: number): void {
-    const next = this.pending[0]
-    const latest = this.pending[this.pending.length - 1]
+    const { next, latest, current } = this.views
     const top = this.viewState === 'flushing' ? Math.min(this.knownTop, this.frozenAt) : Math.max(this.knownTop, next ? next.cut : 0)
     // Named by the view the repair source is sure to know: while installing, the latest commit's (a source may have
     // joined after this member's current view, and drops NACKs of views it never saw).
-    const viewId = (latest ?? this.current)!.viewId
-    const gap = { top, end: next ? next.cut : Infinity, viewId, change: latest ?? null, sequencer: this.current?.sequencer }
+    const viewId = (latest ?? current)!.viewId
+    const gap = { top, end: next ? next.cut : Infinity, viewId, change: latest ?? null, sequencer: current?.sequencer }
     this.repair.nack(now, gap, (slot) => this.voids.has(slot))
   }
 
   /** Answers a NACK of a known member about a known view with what this member holds. */
   private serveNack(d: Extract<Datagram, { kind: 4 }>): void {
-    if (!this.knowsSender(d.sender) || !this.viewById(d.viewId)) {
+    if (!this.views.knows(d.sender) || !this.views.byId(d.viewId)) {
       this.stats.foreign++
       return
     }
-    this.repair.serve(d, this.current?.viewId)
+    this.repair.serve(d, this.views.current?.viewId)
     // A member that hears no multicast learns from this where the stream ends, and asks again (§4.7).
     if (this.role?.viewId === d.viewId) this.role.heartbeatTo(d.sender)
   }
@@ -527,7 +471,7 @@ export class Engine implements SequencerHost {
   // ---------------------------------------------------------------- periodic work
 
   tick(): void {
-    if (this.lifecycle === 'left' || this.lifecycle === 'failed' || !this.current && this.pending.length === 0) return
+    if (this.lifecycle === 'left' || this.lifecycle === 'failed' || this.views.none) return
     const now = this.env.now()
     this.nack(now)
     this.resend(now)
@@ -543,9 +487,10 @@ export class Engine implements SequencerHost {
     const acked = this.ackable()
     if (acked !== this.lastAckSent || this.have !== this.lastHaveAcked || now - this.lastAckAt >= this.keepaliveMs) this.sendAck()
     if (this.lifecycle === 'leaving') this.maybeRequestLeave()
-    if (this.current && this.hearing.deaf(now)) {
-      logView('view %d: the sequencer reaches this member by unicast, the group\'s multicast does not', this.current.viewId)
-      this.env.toDirectory({ t: 'deaf', group: this.group, viewId: this.current.viewId })
+    const v = this.views.current
+    if (v && this.hearing.deaf(now)) {
+      logView('view %d: the sequencer reaches this member by unicast, the group\'s multicast does not', v.viewId)
+      this.env.toDirectory({ t: 'deaf', group: this.group, viewId: v.viewId })
     }
     this.flush()
   }
@@ -575,7 +520,7 @@ export class Engine implements SequencerHost {
   }
 
   private sendAck(): void {
-    const v = this.current
+    const v = this.views.current
     if (!v || this.viewState !== 'active' || v.excluded) return
     const acked = this.ackable()
     this.lastAckSent = acked
@@ -597,7 +542,7 @@ export class Engine implements SequencerHost {
         this.hearing = new MulticastHearing(this.progressBoundMs / 2)
         break
       case 'prepare':
-        if (f.viewId > this.seenViewId) this.seenViewId = f.viewId
+        this.views.saw(f.viewId)
         this.viewState = 'flushing'
         this.frozenAt = this.have
         this.env.toDirectory({ t: 'prepared', group: this.group, viewId: f.viewId, have: this.have, low: this.gcDone })
@@ -623,26 +568,22 @@ export class Engine implements SequencerHost {
 
   private onCommit(f: CommitFrame): void {
     // A restarted directory resends its latest commit to whoever rejoined without it; one already held is ignored.
-    if (this.lastCommit && f.viewId <= this.lastCommit.viewId) return
+    const views = this.views
+    if (views.lastCommit && f.viewId <= views.lastCommit.viewId) return
     const inc = parseIncarnation(f.inc)! // 16 hex digits: checked by the reader
-    if (this.lastCommit && (inc.hi !== this.inc.hi || inc.lo !== this.inc.lo)) {
+    if (views.lastCommit && (inc.hi !== this.inc.hi || inc.lo !== this.inc.lo)) {
       this.fail(new ProtocolError(ErrorCodes.PROTOCOL, `commit ${f.viewId} of group ${this.group} has another incarnation`))
       return
     }
     this.inc = inc
-    this.lastCommit = f
-    if (f.viewId > this.seenViewId) this.seenViewId = f.viewId
-    const members = f.members.map((m) => ({ no: m.no, id: m.id, addr: m.addr }))
-    const v: ViewRec = {
-      viewId: f.viewId, members, byNo: new Map(members.map((m) => [m.no, m])), sequencer: f.sequencer,
-      cut: f.cut, start: f.start, holder: f.holder, excluded: false, sources: f.sources, transport: f.transport,
-    }
-    v.excluded = !v.byNo.has(this.me)
+    views.lastCommit = f
+    views.saw(f.viewId)
+    const v = viewOf(f, this.me)
     if (v.excluded && this.lifecycle !== 'leaving') {
       this.fail(new ExpelledError(`view ${v.viewId} of group ${this.group} excludes this member`))
       return
     }
-    if (!this.current && this.pending.length === 0) {
+    if (views.none) {
       // A joiner: its stream starts at the view.
       this.have = this.delivered = this.gcDone = this.knownTop = v.cut
     }
@@ -654,34 +595,27 @@ export class Engine implements SequencerHost {
     for (let s = v.cut + 1; s <= this.knownTop; s++) this.log.delete(s)
     this.knownTop = v.cut
     this.recordVoids(v)
-    this.pending = this.pending.filter((p) => p.start <= v.cut)
-    this.known = this.known.filter((k) => k.start <= v.cut)
+    const before = views.add(v)
     // A number new to the group starts from nothing: no counters or data of anyone who had it before apply.
-    const before = this.known[this.known.length - 1]
-    for (const m of members) {
+    for (const m of v.members) {
       if (before?.byNo.has(m.no) || !this.senders.has(m.no) || m.no === this.me) continue
       this.stats.violations++
       this.senders.delete(m.no)
     }
-    this.known.push(v)
-    this.pending.push(v)
-    for (const m of members) this.names.set(m.no, m.id)
     this.outbox.forgetUnordered()
     // From this commit on, the group's datagrams travel as it says: a joiner hears the new view's first ones.
     this.env.transport.channel(f.mcast as string, v.transport)
     this.viewState = 'installing'
     this.role = null
-    logView('commit view %d: members %o, sequencer %d, cut %d, start %d, holder %d', v.viewId, members.map((m) => m.id), v.sequencer, v.cut, v.start, v.holder)
+    logView('commit view %d: members %o, sequencer %d, cut %d, start %d, holder %d', v.viewId, v.members.map((m) => m.id), v.sequencer, v.cut, v.start, v.holder)
   }
 
   /** `have` reached the view's cut: the view takes its slot, and the member works in it. */
   private install(v: ViewRec): void {
-    this.pending.shift()
-    this.toDeliver.push(v)
+    const current = this.views.install(v)
     this.have = v.start
     this.log.set(v.start, VIEW_SENDER, v.viewId, v.viewId)
-    if (this.pending.length > 0) return // a later view is committed already: go on to its cut
-    this.current = v
+    if (!current) return // a later view is committed already: go on to its cut
     this.viewState = 'active'
     this.env.toDirectory({ t: 'installed', group: this.group, viewId: v.viewId })
     if (v.excluded) return
@@ -737,7 +671,7 @@ export class Engine implements SequencerHost {
   snapshot(): EngineStats & { have: number; delivered: number; stable: number; viewId: number; sequencer: boolean; transport: GroupTransport; retainedBytes: number; inflightBytes: number } {
     return {
       ...this.stats, ordered: this.role?.ordered ?? this.stats.ordered, have: this.have, delivered: this.delivered,
-      stable: this.stable, viewId: this.current?.viewId ?? 0, sequencer: this.role !== null, transport: this.current?.transport ?? 'multicast',
+      stable: this.stable, viewId: this.views.current?.viewId ?? 0, sequencer: this.role !== null, transport: this.views.current?.transport ?? 'multicast',
       retainedBytes: this.retainedBytes, inflightBytes: this.outbox.inflightBytes,
     }
   }
