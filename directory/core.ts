@@ -19,6 +19,7 @@ import { encodedSize, MAX_FRAME_FROM_DIRECTORY, MAX_GROUP_MEMBERS, type Frame } 
 import { logger } from '../lib/log.js'
 import { parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
 import { commitDelta, sourcesCovering } from './commits.js'
+import { mcastAddress, parseRange, type McastRange } from './mcast.js'
 
 const log = logger('dir')
 
@@ -134,27 +135,10 @@ interface Conn {
   member?: Member
 }
 
-function parseRange(range: string): { base: number; size: number } {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(range)
-  if (!m) throw new Error(`bad multicast range ${range} (want a.b.c.d/prefix)`)
-  const octets = m.slice(1, 5).map(Number)
-  const prefix = Number(m[5])
-  if (octets.some((o) => o > 255) || prefix < 4 || prefix > 32 || octets[0]! < 224 || octets[0]! > 239) {
-    throw new Error(`bad multicast range ${range} (must lie in 224.0.0.0/4, prefix 4-32)`)
-  }
-  const size = 2 ** (32 - prefix)
-  const base = ((octets[0]! * 2 ** 24 + octets[1]! * 2 ** 16 + octets[2]! * 2 ** 8 + octets[3]!) >>> 0) & ~(size - 1)
-  return { base: base >>> 0, size }
-}
-
-function ipOf(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.')
-}
-
 export class DirectoryCore {
   private readonly groups = new Map<string, Group>()
   private readonly conns = new Map<ConnId, Conn>()
-  private readonly range: { base: number; size: number }
+  private readonly range: McastRange
   private readonly startedAt: number
 
   constructor(readonly opts: DirectoryOptions, private readonly hooks: DirectoryHooks) {
@@ -429,20 +413,9 @@ export class DirectoryCore {
     }
   }
 
-  /**
-   * An address derived from the incarnation, so that independent directories rarely pick the same one (and when
-   * they do, the incarnation in every datagram keeps the groups apart); the next free one if this directory uses it.
-   */
+  /** An address for a new group of incarnation `inc` (mcast.ts), one no other group here has if the range allows. */
   private allocateMcast(inc: string): string {
-    const used = new Set([...this.groups.values()].map((g) => g.mcast))
-    // Not the first and last of a range of 4 or more (they look like a subnet's network and broadcast addresses).
-    const first = this.range.size > 2 ? 1 : 0
-    const usable = this.range.size - 2 * first
-    const { lo } = parseIncarnation(inc)!
-    const at = (k: number): string => `${ipOf((this.range.base + first + ((lo + k) % usable)) >>> 0)}:${this.opts.mcastPort}`
-    for (let k = 0; k < usable; k++) if (!used.has(at(k))) return at(k)
-    // More groups than addresses: share one; the incarnation in every datagram keeps them apart.
-    return at(0)
+    return mcastAddress(this.range, this.opts.mcastPort, inc, new Set([...this.groups.values()].map((g) => g.mcast)))
   }
 
   // ---------------------------------------------------------------- failures
