@@ -12,14 +12,15 @@
 import { randomBytes } from 'node:crypto'
 import { ErrorCodes, ProtocolError } from '../lib/errors.js'
 import {
-  MAX_TIMEOUT_MS, parseToDirectory, type Commit, type CommitDelta, type CommitFrame, type FromDirectory, type FromDirectoryWire,
+  MAX_TIMEOUT_MS, parseToDirectory, type Commit, type CommitDelta, type CommitFrame, type FromDirectoryWire,
   type GroupStatus, type GroupTransport, type MemberEntry, type ToDirectoryOf,
 } from '../lib/dirproto.js'
-import { encodedSize, MAX_FRAME_FROM_DIRECTORY, MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
+import { MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
 import { parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
 import { commitDelta, sourcesCovering } from './commits.js'
 import { mcastAddress, parseRange, type McastRange } from './mcast.js'
+import { statusPage } from './status.js'
 
 const log = logger('dir')
 
@@ -72,8 +73,6 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
 
 /** A commit whose history a rebuilt directory cannot see may have skipped this many slots (§7). */
 const UNKNOWN_COMMIT_SLOTS = 3 * SEQ_WINDOW
-/** A `status` frame's bytes besides its groups: `t`, the list's header, `next` (a group name). */
-const STATUS_PAGE_OVERHEAD = 256
 
 interface Member {
   no: number
@@ -170,7 +169,7 @@ export class DirectoryCore {
         this.hooks.send(conn, { t: 'pong' })
         return
       case 'ls':
-        this.hooks.send(conn, this.statusPage(f))
+        this.hooks.send(conn, statusPage(f, this.groups, (g) => this.groupStatus(g)))
         return
       case 'join':
         return this.onJoin(conn, c, f)
@@ -249,26 +248,6 @@ export class DirectoryCore {
       transport: g.lastCommit?.transport ?? g.transport,
       state: g.recovering ? 'recovering' : g.flush ? 'flushing' : g.installing ? 'installing' : 'stable',
     }
-  }
-
-  /**
-   * The answer to `ls`: groups by name, after `after` if given (or only `group`), as many as fit in one frame;
-   * `next` names the last one when more follow (PROTOCOL.md §3). One group always fits: it has at most
-   * MAX_GROUP_MEMBERS members.
-   */
-  private statusPage(f: ToDirectoryOf<'ls'>): FromDirectory {
-    const { after, group: only } = f
-    const names = only !== undefined ? (this.groups.has(only) ? [only] : []) : [...this.groups.keys()].sort()
-    const groups: GroupStatus[] = []
-    let room = MAX_FRAME_FROM_DIRECTORY - STATUS_PAGE_OVERHEAD
-    for (const n of names) {
-      if (after !== undefined && n <= after) continue
-      const status = this.groupStatus(this.groups.get(n)!)
-      room -= encodedSize(status)
-      if (room < 0 && groups.length > 0) return { t: 'status', groups, next: groups[groups.length - 1]!.name }
-      groups.push(status)
-    }
-    return { t: 'status', groups }
   }
 
   // ---------------------------------------------------------------- joining
