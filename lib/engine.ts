@@ -3,12 +3,13 @@
  *
  * Inputs: `datagram()` (from the group's UDP sockets), `directory()` (frames from the directory), `tick()` (the one
  * periodic timer), `flush()` (end of an event-loop turn, requested through `env.scheduleFlush`), `submit()`.
- * Outputs go through `EngineEnv`. The simulator in test/fixtures drives exactly this class.
+ * Outputs go through `EngineEnv` (host.ts). The simulator in test/fixtures drives exactly this class.
  *
  * Reading guide: ordering lives in sequencer.ts, this member's own messages (window, transmission, resend) in
- * outbox.ts, what to ask for and whom when something is missing (and answering such requests) in repair.ts; here,
- * `advance()` is the hold-back queue (what may be delivered), `onCommit()`/`install()` the view change (slots it
- * declares void: voids.ts), `gc()` stability, `nack()`/`serveNack()` when repair may ask or answer.
+ * outbox.ts, what to ask for and whom when something is missing (and answering such requests) in repair.ts, the
+ * views this member knows (committed, installed, to deliver; who is in each and where) in views.ts; here,
+ * `advance()` is the hold-back queue (what may be delivered), `onCommit()`/`install()` when a view is taken on
+ * (slots it declares void: voids.ts), `gc()` stability, `nack()`/`serveNack()` when repair may ask or answer.
  */
 import { decode, encodeAck, FOREIGN, Kind, parseIncarnation, SEQ_WINDOW, type Datagram, type Incarnation } from './wire.js'
 import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
@@ -21,65 +22,17 @@ import { Reassembly } from './reassembly.js'
 import { MulticastHearing } from './hearing.js'
 import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
 import type { EngineOptions } from './options.js'
-import type { CommitFrame, FromDirectory, GroupTransport, ToDirectory, ToDirectoryOf } from './dirproto.js'
-import type { Transport, Via } from './transport.js'
+import type { CommitFrame, FromDirectory, GroupTransport, ToDirectoryOf } from './dirproto.js'
+import type { Via } from './transport.js'
 import { ErrorCodes, errorFromCode, ExpelledError, NotJoinedError, ProtocolError, type SeqcastError } from './errors.js'
 import { logger } from './log.js'
+import type { EngineEnv, EngineStats, Lifecycle } from './host.js'
 
 const logView = logger('view')
 const logRepair = logger('repair')
 
-export type Delivery =
-  | { type: 'message'; group: string; sender: string; seq: number; data: Uint8Array }
-  | { type: 'view'; group: string; viewId: number; members: string[]; sequencer: string; seq: number }
-
-/** Where the member is in its life. */
-export type Lifecycle = 'joining' | 'joined' | 'leaving' | 'left' | 'failed'
 /** Where the member is in the view-change protocol. */
 export type ViewState = 'none' | 'active' | 'flushing' | 'installing'
-
-export interface EngineEnv {
-  now(): number
-  /** Where datagrams go (to the group, or to one member's "ip:port"); told the group's channel and peers. */
-  readonly transport: Transport
-  toDirectory(frame: ToDirectory): void
-  deliver(d: Delivery): void
-  /** Ask for `flush()` at the end of the current event-loop turn. */
-  scheduleFlush(): void
-  /** The send window has room again. */
-  windowOpened(): void
-  /** The lifecycle changed: joined, left or failed (with the error). */
-  lifecycle(state: Lifecycle, err?: SeqcastError): void
-  /**
-   * False while this member cannot be sure it is still a member (its directory lease ran out, e.g. after the
-   * process was paused): then it neither orders nor delivers until the directory answers again or expels it.
-   */
-  leaseValid(): boolean
-  /**
-   * False while the application's queue of unconsumed deliveries is full: delivery pauses and this member
-   * acknowledges only what it delivered, so stability — and with it every sender's window — waits for it.
-   */
-  deliveryRoom(): boolean
-}
-
-export interface EngineStats {
-  sent: number
-  delivered: number
-  datagramsIn: number
-  datagramsOut: number
-  dropped: number
-  foreign: number
-  duplicates: number
-  nacksSent: number
-  nacksServed: number
-  retransmitted: number
-  resent: number
-  ordered: number
-  views: number
-  violations: number
-  /** Fragments delivered to nobody: pieces of messages begun before this member joined, or never finished. */
-  skipped: number
-}
 
 const LOG_CAPACITY = 4 * SEQ_WINDOW
 
@@ -362,11 +315,6 @@ export class Engine implements SequencerHost {
     this.deliver()
   }
 
-  /** Slots up to a commit's cut that none of its sources holds are void (lib/voids.ts). */
-  private recordVoids(v: ViewRec): void {
-    this.voids.record(this.have, v.cut, v.sources)
-  }
-
   private deliver(): void {
     if (!this.env.leaseValid()) return
     let limit = this.have
@@ -594,7 +542,8 @@ export class Engine implements SequencerHost {
     // Forget every slot above the cut, and every view that starts above it.
     for (let s = v.cut + 1; s <= this.knownTop; s++) this.log.delete(s)
     this.knownTop = v.cut
-    this.recordVoids(v)
+    // Slots up to the cut that none of its sources holds are void (lib/voids.ts).
+    this.voids.record(this.have, v.cut, v.sources)
     const before = views.add(v)
     // A number new to the group starts from nothing: no counters or data of anyone who had it before apply.
     for (const m of v.members) {
