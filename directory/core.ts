@@ -8,6 +8,7 @@
  *              not within 2 × timeoutMs are expelled — or the holder, if that is most of them)
  * A failure during a flush abandons it and starts another with a new view id. A change may start while the
  * previous view is still installing: members apply commits in order whatever their state.
+ * Beside it: commits.ts (a commit's sources and member deltas), mcast.ts (groups' addresses), status.ts (`ls` pages).
  */
 import { randomBytes } from 'node:crypto'
 import { ErrorCodes, ProtocolError } from '../lib/errors.js'
