@@ -7,16 +7,16 @@
  *
  * Reading guide: ordering lives in sequencer.ts, this member's own messages (window, transmission, resend) in
  * outbox.ts, what to ask for and whom when something is missing (and answering such requests) in repair.ts, the
- * views this member knows (committed, installed, to deliver; who is in each and where) in views.ts; here,
+ * views this member knows in views.ts, each sender's messages it holds in senders.ts; here,
  * `advance()` is the hold-back queue (what may be delivered), `onCommit()`/`install()` when a view is taken on
  * (slots it declares void: voids.ts), `gc()` stability, `nack()`/`serveNack()` when repair may ask or answer.
  */
 import { decode, encodeAck, FOREIGN, Kind, parseIncarnation, SEQ_WINDOW, type Datagram, type Incarnation } from './wire.js'
 import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
-import { MessageStore } from './msgstore.js'
 import { Outbox } from './outbox.js'
 import { Repair } from './repair.js'
 import { VoidSlots } from './voids.js'
+import { Senders } from './senders.js'
 import { viewOf, Views, type ViewRec } from './views.js'
 import { Reassembly } from './reassembly.js'
 import { MulticastHearing } from './hearing.js'
@@ -65,7 +65,7 @@ export class Engine implements SequencerHost {
   private readonly views = new Views()
   /** Slots skipped whatever this member holds for them, recorded from every commit (PROTOCOL.md §5 "Void slots"). */
   private readonly voids = new VoidSlots()
-  private readonly senders = new Map<number, SenderState>()
+  private readonly senders: Senders
   private readonly reassembly = new Reassembly(this.stats)
   private role: SequencerRole | null = null
   private readonly outbox: Outbox
@@ -94,6 +94,7 @@ export class Engine implements SequencerHost {
     private readonly env: EngineEnv,
   ) {
     this.outbox = new Outbox(opts, this, this.stats)
+    this.senders = new Senders(opts.sendWindow, this.stats)
     this.repair = new Repair(opts, this, this.stats)
   }
 
@@ -155,15 +156,6 @@ export class Engine implements SequencerHost {
     this.outbox.ordered(msgId)
   }
 
-  private senderState(no: number): SenderState {
-    let s = this.senders.get(no)
-    if (!s) {
-      s = { store: new MessageStore(), ordered: 0 }
-      this.senders.set(no, s)
-    }
-    return s
-  }
-
   unicast(buf: Buffer, no: number): void {
     const addr = this.views.addrOf(no)
     if (addr === undefined) return
@@ -183,7 +175,7 @@ export class Engine implements SequencerHost {
     if (this.lifecycle !== 'joined') throw new NotJoinedError()
     if (!this.outbox.submit(data)) return false
     // Own messages are this member's sender state: ordered, delivered, served and freed like anyone's.
-    if (this.senders.get(this.me) !== this.outbox.own) this.senders.set(this.me, this.outbox.own)
+    this.senders.own(this.me, this.outbox.own)
     this.env.scheduleFlush()
     return true
   }
@@ -229,18 +221,7 @@ export class Engine implements SequencerHost {
       this.stats.foreign++
       return
     }
-    const s = this.senderState(d.sender)
-    const limit = 2 * this.opts.sendWindow + 0xffff
-    for (const e of d.entries) {
-      if (e.msgId <= s.ordered || s.store.has(e.msgId)) {
-        this.stats.duplicates++
-        continue
-      }
-      if (s.store.size >= limit || !s.store.set(e.msgId, e.first, e.more, e.payload)) {
-        this.stats.dropped++
-        continue
-      }
-    }
+    this.senders.store(d.sender, d.entries)
     this.role?.dataArrived(d.sender)
   }
 
@@ -370,8 +351,7 @@ export class Engine implements SequencerHost {
       const author = this.log.sender(s)
       if (author !== VIEW_SENDER && author !== VOID_SENDER) {
         const m = this.log.msgId(s)
-        const st = this.senders.get(author)
-        const len = st ? st.store.delete(m) : -1
+        const len = this.senders.free(author, m)
         if (len >= 0) {
           this.retainedBytes -= len
           if (author === this.me) {
@@ -547,9 +527,8 @@ export class Engine implements SequencerHost {
     const before = views.add(v)
     // A number new to the group starts from nothing: no counters or data of anyone who had it before apply.
     for (const m of v.members) {
-      if (before?.byNo.has(m.no) || !this.senders.has(m.no) || m.no === this.me) continue
-      this.stats.violations++
-      this.senders.delete(m.no)
+      if (before?.byNo.has(m.no) || m.no === this.me) continue
+      if (this.senders.forget(m.no)) this.stats.violations++
     }
     this.outbox.forgetUnordered()
     // From this commit on, the group's datagrams travel as it says: a joiner hears the new view's first ones.
@@ -572,11 +551,7 @@ export class Engine implements SequencerHost {
     this.hearing.watch(v.transport === 'multicast', v.sequencer === this.me, this.env.now())
     this.lastAckSent = this.lastHaveAcked = this.have
     this.outbox.rewind()
-    // Data of senders gone from the view will never be ordered.
-    for (const [no, s] of this.senders) {
-      if (v.byNo.has(no)) continue
-      s.store.deleteAbove(s.ordered)
-    }
+    this.senders.dropUnordered((no) => v.byNo.has(no))
     this.role = v.sequencer === this.me
       ? new SequencerRole(this, v.viewId, v.start, v.members.map((m) => m.no), {
         boundMs: this.progressBoundMs, heartbeatMs: this.keepaliveMs, probeMs: v.transport === 'multicast' ? this.progressBoundMs / 4 : 0,
