@@ -8,16 +8,20 @@
  *              not within 2 × timeoutMs are expelled — or the holder, if that is most of them)
  * A failure during a flush abandons it and starts another with a new view id. A change may start while the
  * previous view is still installing: members apply commits in order whatever their state.
+ * Beside it: commits.ts (a commit's sources and member deltas), mcast.ts (groups' addresses), status.ts (`ls` pages).
  */
 import { randomBytes } from 'node:crypto'
 import { ErrorCodes, ProtocolError } from '../lib/errors.js'
 import {
-  MAX_TIMEOUT_MS, parseToDirectory, type Commit, type CommitDelta, type CommitFrame, type FromDirectory, type FromDirectoryWire,
+  MAX_TIMEOUT_MS, parseToDirectory, type Commit, type CommitDelta, type CommitFrame, type FromDirectoryWire,
   type GroupStatus, type GroupTransport, type MemberEntry, type ToDirectoryOf,
 } from '../lib/dirproto.js'
-import { encodedSize, MAX_FRAME_FROM_DIRECTORY, MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
+import { MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
 import { parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
+import { commitDelta, sourcesCovering } from './commits.js'
+import { mcastAddress, parseRange, type McastRange } from './mcast.js'
+import { statusPage } from './status.js'
 
 const log = logger('dir')
 
@@ -70,8 +74,6 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
 
 /** A commit whose history a rebuilt directory cannot see may have skipped this many slots (§7). */
 const UNKNOWN_COMMIT_SLOTS = 3 * SEQ_WINDOW
-/** A `status` frame's bytes besides its groups: `t`, the list's header, `next` (a group name). */
-const STATUS_PAGE_OVERHEAD = 256
 
 interface Member {
   no: number
@@ -133,81 +135,10 @@ interface Conn {
   member?: Member
 }
 
-function parseRange(range: string): { base: number; size: number } {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(range)
-  if (!m) throw new Error(`bad multicast range ${range} (want a.b.c.d/prefix)`)
-  const octets = m.slice(1, 5).map(Number)
-  const prefix = Number(m[5])
-  if (octets.some((o) => o > 255) || prefix < 4 || prefix > 32 || octets[0]! < 224 || octets[0]! > 239) {
-    throw new Error(`bad multicast range ${range} (must lie in 224.0.0.0/4, prefix 4-32)`)
-  }
-  const size = 2 ** (32 - prefix)
-  const base = ((octets[0]! * 2 ** 24 + octets[1]! * 2 ** 16 + octets[2]! * 2 ** 8 + octets[3]!) >>> 0) & ~(size - 1)
-  return { base: base >>> 0, size }
-}
-
-function ipOf(n: number): string {
-  return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.')
-}
-
-type Report = { no: number; low: number; have: number }
-
-/** How many disjoint covers a commit lists: a source can be alive yet hear nothing, so members ask another (§4.7). */
-const SOURCE_COVERS = 3
-
-/**
- * Few reports that hold every slot some report holds, the holder first, each slot by up to SOURCE_COVERS of them
- * where that many hold it: members ask the holder first, then the others in turn, and call a slot no source holds
- * void (PROTOCOL.md §5) — so only the union of the ranges matters for voids, and a commit listing all 1 000
- * participants' ranges went to all 1 000 members at every view change. Each cover is the fewest ranges from what
- * earlier covers left: its head (the farthest-reaching left), then a greedy sweep below the head's `low`.
- */
-export function sourcesCovering(reports: Report[], holder: Report): Report[] {
-  const chosen: Report[] = []
-  let pool = reports.filter((r) => r.have > r.low || r === holder)
-  let head: Report | undefined = holder
-  for (let k = 0; k < SOURCE_COVERS && head; k++) {
-    const cover = coverFrom(pool, head)
-    chosen.push(...cover)
-    pool = pool.filter((r) => !cover.includes(r))
-    head = [...pool].sort((a, b) => b.have - a.have || a.low - b.low)[0]
-  }
-  return chosen
-}
-
-/** `head`, then the fewest ranges of `pool` that hold every slot below `head.low` that some range of `pool` holds. */
-function coverFrom(pool: Report[], head: Report): Report[] {
-  const below = pool.filter((r) => r !== head && r.low < head.low && r.have > r.low).sort((a, b) => a.low - b.low)
-  const chosen = [head]
-  let covered = -1 // every slot ≤ covered is held by a chosen range, or by none at all
-  for (let i = 0; i < below.length;) {
-    if (below[i]!.low > covered) covered = below[i]!.low // slots up to it are in no range
-    let best: Report | null = null
-    for (; i < below.length && below[i]!.low <= covered; i++) if (best === null || below[i]!.have > best.have) best = below[i]!
-    if (best !== null && best.have > covered) {
-      chosen.push(best)
-      covered = Math.min(best.have, head.low)
-    }
-    if (covered >= head.low) break
-  }
-  return chosen
-}
-
-/** A commit's members as a change from the previous commit's (PROTOCOL.md §3.2): `added` also lists changed entries. */
-function commitDelta(base: CommitFrame, list: MemberEntry[]): { base: number; added: MemberEntry[]; removed: number[] } {
-  const before = new Map(base.members.map((e) => [e.no, e]))
-  const now = new Set(list.map((e) => e.no))
-  return {
-    base: base.viewId,
-    added: list.filter((e) => { const b = before.get(e.no); return !b || b.id !== e.id || b.addr !== e.addr }),
-    removed: [...before.keys()].filter((no) => !now.has(no)),
-  }
-}
-
 export class DirectoryCore {
   private readonly groups = new Map<string, Group>()
   private readonly conns = new Map<ConnId, Conn>()
-  private readonly range: { base: number; size: number }
+  private readonly range: McastRange
   private readonly startedAt: number
 
   constructor(readonly opts: DirectoryOptions, private readonly hooks: DirectoryHooks) {
@@ -239,7 +170,7 @@ export class DirectoryCore {
         this.hooks.send(conn, { t: 'pong' })
         return
       case 'ls':
-        this.hooks.send(conn, this.statusPage(f))
+        this.hooks.send(conn, statusPage(f, this.groups, (g) => this.groupStatus(g)))
         return
       case 'join':
         return this.onJoin(conn, c, f)
@@ -318,26 +249,6 @@ export class DirectoryCore {
       transport: g.lastCommit?.transport ?? g.transport,
       state: g.recovering ? 'recovering' : g.flush ? 'flushing' : g.installing ? 'installing' : 'stable',
     }
-  }
-
-  /**
-   * The answer to `ls`: groups by name, after `after` if given (or only `group`), as many as fit in one frame;
-   * `next` names the last one when more follow (PROTOCOL.md §3). One group always fits: it has at most
-   * MAX_GROUP_MEMBERS members.
-   */
-  private statusPage(f: ToDirectoryOf<'ls'>): FromDirectory {
-    const { after, group: only } = f
-    const names = only !== undefined ? (this.groups.has(only) ? [only] : []) : [...this.groups.keys()].sort()
-    const groups: GroupStatus[] = []
-    let room = MAX_FRAME_FROM_DIRECTORY - STATUS_PAGE_OVERHEAD
-    for (const n of names) {
-      if (after !== undefined && n <= after) continue
-      const status = this.groupStatus(this.groups.get(n)!)
-      room -= encodedSize(status)
-      if (room < 0 && groups.length > 0) return { t: 'status', groups, next: groups[groups.length - 1]!.name }
-      groups.push(status)
-    }
-    return { t: 'status', groups }
   }
 
   // ---------------------------------------------------------------- joining
@@ -482,20 +393,9 @@ export class DirectoryCore {
     }
   }
 
-  /**
-   * An address derived from the incarnation, so that independent directories rarely pick the same one (and when
-   * they do, the incarnation in every datagram keeps the groups apart); the next free one if this directory uses it.
-   */
+  /** An address for a new group of incarnation `inc` (mcast.ts), one no other group here has if the range allows. */
   private allocateMcast(inc: string): string {
-    const used = new Set([...this.groups.values()].map((g) => g.mcast))
-    // Not the first and last of a range of 4 or more (they look like a subnet's network and broadcast addresses).
-    const first = this.range.size > 2 ? 1 : 0
-    const usable = this.range.size - 2 * first
-    const { lo } = parseIncarnation(inc)!
-    const at = (k: number): string => `${ipOf((this.range.base + first + ((lo + k) % usable)) >>> 0)}:${this.opts.mcastPort}`
-    for (let k = 0; k < usable; k++) if (!used.has(at(k))) return at(k)
-    // More groups than addresses: share one; the incarnation in every datagram keeps them apart.
-    return at(0)
+    return mcastAddress(this.range, this.opts.mcastPort, inc, new Set([...this.groups.values()].map((g) => g.mcast)))
   }
 
   // ---------------------------------------------------------------- failures

@@ -8,7 +8,7 @@
  */
 import { ArgumentError } from './errors.js'
 import { Group } from './group.js'
-import type { Delivery } from './engine.js'
+import type { Delivery } from './host.js'
 import type { JoinOptions } from './options.js'
 
 function handle(g: unknown): Group {

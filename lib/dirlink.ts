@@ -12,7 +12,7 @@
 import { DirectoryError, ErrorCodes, type SeqcastError } from './errors.js'
 import { DirectoryReader, type FromDirectory, type ToDirectory, type ToDirectoryOf } from './dirproto.js'
 import type { Frame } from './frame.js'
-import type { Lifecycle } from './engine.js'
+import type { Lifecycle } from './host.js'
 
 export const RECONNECT_MIN_MS = 250
 export const RECONNECT_MAX_MS = 2000

@@ -3,106 +3,36 @@
  *
  * Inputs: `datagram()` (from the group's UDP sockets), `directory()` (frames from the directory), `tick()` (the one
  * periodic timer), `flush()` (end of an event-loop turn, requested through `env.scheduleFlush`), `submit()`.
- * Outputs go through `EngineEnv`. The simulator in test/fixtures drives exactly this class.
+ * Outputs go through `EngineEnv` (host.ts). The simulator in test/fixtures drives exactly this class.
  *
  * Reading guide: ordering lives in sequencer.ts, this member's own messages (window, transmission, resend) in
- * outbox.ts, what to ask for and whom when something is missing (and answering such requests) in repair.ts; here,
- * `advance()` is the hold-back queue (what may be delivered), `onCommit()`/`install()` the view change (slots it
- * declares void: voids.ts), `gc()` stability, `nack()`/`serveNack()` when repair may ask or answer.
+ * outbox.ts, what to ask for and whom when something is missing (and answering such requests) in repair.ts, the
+ * views this member knows in views.ts, each sender's messages it holds in senders.ts; here,
+ * `advance()` is the hold-back queue (what may be delivered), `onCommit()`/`install()` when a view is taken on
+ * (slots it declares void: voids.ts), `gc()` stability, `nack()`/`serveNack()` when repair may ask or answer.
  */
 import { decode, encodeAck, FOREIGN, Kind, parseIncarnation, SEQ_WINDOW, type Datagram, type Incarnation } from './wire.js'
 import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
-import { MessageStore } from './msgstore.js'
 import { Outbox } from './outbox.js'
 import { Repair } from './repair.js'
 import { VoidSlots } from './voids.js'
+import { Senders } from './senders.js'
+import { viewOf, Views, type ViewRec } from './views.js'
 import { Reassembly } from './reassembly.js'
 import { MulticastHearing } from './hearing.js'
 import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
 import type { EngineOptions } from './options.js'
-import type { CommitFrame, FromDirectory, GroupTransport, ToDirectory, ToDirectoryOf } from './dirproto.js'
-import type { Transport, Via } from './transport.js'
+import type { CommitFrame, FromDirectory, GroupTransport, ToDirectoryOf } from './dirproto.js'
+import type { Via } from './transport.js'
 import { ErrorCodes, errorFromCode, ExpelledError, NotJoinedError, ProtocolError, type SeqcastError } from './errors.js'
 import { logger } from './log.js'
+import type { EngineEnv, EngineStats, Lifecycle } from './host.js'
 
 const logView = logger('view')
 const logRepair = logger('repair')
 
-export type Delivery =
-  | { type: 'message'; group: string; sender: string; seq: number; data: Uint8Array }
-  | { type: 'view'; group: string; viewId: number; members: string[]; sequencer: string; seq: number }
-
-/** Where the member is in its life. */
-export type Lifecycle = 'joining' | 'joined' | 'leaving' | 'left' | 'failed'
 /** Where the member is in the view-change protocol. */
 export type ViewState = 'none' | 'active' | 'flushing' | 'installing'
-
-export interface EngineEnv {
-  now(): number
-  /** Where datagrams go (to the group, or to one member's "ip:port"); told the group's channel and peers. */
-  readonly transport: Transport
-  toDirectory(frame: ToDirectory): void
-  deliver(d: Delivery): void
-  /** Ask for `flush()` at the end of the current event-loop turn. */
-  scheduleFlush(): void
-  /** The send window has room again. */
-  windowOpened(): void
-  /** The lifecycle changed: joined, left or failed (with the error). */
-  lifecycle(state: Lifecycle, err?: SeqcastError): void
-  /**
-   * False while this member cannot be sure it is still a member (its directory lease ran out, e.g. after the
-   * process was paused): then it neither orders nor delivers until the directory answers again or expels it.
-   */
-  leaseValid(): boolean
-  /**
-   * False while the application's queue of unconsumed deliveries is full: delivery pauses and this member
-   * acknowledges only what it delivered, so stability — and with it every sender's window — waits for it.
-   */
-  deliveryRoom(): boolean
-}
-
-interface MemberRec {
-  no: number
-  id: string
-  addr: string
-}
-
-interface ViewRec {
-  viewId: number
-  members: MemberRec[]
-  byNo: Map<number, MemberRec>
-  sequencer: number
-  /** The last slot of the previous view. */
-  cut: number
-  /** The view's own slot. */
-  start: number
-  holder: number
-  /** Who can serve which slots while the view is installed: member `no` holds (low, have]. */
-  sources: Array<{ no: number; low: number; have: number }>
-  /** This member is not in the view: it is leaving, and its stream ends at `cut`. */
-  excluded: boolean
-  /** How a send to the group travels in this view (PROTOCOL.md §2). */
-  transport: GroupTransport
-}
-
-export interface EngineStats {
-  sent: number
-  delivered: number
-  datagramsIn: number
-  datagramsOut: number
-  dropped: number
-  foreign: number
-  duplicates: number
-  nacksSent: number
-  nacksServed: number
-  retransmitted: number
-  resent: number
-  ordered: number
-  views: number
-  violations: number
-  /** Fragments delivered to nobody: pieces of messages begun before this member joined, or never finished. */
-  skipped: number
-}
 
 const LOG_CAPACITY = 4 * SEQ_WINDOW
 
@@ -132,17 +62,10 @@ export class Engine implements SequencerHost {
   private frozenAt = 0
   retainedBytes = 0
 
-  private current: ViewRec | null = null
-  /** Views committed but not yet reached by `have`, by increasing start. */
-  private pending: ViewRec[] = []
-  /** Views whose boundary `delivered` has not yet passed. */
-  private toDeliver: ViewRec[] = []
-  /** Every view whose slots may still be in the log, by increasing start. */
-  private known: ViewRec[] = []
+  private readonly views = new Views()
   /** Slots skipped whatever this member holds for them, recorded from every commit (PROTOCOL.md §5 "Void slots"). */
   private readonly voids = new VoidSlots()
-  private names = new Map<number, string>()
-  private readonly senders = new Map<number, SenderState>()
+  private readonly senders: Senders
   private readonly reassembly = new Reassembly(this.stats)
   private role: SequencerRole | null = null
   private readonly outbox: Outbox
@@ -153,10 +76,6 @@ export class Engine implements SequencerHost {
   private bytesSinceAck = 0
   private lastAckAt = 0
   private leaveRequested = false
-  /** The latest commit received, as received: a rejoin carries it back to a restarted directory. */
-  private lastCommit: CommitFrame | null = null
-  /** The highest view id seen in a prepare or a commit. */
-  private seenViewId = 0
   /** The directory released this leaver: every remaining member holds all of its stream. */
   private released = false
   /**
@@ -175,6 +94,7 @@ export class Engine implements SequencerHost {
     private readonly env: EngineEnv,
   ) {
     this.outbox = new Outbox(opts, this, this.stats)
+    this.senders = new Senders(opts.sendWindow, this.stats)
     this.repair = new Repair(opts, this, this.stats)
   }
 
@@ -187,9 +107,9 @@ export class Engine implements SequencerHost {
   }
 
   get view(): { viewId: number; members: string[]; sequencer: string } | null {
-    const v = this.current
+    const v = this.views.current
     if (!v) return null
-    return { viewId: v.viewId, members: v.members.map((m) => m.id), sequencer: this.names.get(v.sequencer) ?? '' }
+    return { viewId: v.viewId, members: v.members.map((m) => m.id), sequencer: this.views.nameOf(v.sequencer) ?? '' }
   }
 
   /**
@@ -197,13 +117,12 @@ export class Engine implements SequencerHost {
    * received, installed or not, and the highest view id it saw. Null when it has nothing to rejoin with.
    */
   rejoinFrame(addr: string): ToDirectoryOf<'rejoin'> | null {
-    const c = this.lastCommit
-    const excluded = this.pending.concat(this.current ?? []).some((v) => v.excluded)
-    if (!c || excluded || (this.lifecycle !== 'joined' && this.lifecycle !== 'leaving')) return null
+    const c = this.views.lastCommit
+    if (!c || this.views.excludesMe || (this.lifecycle !== 'joined' && this.lifecycle !== 'leaving')) return null
     const { t: _t, ...commit } = c
     // A leave asked while the directory was away was lost with it: the rejoin asks again.
     const leaving = this.lifecycle === 'leaving'
-    return { t: 'rejoin', proto: 1, group: this.group, member: this.memberId, no: this.me, addr, seenViewId: this.seenViewId, leaving, commit }
+    return { t: 'rejoin', proto: 1, group: this.group, member: this.memberId, no: this.me, addr, seenViewId: this.views.seenViewId, leaving, commit }
   }
 
   /** How often ACKs repeat, and the sequencer's rounds of hints: often enough that silence for the bound means something. */
@@ -237,17 +156,8 @@ export class Engine implements SequencerHost {
     this.outbox.ordered(msgId)
   }
 
-  private senderState(no: number): SenderState {
-    let s = this.senders.get(no)
-    if (!s) {
-      s = { store: new MessageStore(), ordered: 0 }
-      this.senders.set(no, s)
-    }
-    return s
-  }
-
   unicast(buf: Buffer, no: number): void {
-    const addr = this.addrOf(no)
+    const addr = this.views.addrOf(no)
     if (addr === undefined) return
     this.stats.datagramsOut++
     this.env.transport.toMember(addr, buf)
@@ -258,25 +168,6 @@ export class Engine implements SequencerHost {
     this.env.toDirectory({ t: 'suspect', group: this.group, viewId, no, reason })
   }
 
-  private addrOf(no: number): string | undefined {
-    for (let i = this.known.length - 1; i >= 0; i--) {
-      const m = this.known[i]!.byNo.get(no)
-      if (m) return m.addr
-    }
-    return undefined
-  }
-
-  private viewById(viewId: number): ViewRec | undefined {
-    for (let i = this.known.length - 1; i >= 0; i--) if (this.known[i]!.viewId === viewId) return this.known[i]
-    return undefined
-  }
-
-  /** The last slot view `v` may own: the cut of the next known view, or unbounded. */
-  private endOf(v: ViewRec): number {
-    const i = this.known.indexOf(v)
-    return i >= 0 && i + 1 < this.known.length ? this.known[i + 1]!.cut : Infinity
-  }
-
   // ---------------------------------------------------------------- sending
 
   /** Accepts a message if the send window has room; false means "wait for windowOpened". */
@@ -284,19 +175,21 @@ export class Engine implements SequencerHost {
     if (this.lifecycle !== 'joined') throw new NotJoinedError()
     if (!this.outbox.submit(data)) return false
     // Own messages are this member's sender state: ordered, delivered, served and freed like anyone's.
-    if (this.senders.get(this.me) !== this.outbox.own) this.senders.set(this.me, this.outbox.own)
+    this.senders.own(this.me, this.outbox.own)
     this.env.scheduleFlush()
     return true
   }
 
   private transmit(): void {
-    if (this.viewState !== 'active' || !this.current) return
-    if (this.outbox.transmit(this.current.viewId)) this.role?.dataArrived(this.me)
+    const v = this.views.current
+    if (this.viewState !== 'active' || !v) return
+    if (this.outbox.transmit(v.viewId)) this.role?.dataArrived(this.me)
   }
 
   private resend(now: number): void {
-    if (this.viewState !== 'active' || !this.current || this.role) return
-    this.outbox.resend(now, this.current.viewId, this.current.sequencer)
+    const v = this.views.current
+    if (this.viewState !== 'active' || !v || this.role) return
+    this.outbox.resend(now, v.viewId, v.sequencer)
   }
 
   // ---------------------------------------------------------------- receiving
@@ -312,8 +205,8 @@ export class Engine implements SequencerHost {
       return
     }
     if (d.sender === this.me) return // our own multicast, looped back
-    if (this.names.has(d.sender)) this.hearing.heard(via, d.sender === this.current?.sequencer)
-    if (this.current?.excluded && d.kind !== Kind.NACK) return // a leaver past its last slot only serves repairs
+    if (this.views.knows(d.sender)) this.hearing.heard(via, d.sender === this.views.current?.sequencer)
+    if (this.views.current?.excluded && d.kind !== Kind.NACK) return // a leaver past its last slot only serves repairs
     switch (d.kind) {
       case Kind.DATA: this.onData(d); break
       case Kind.ORDER: this.onOrder(d); break
@@ -323,38 +216,23 @@ export class Engine implements SequencerHost {
     this.env.scheduleFlush()
   }
 
-  private knowsSender(no: number): boolean {
-    return this.names.has(no)
-  }
-
   private onData(d: Extract<Datagram, { kind: 1 }>): void {
-    if (!this.viewById(d.viewId) || !this.knowsSender(d.sender)) {
+    if (!this.views.byId(d.viewId) || !this.views.knows(d.sender)) {
       this.stats.foreign++
       return
     }
-    const s = this.senderState(d.sender)
-    const limit = 2 * this.opts.sendWindow + 0xffff
-    for (const e of d.entries) {
-      if (e.msgId <= s.ordered || s.store.has(e.msgId)) {
-        this.stats.duplicates++
-        continue
-      }
-      if (s.store.size >= limit || !s.store.set(e.msgId, e.first, e.more, e.payload)) {
-        this.stats.dropped++
-        continue
-      }
-    }
+    this.senders.store(d.sender, d.entries)
     this.role?.dataArrived(d.sender)
   }
 
   private onOrder(d: Extract<Datagram, { kind: 2 }>): void {
-    const v = this.viewById(d.viewId)
+    const v = this.views.byId(d.viewId)
     if (!v) {
       this.stats.foreign++
       return
     }
     if (d.stable > this.stable) this.stable = Math.min(d.stable, this.have)
-    const end = this.endOf(v)
+    const end = this.views.endOf(v)
     const ceiling = this.gcDone + LOG_CAPACITY
     let slot = d.firstSlot
     for (const r of d.runs) {
@@ -375,7 +253,8 @@ export class Engine implements SequencerHost {
   }
 
   private onAck(d: Extract<Datagram, { kind: 3 }>): void {
-    if (this.role && this.current && d.viewId === this.current.viewId && this.current.byNo.has(d.sender)) {
+    const v = this.views.current
+    if (this.role && v && d.viewId === v.viewId && v.byNo.has(d.sender)) {
       this.role.ack(d.sender, d.have, d.acked, d.stable)
     }
   }
@@ -386,7 +265,7 @@ export class Engine implements SequencerHost {
   private advance(): void {
     const limit = this.viewState === 'flushing' ? this.frozenAt : Infinity
     for (;;) {
-      const next = this.pending[0]
+      const next = this.views.next
       if (next && this.have === next.cut) {
         // A prepare came after that commit: `have` is frozen at what we reported; the next commit decides.
         if (this.viewState === 'flushing') break
@@ -417,11 +296,6 @@ export class Engine implements SequencerHost {
     this.deliver()
   }
 
-  /** Slots up to a commit's cut that none of its sources holds are void (lib/voids.ts). */
-  private recordVoids(v: ViewRec): void {
-    this.voids.record(this.have, v.cut, v.sources)
-  }
-
   private deliver(): void {
     if (!this.env.leaseValid()) return
     let limit = this.have
@@ -432,10 +306,10 @@ export class Engine implements SequencerHost {
       limit = Math.min(this.have, this.stable)
     }
     while (this.delivered < limit && this.env.deliveryRoom()) {
-      const b = this.toDeliver[0]
+      const b = this.views.toDeliver
       if (b && this.delivered === b.cut) {
         if (b.excluded) break // a leaver's stream ends at the cut
-        this.toDeliver.shift()
+        this.views.delivered()
         this.delivered = b.start
         this.stats.views++
         // A sender gone from the view will never send the rest of a message it had begun.
@@ -455,7 +329,7 @@ export class Engine implements SequencerHost {
       const data = this.reassembly.push(author, store.isFirst(m), store.hasMore(m), store.payload(m))
       if (!data) continue
       this.stats.delivered++
-      this.env.deliver({ type: 'message', group: this.group, sender: this.names.get(author) ?? String(author), seq: s, data })
+      this.env.deliver({ type: 'message', group: this.group, sender: this.views.nameOf(author) ?? String(author), seq: s, data })
     }
     this.gc()
   }
@@ -477,8 +351,7 @@ export class Engine implements SequencerHost {
       const author = this.log.sender(s)
       if (author !== VIEW_SENDER && author !== VOID_SENDER) {
         const m = this.log.msgId(s)
-        const st = this.senders.get(author)
-        const len = st ? st.store.delete(m) : -1
+        const len = this.senders.free(author, m)
         if (len >= 0) {
           this.retainedBytes -= len
           if (author === this.me) {
@@ -490,7 +363,7 @@ export class Engine implements SequencerHost {
       this.log.delete(s)
     }
     this.gcDone = upTo
-    while (this.known.length > 1 && this.known[1]!.start <= upTo) this.known.shift()
+    this.views.freed(upTo)
     if (freedOwn) {
       const reopened = this.outbox.reopened()
       if (this.outbox.untransmitted) this.env.scheduleFlush()
@@ -503,23 +376,22 @@ export class Engine implements SequencerHost {
 
   /** If delivery has been blocked for a whole tick, ask for what is missing: one NACK per repair source. */
   private nack(now: number): void {
-    const next = this.pending[0]
-    const latest = this.pending[this.pending.length - 1]
+    const { next, latest, current } = this.views
     const top = this.viewState === 'flushing' ? Math.min(this.knownTop, this.frozenAt) : Math.max(this.knownTop, next ? next.cut : 0)
     // Named by the view the repair source is sure to know: while installing, the latest commit's (a source may have
     // joined after this member's current view, and drops NACKs of views it never saw).
-    const viewId = (latest ?? this.current)!.viewId
-    const gap = { top, end: next ? next.cut : Infinity, viewId, change: latest ?? null, sequencer: this.current?.sequencer }
+    const viewId = (latest ?? current)!.viewId
+    const gap = { top, end: next ? next.cut : Infinity, viewId, change: latest ?? null, sequencer: current?.sequencer }
     this.repair.nack(now, gap, (slot) => this.voids.has(slot))
   }
 
   /** Answers a NACK of a known member about a known view with what this member holds. */
   private serveNack(d: Extract<Datagram, { kind: 4 }>): void {
-    if (!this.knowsSender(d.sender) || !this.viewById(d.viewId)) {
+    if (!this.views.knows(d.sender) || !this.views.byId(d.viewId)) {
       this.stats.foreign++
       return
     }
-    this.repair.serve(d, this.current?.viewId)
+    this.repair.serve(d, this.views.current?.viewId)
     // A member that hears no multicast learns from this where the stream ends, and asks again (§4.7).
     if (this.role?.viewId === d.viewId) this.role.heartbeatTo(d.sender)
   }
@@ -527,7 +399,7 @@ export class Engine implements SequencerHost {
   // ---------------------------------------------------------------- periodic work
 
   tick(): void {
-    if (this.lifecycle === 'left' || this.lifecycle === 'failed' || !this.current && this.pending.length === 0) return
+    if (this.lifecycle === 'left' || this.lifecycle === 'failed' || this.views.none) return
     const now = this.env.now()
     this.nack(now)
     this.resend(now)
@@ -543,9 +415,10 @@ export class Engine implements SequencerHost {
     const acked = this.ackable()
     if (acked !== this.lastAckSent || this.have !== this.lastHaveAcked || now - this.lastAckAt >= this.keepaliveMs) this.sendAck()
     if (this.lifecycle === 'leaving') this.maybeRequestLeave()
-    if (this.current && this.hearing.deaf(now)) {
-      logView('view %d: the sequencer reaches this member by unicast, the group\'s multicast does not', this.current.viewId)
-      this.env.toDirectory({ t: 'deaf', group: this.group, viewId: this.current.viewId })
+    const v = this.views.current
+    if (v && this.hearing.deaf(now)) {
+      logView('view %d: the sequencer reaches this member by unicast, the group\'s multicast does not', v.viewId)
+      this.env.toDirectory({ t: 'deaf', group: this.group, viewId: v.viewId })
     }
     this.flush()
   }
@@ -575,7 +448,7 @@ export class Engine implements SequencerHost {
   }
 
   private sendAck(): void {
-    const v = this.current
+    const v = this.views.current
     if (!v || this.viewState !== 'active' || v.excluded) return
     const acked = this.ackable()
     this.lastAckSent = acked
@@ -597,7 +470,7 @@ export class Engine implements SequencerHost {
         this.hearing = new MulticastHearing(this.progressBoundMs / 2)
         break
       case 'prepare':
-        if (f.viewId > this.seenViewId) this.seenViewId = f.viewId
+        this.views.saw(f.viewId)
         this.viewState = 'flushing'
         this.frozenAt = this.have
         this.env.toDirectory({ t: 'prepared', group: this.group, viewId: f.viewId, have: this.have, low: this.gcDone })
@@ -623,26 +496,22 @@ export class Engine implements SequencerHost {
 
   private onCommit(f: CommitFrame): void {
     // A restarted directory resends its latest commit to whoever rejoined without it; one already held is ignored.
-    if (this.lastCommit && f.viewId <= this.lastCommit.viewId) return
+    const views = this.views
+    if (views.lastCommit && f.viewId <= views.lastCommit.viewId) return
     const inc = parseIncarnation(f.inc)! // 16 hex digits: checked by the reader
-    if (this.lastCommit && (inc.hi !== this.inc.hi || inc.lo !== this.inc.lo)) {
+    if (views.lastCommit && (inc.hi !== this.inc.hi || inc.lo !== this.inc.lo)) {
       this.fail(new ProtocolError(ErrorCodes.PROTOCOL, `commit ${f.viewId} of group ${this.group} has another incarnation`))
       return
     }
     this.inc = inc
-    this.lastCommit = f
-    if (f.viewId > this.seenViewId) this.seenViewId = f.viewId
-    const members = f.members.map((m) => ({ no: m.no, id: m.id, addr: m.addr }))
-    const v: ViewRec = {
-      viewId: f.viewId, members, byNo: new Map(members.map((m) => [m.no, m])), sequencer: f.sequencer,
-      cut: f.cut, start: f.start, holder: f.holder, excluded: false, sources: f.sources, transport: f.transport,
-    }
-    v.excluded = !v.byNo.has(this.me)
+    views.lastCommit = f
+    views.saw(f.viewId)
+    const v = viewOf(f, this.me)
     if (v.excluded && this.lifecycle !== 'leaving') {
       this.fail(new ExpelledError(`view ${v.viewId} of group ${this.group} excludes this member`))
       return
     }
-    if (!this.current && this.pending.length === 0) {
+    if (views.none) {
       // A joiner: its stream starts at the view.
       this.have = this.delivered = this.gcDone = this.knownTop = v.cut
     }
@@ -653,35 +522,28 @@ export class Engine implements SequencerHost {
     // Forget every slot above the cut, and every view that starts above it.
     for (let s = v.cut + 1; s <= this.knownTop; s++) this.log.delete(s)
     this.knownTop = v.cut
-    this.recordVoids(v)
-    this.pending = this.pending.filter((p) => p.start <= v.cut)
-    this.known = this.known.filter((k) => k.start <= v.cut)
+    // Slots up to the cut that none of its sources holds are void (lib/voids.ts).
+    this.voids.record(this.have, v.cut, v.sources)
+    const before = views.add(v)
     // A number new to the group starts from nothing: no counters or data of anyone who had it before apply.
-    const before = this.known[this.known.length - 1]
-    for (const m of members) {
-      if (before?.byNo.has(m.no) || !this.senders.has(m.no) || m.no === this.me) continue
-      this.stats.violations++
-      this.senders.delete(m.no)
+    for (const m of v.members) {
+      if (before?.byNo.has(m.no) || m.no === this.me) continue
+      if (this.senders.forget(m.no)) this.stats.violations++
     }
-    this.known.push(v)
-    this.pending.push(v)
-    for (const m of members) this.names.set(m.no, m.id)
     this.outbox.forgetUnordered()
     // From this commit on, the group's datagrams travel as it says: a joiner hears the new view's first ones.
     this.env.transport.channel(f.mcast as string, v.transport)
     this.viewState = 'installing'
     this.role = null
-    logView('commit view %d: members %o, sequencer %d, cut %d, start %d, holder %d', v.viewId, members.map((m) => m.id), v.sequencer, v.cut, v.start, v.holder)
+    logView('commit view %d: members %o, sequencer %d, cut %d, start %d, holder %d', v.viewId, v.members.map((m) => m.id), v.sequencer, v.cut, v.start, v.holder)
   }
 
   /** `have` reached the view's cut: the view takes its slot, and the member works in it. */
   private install(v: ViewRec): void {
-    this.pending.shift()
-    this.toDeliver.push(v)
+    const current = this.views.install(v)
     this.have = v.start
     this.log.set(v.start, VIEW_SENDER, v.viewId, v.viewId)
-    if (this.pending.length > 0) return // a later view is committed already: go on to its cut
-    this.current = v
+    if (!current) return // a later view is committed already: go on to its cut
     this.viewState = 'active'
     this.env.toDirectory({ t: 'installed', group: this.group, viewId: v.viewId })
     if (v.excluded) return
@@ -689,11 +551,7 @@ export class Engine implements SequencerHost {
     this.hearing.watch(v.transport === 'multicast', v.sequencer === this.me, this.env.now())
     this.lastAckSent = this.lastHaveAcked = this.have
     this.outbox.rewind()
-    // Data of senders gone from the view will never be ordered.
-    for (const [no, s] of this.senders) {
-      if (v.byNo.has(no)) continue
-      s.store.deleteAbove(s.ordered)
-    }
+    this.senders.dropUnordered((no) => v.byNo.has(no))
     this.role = v.sequencer === this.me
       ? new SequencerRole(this, v.viewId, v.start, v.members.map((m) => m.no), {
         boundMs: this.progressBoundMs, heartbeatMs: this.keepaliveMs, probeMs: v.transport === 'multicast' ? this.progressBoundMs / 4 : 0,
@@ -737,7 +595,7 @@ export class Engine implements SequencerHost {
   snapshot(): EngineStats & { have: number; delivered: number; stable: number; viewId: number; sequencer: boolean; transport: GroupTransport; retainedBytes: number; inflightBytes: number } {
     return {
       ...this.stats, ordered: this.role?.ordered ?? this.stats.ordered, have: this.have, delivered: this.delivered,
-      stable: this.stable, viewId: this.current?.viewId ?? 0, sequencer: this.role !== null, transport: this.current?.transport ?? 'multicast',
+      stable: this.stable, viewId: this.views.current?.viewId ?? 0, sequencer: this.role !== null, transport: this.views.current?.transport ?? 'multicast',
       retainedBytes: this.retainedBytes, inflightBytes: this.outbox.inflightBytes,
     }
   }

@@ -4,7 +4,7 @@
  */
 import t from 'tap'
 import { DirLink, RECONNECT_MAX_MS, RECONNECT_MIN_MS, type DirLinkEnv } from '../lib/dirlink.js'
-import type { Lifecycle } from '../lib/engine.js'
+import type { Lifecycle } from '../lib/host.js'
 import type { SeqcastError } from '../lib/errors.js'
 import { ErrorCodes } from '../lib/errors.js'
 import type { Frame } from '../lib/frame.js'

@@ -8,7 +8,7 @@ import t from 'tap'
 import { datagramKind, Sim, type SimMember } from './fixtures/sim.js'
 import { check } from './fixtures/checker.js'
 import { Kind } from '../lib/wire.js'
-import type { Delivery } from '../lib/engine.js'
+import type { Delivery } from '../lib/host.js'
 
 const SEEDS = Number(process.env.SEQCAST_SAFE_SEEDS ?? 300)
 const FIRST = Number(process.env.SEQCAST_SAFE_FIRST ?? 20000)

@@ -1,0 +1,57 @@
+/**
+ * The engine's host (lib/group.ts, or the simulator in test/fixtures): what the engine needs of it (`EngineEnv`) and
+ * what it hands it — deliveries, lifecycle changes, counters.
+ */
+import type { ToDirectory } from './dirproto.js'
+import type { SeqcastError } from './errors.js'
+import type { Transport } from './transport.js'
+
+export type Delivery =
+  | { type: 'message'; group: string; sender: string; seq: number; data: Uint8Array }
+  | { type: 'view'; group: string; viewId: number; members: string[]; sequencer: string; seq: number }
+
+/** Where the member is in its life. */
+export type Lifecycle = 'joining' | 'joined' | 'leaving' | 'left' | 'failed'
+
+export interface EngineEnv {
+  now(): number
+  /** Where datagrams go (to the group, or to one member's "ip:port"); told the group's channel and peers. */
+  readonly transport: Transport
+  toDirectory(frame: ToDirectory): void
+  deliver(d: Delivery): void
+  /** Ask for `flush()` at the end of the current event-loop turn. */
+  scheduleFlush(): void
+  /** The send window has room again. */
+  windowOpened(): void
+  /** The lifecycle changed: joined, left or failed (with the error). */
+  lifecycle(state: Lifecycle, err?: SeqcastError): void
+  /**
+   * False while this member cannot be sure it is still a member (its directory lease ran out, e.g. after the
+   * process was paused): then it neither orders nor delivers until the directory answers again or expels it.
+   */
+  leaseValid(): boolean
+  /**
+   * False while the application's queue of unconsumed deliveries is full: delivery pauses and this member
+   * acknowledges only what it delivered, so stability — and with it every sender's window — waits for it.
+   */
+  deliveryRoom(): boolean
+}
+
+export interface EngineStats {
+  sent: number
+  delivered: number
+  datagramsIn: number
+  datagramsOut: number
+  dropped: number
+  foreign: number
+  duplicates: number
+  nacksSent: number
+  nacksServed: number
+  retransmitted: number
+  resent: number
+  ordered: number
+  views: number
+  violations: number
+  /** Fragments delivered to nobody: pieces of messages begun before this member joined, or never finished. */
+  skipped: number
+}
