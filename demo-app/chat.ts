@@ -99,8 +99,11 @@ rl.on('close', () => {
 process.on('SIGINT', () => void quit())
 process.on('SIGTERM', () => void quit())
 
-/** Shows one group's deliveries — views and messages in the one order the group delivers them. */
-async function show(name: string, g: Group): Promise<void> {
+/**
+ * Shows one group's deliveries — views and messages in the one order the group delivers them. `shown` resolves once
+ * the joining view is on screen: typed input waits for it, so "you joined" comes before any answer to a command.
+ */
+async function show(name: string, g: Group, shown: () => void): Promise<void> {
   let last: string[] | null = null
   try {
     for await (const d of g) {
@@ -113,11 +116,14 @@ async function show(name: string, g: Group): Promise<void> {
         for (const m of last) if (!d.members.includes(m)) say(`*** ${m} left ${name} (${describe(d)})`)
       }
       if (d.type === 'view') last = d.members
+      shown()
     }
   } catch {
     // The member failed: its 'error' event says why.
   }
+  shown()
 }
+const onScreen: Array<Promise<void>> = []
 
 const found = await directoryAddress()
 embedded = found.embedded
@@ -133,7 +139,7 @@ for (const name of groupNames) {
   g.on('directory', (state) => say(`*** ${name}: directory connection ${state}`))
   // Deliveries are pulled, never also taken by 'message'/'view' listeners: one path, so one order. The joining
   // view is the first of them.
-  void show(name, g)
+  onScreen.push(new Promise((resolve) => void show(name, g, resolve)))
 }
 
 async function quit(): Promise<void> {
@@ -190,5 +196,6 @@ function command(line: string): void {
   rl.prompt()
 }
 
+await Promise.all(onScreen)
 rl.prompt()
 joinedAll()
