@@ -2,7 +2,9 @@
 /**
  * `dir`: run the seqcast directory, or ask a running one what it knows. See `dir --help`.
  */
+import fs from 'node:fs'
 import { parseArgs } from 'node:util'
+import { generateKeyText } from '../lib/seal.js'
 import createDebug from 'debug'
 import { DirectoryServer, DEFAULT_DIRECTORY_PORT, queryStatus } from './server.js'
 import { DEFAULT_DIRECTORY_OPTIONS } from './core.js'
@@ -11,6 +13,8 @@ import type { GroupStatus } from '../lib/dirproto.js'
 const USAGE = `usage: dir [serve] [options]       run the directory in the foreground
        dir ls [--dir HOST:PORT] [--json]       list groups of a running directory
        dir show GROUP [--dir HOST:PORT] [--json]  one group in detail
+       dir keygen FILE                         write a new random group key (32 bytes as 64 hex digits, mode 600;
+                                               refuses to overwrite) for the members' \`key\` join option
        dir help | --help
 
 serve options:
@@ -86,6 +90,19 @@ async function main(argv: string[]): Promise<number> {
       console.log(`group ${g.name}: view ${g.viewId}, ${g.state}, multicast ${g.mcast}, transport ${g.transport}, sequencer ${g.sequencer}`)
       for (const m of g.members) console.log(`  ${String(m.no).padStart(4)}  ${m.id.padEnd(20)} ${m.addr}${m.id === g.sequencer ? '  (sequencer)' : ''}`)
     }
+    return 0
+  }
+  if (cmd === 'keygen') {
+    // A fresh group key for the members' `key` option; only its owner may read it (it opens the group).
+    const file = positionals[1]
+    if (!file) throw new UsageError('dir keygen needs a FILE to write the key to')
+    try {
+      fs.writeFileSync(file, generateKeyText(), { mode: 0o600, flag: 'wx' })
+    } catch (err) {
+      console.error(`dir: cannot write ${file}: ${(err as Error).message}`)
+      return 1
+    }
+    console.log(`wrote a new group key to ${file} (mode 600); give it to every member of the group (join option key)`)
     return 0
   }
   if (cmd !== 'serve') throw new UsageError(`unknown command ${cmd}`)

@@ -17,6 +17,7 @@ export const ErrorCodes = {
   PROTOCOL: 'EPROTOCOL',
   FRAME: 'EFRAME',
   MULTICAST_UNREACHABLE: 'ENOMULTICAST',
+  AUTH: 'EAUTH',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]
@@ -111,6 +112,13 @@ export class MulticastUnreachableError extends SeqcastError {
   }
 }
 
+/** The group's datagrams fail authentication at this member: its key is not the group's (or the group has one). */
+export class AuthError extends SeqcastError {
+  constructor(message: string) {
+    super(ErrorCodes.AUTH, message)
+  }
+}
+
 /** Map an `error` frame from the directory to the matching class. */
 export function errorFromCode(code: string, message: string): SeqcastError {
   switch (code) {
@@ -120,6 +128,7 @@ export function errorFromCode(code: string, message: string): SeqcastError {
     case ErrorCodes.BAD_REQUEST: return new ProtocolError(ErrorCodes.BAD_REQUEST, message)
     case ErrorCodes.FRAME: return new ProtocolError(ErrorCodes.FRAME, message)
     case ErrorCodes.MULTICAST_UNREACHABLE: return new MulticastUnreachableError(message)
+    case ErrorCodes.AUTH: return new AuthError(message)
     default: return new ProtocolError(ErrorCodes.PROTOCOL, `${code}: ${message}`)
   }
 }

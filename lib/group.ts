@@ -9,12 +9,13 @@ import net from 'node:net'
 import os from 'node:os'
 import { Engine } from './engine.js'
 import type { Delivery, EngineStats, Lifecycle } from './host.js'
-import { ArgumentError, ErrorCodes, JoinTimeoutError, LeaveTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
+import { ArgumentError, AuthError, ErrorCodes, JoinTimeoutError, LeaveTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
 import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
 import type { GroupTransport, ToDirectory } from './dirproto.js'
 import { checkMaxMessage, parseJoinOptions, type JoinOptions, type ResolvedJoinOptions } from './options.js'
 import { DirLink } from './dirlink.js'
 import { UdpTransport, type Transport } from './transport.js'
+import { SealedTransport, SEAL_OVERHEAD, type SealStats } from './seal.js'
 import { logger } from './log.js'
 
 const log = logger('group')
@@ -46,6 +47,10 @@ export interface GroupStats extends EngineStats {
   inflightBytes: number
   /** Datagrams that could not be sent: a bad peer address (from a view), or an error from the socket. */
   sendErrors: number
+  /** With a key: datagrams that failed authentication (a stranger's, another key's, tampered with). 0 without. */
+  rejected: number
+  /** With a key: authentic datagrams received again (replays, network duplicates). 0 without. */
+  replayed: number
   /** Deliveries waiting for receive(). */
   queued: number
   /** What they count against maxQueuedBytes (data + 64 per delivery). */
@@ -136,7 +141,13 @@ export class Group extends EventEmitter<GroupEvents> {
       opts.maxDatagram = datagramSizeFor(opts.iface) ?? opts.maxDatagram
       checkMaxMessage(opts, ` (from the MTU of ${opts.iface})`)
     }
-    const g = new Group(group, memberId, opts, await UdpTransport.open(opts.iface, opts.ttl))
+    // maxDatagram is the size on the wire: the engine leaves room for the seal.
+    if (opts.key) {
+      opts.maxDatagram -= SEAL_OVERHEAD
+      checkMaxMessage(opts, ' (less the seal of a keyed group)')
+    }
+    const udp = await UdpTransport.open(opts.iface, opts.ttl)
+    const g = new Group(group, memberId, opts, opts.key ? new SealedTransport(udp, opts.key) : udp)
     await g.start()
     return g
   }
@@ -147,6 +158,9 @@ export class Group extends EventEmitter<GroupEvents> {
     this.ticker = setInterval(() => {
       this.engine.tick()
       this.link.tick()
+      if (this.transport instanceof SealedTransport && this.transport.wrongKey()) {
+        this.abort(new AuthError(`the datagrams of group ${this.name} fail authentication at ${this.memberId}: its key is not the group's, or the group has none`))
+      }
     }, this.opts.tickMs)
     this.link.start({ t: 'join', proto: 1, group: this.name, member: this.memberId, addr: this.transport.address })
     try {
@@ -314,7 +328,8 @@ export class Group extends EventEmitter<GroupEvents> {
   }
 
   stats(): GroupStats {
-    return { ...this.engine.snapshot(), sendErrors: this.transport.sendErrors, queued: this.queue.length, queuedBytes: this.queuedBytes }
+    const seal: SealStats = this.transport instanceof SealedTransport ? this.transport.stats : { opened: 0, rejected: 0, replayed: 0 }
+    return { ...this.engine.snapshot(), sendErrors: this.transport.sendErrors, rejected: seal.rejected, replayed: seal.replayed, queued: this.queue.length, queuedBytes: this.queuedBytes }
   }
 
   /** Announces the leave, waits until this member's messages are delivered everywhere, then closes. */

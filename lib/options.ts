@@ -1,6 +1,7 @@
 import { ArgumentError } from './errors.js'
 import { MAX_CAPACITY } from './msgstore.js'
 import { fragmentRoom, MAX_DATAGRAM } from './wire.js'
+import { readKey } from './seal.js'
 
 export const DEFAULT_DIRECTORY = '127.0.0.1:4720'
 export const DEFAULT_IFACE = '127.0.0.1'
@@ -62,6 +63,12 @@ export interface JoinOptions extends Partial<EngineOptions> {
    * and the group waits for this member (consumer backpressure). Default 16 MiB.
    */
   maxQueuedBytes?: number
+  /**
+   * The group key: 32 bytes, or the path of a key file (`dir keygen`). Every datagram is then authenticated and
+   * encrypted, and a stranger's or a replayed one is dropped (PROTOCOL.md §2.7). Every member of a group needs the
+   * same key. Default: none.
+   */
+  key?: Uint8Array | string
 }
 
 export interface ResolvedJoinOptions extends EngineOptions {
@@ -72,6 +79,7 @@ export interface ResolvedJoinOptions extends EngineOptions {
   joinTimeoutMs: number
   leaveTimeoutMs: number
   maxQueuedBytes: number
+  key: Buffer | null
 }
 
 export const DEFAULT_ENGINE_OPTIONS: EngineOptions = {
@@ -135,7 +143,7 @@ const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
 export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
   if (typeof opts !== 'object' || opts === null) throw new ArgumentError('options must be an object')
   const o = opts as Record<string, unknown>
-  const known = new Set(['directory', 'iface', 'ttl', 'tickMs', 'joinTimeoutMs', 'leaveTimeoutMs', 'maxQueuedBytes', ...Object.keys(DEFAULT_ENGINE_OPTIONS)])
+  const known = new Set(['directory', 'iface', 'ttl', 'tickMs', 'joinTimeoutMs', 'leaveTimeoutMs', 'maxQueuedBytes', 'key', ...Object.keys(DEFAULT_ENGINE_OPTIONS)])
   for (const k of Object.keys(o)) if (!known.has(k)) throw new ArgumentError(`unknown option ${k}`)
   if (o.directory !== undefined && typeof o.directory !== 'string') throw new ArgumentError('option directory must be a string "host:port"')
   const directory = parseHostPort((o.directory as string | undefined) ?? DEFAULT_DIRECTORY, 'option directory')
@@ -155,6 +163,7 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
     joinTimeoutMs: int(o, 'joinTimeoutMs', DEFAULT_JOIN_TIMEOUT_MS, 1, 600_000),
     leaveTimeoutMs: int(o, 'leaveTimeoutMs', DEFAULT_LEAVE_TIMEOUT_MS, 1, 600_000),
     maxQueuedBytes: int(o, 'maxQueuedBytes', DEFAULT_MAX_QUEUED_BYTES, 1024, 1 << 30),
+    key: o.key === undefined ? null : readKey(o.key as Uint8Array | string),
     delivery: (o.delivery as DeliveryMode | undefined) ?? 'agreed',
     maxDatagram,
     maxMessage: int(o, 'maxMessage', DEFAULT_MAX_MESSAGE, 1, MAX_MESSAGE_LIMIT),

@@ -14,6 +14,8 @@
  * (the oldest forgotten first); only authentic datagrams create one.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto'
+import fs from 'node:fs'
+import { ArgumentError } from './errors.js'
 import type { Transport, Via } from './transport.js'
 import type { GroupTransport } from './dirproto.js'
 
@@ -28,8 +30,37 @@ const REPLAY_WINDOW = 1024
 const MAX_WINDOWS = 4096
 const MAX_KEYS = 8
 const INFO = Buffer.from('seqcast datagram v3')
+/** Datagrams failing authentication, none opening, before a member concludes its key is not the group's. */
+const WRONG_KEY_AFTER = 16
+
+/** A fresh group key as a key file holds it: 64 hex digits and a newline (`dir keygen`). */
+export function generateKeyText(): string {
+  return `${randomBytes(KEY_BYTES).toString('hex')}\n`
+}
+
+/**
+ * The group key from the `key` option: KEY_BYTES bytes, or the path of a key file (64 hex digits, surrounding
+ * whitespace ignored). Throws ArgumentError naming what is wrong; never logs the key.
+ */
+export function readKey(value: Uint8Array | string): Buffer {
+  if (typeof value === 'string') {
+    let text: string
+    try {
+      text = fs.readFileSync(value, 'utf8')
+    } catch (err) {
+      throw new ArgumentError(`option key: cannot read key file ${value}: ${(err as Error).message}`)
+    }
+    const hex = text.trim()
+    if (!/^[0-9a-fA-F]{64}$/.test(hex)) throw new ArgumentError(`option key: ${value} must hold ${KEY_BYTES * 2} hex digits (make one with \`dir keygen\`)`)
+    return Buffer.from(hex, 'hex')
+  }
+  if (!(value instanceof Uint8Array) || value.length !== KEY_BYTES) throw new ArgumentError(`option key must be ${KEY_BYTES} bytes or a key file path`)
+  return Buffer.from(value)
+}
 
 export interface SealStats {
+  /** Datagrams that opened: authentic, first seen. */
+  opened: number
   /** Datagrams that failed authentication: no AUTH flag, too short, another key, or tampered with. */
   rejected: number
   /** Authentic datagrams received a second time (or older than the replay window). */
@@ -58,7 +89,7 @@ class ReplayWindow {
 
 export class SealedTransport implements Transport {
   onDatagram: (buf: Buffer, via: Via) => void = () => {}
-  readonly stats: SealStats = { rejected: 0, replayed: 0 }
+  readonly stats: SealStats = { opened: 0, rejected: 0, replayed: 0 }
   private readonly keys = new Map<string, Buffer>()
   private readonly windows = new Map<string, ReplayWindow>()
   private prefix = randomBytes(8)
@@ -71,6 +102,14 @@ export class SealedTransport implements Transport {
       const plain = this.open(buf)
       if (plain) this.onDatagram(plain, via)
     }
+  }
+
+  /**
+   * This member's key is not its group's: of the datagrams it got, none opened, and at least WRONG_KEY_AFTER failed.
+   * (A stranger's junk alone cannot make this true while the group's own datagrams open.)
+   */
+  wrongKey(): boolean {
+    return this.stats.opened === 0 && this.stats.rejected >= WRONG_KEY_AFTER
   }
 
   get address(): string {
@@ -165,6 +204,7 @@ export class SealedTransport implements Transport {
       this.stats.replayed++
       return null
     }
+    this.stats.opened++
     const plain = Buffer.allocUnsafe(HEADER + body.length)
     header.copy(plain, 0)
     plain[20] = plain[20]! & ~AUTH_FLAG

@@ -1,0 +1,85 @@
+/**
+ * Keyed groups over real sockets (loopback only): members given the key file `dir keygen` wrote deliver the
+ * identical stream; a stranger on the segment who replays and re-sends mutated copies of everything it hears gets
+ * nothing delivered and is counted; a member with another key fails with EAUTH instead of stalling.
+ */
+import t from 'tap'
+import dgram from 'node:dgram'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { execFileSync } from 'node:child_process'
+import { check } from './fixtures/checker.js'
+import { DIR_CLI, freePort, MemberProc, startDir, until } from './fixtures/procs.js'
+import { queryStatus } from '../directory/server.js'
+
+const IFACE = '127.0.0.1'
+
+function keyFile(t: { teardown(f: () => void): void }, name: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'seqcast-key-'))
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
+  const file = path.join(dir, name)
+  execFileSync(process.execPath, [DIR_CLI, 'keygen', file])
+  return file
+}
+
+t.test('a keyed group: a stranger replaying and re-sending what it hears changes nothing, and is counted', { timeout: 120_000 }, async (t) => {
+  const key = keyFile(t, 'group.key')
+  t.equal(fs.statSync(key).mode & 0o777, 0o600, 'dir keygen writes the key for its owner only')
+  const dir = await startDir(await freePort())
+  const N = 1500
+  const ids = ['a', 'b', 'c']
+  const ms = ids.map((id) => new MemberProc(id, dir.addr, 'keyed', N, ids.length, 'agreed', undefined, { SEQCAST_KEY_FILE: key, SEQCAST_TEST_PAUSE: '10:5' }))
+  t.teardown(async () => {
+    for (const m of ms) m.kill()
+    await dir.stop()
+  })
+  t.ok(await until(() => ms.every((m) => m.entries.some((e) => e.type === 'view' && e.members.length === 3)), 20_000), 'all three joined')
+  const [status] = await queryStatus(dir.addr, 5000, 'keyed')
+  const [host, port] = status!.mcast.split(':')
+  const targets = [{ host: host!, port: Number(port) }, ...status!.members.map((m) => ({ host: IFACE, port: Number(m.addr.split(':')[1]) }))]
+  const heard: Buffer[] = []
+  const ear = dgram.createSocket({ type: 'udp4', reuseAddr: true })
+  ear.on('message', (b) => { if (heard.length < 500) heard.push(b) })
+  await new Promise<void>((r) => ear.bind(Number(port), host, () => r()))
+  ear.addMembership(host!, IFACE)
+  const mouth = dgram.createSocket('udp4')
+  await new Promise<void>((r) => mouth.bind(0, IFACE, () => r()))
+  mouth.setMulticastInterface(IFACE)
+  t.teardown(() => { ear.close(); mouth.close() })
+  t.ok(await until(() => heard.length >= 20, 20_000), 'the stranger hears the group')
+  let sent = 0
+  while (!ms.every((m) => m.sentDone) && sent < 30_000) {
+    for (let k = 0; k < 40; k++) {
+      const g = Buffer.from(heard[sent % heard.length]!)
+      // Half replayed as heard, half with one byte changed (a forged field).
+      if (sent % 2 === 1) g[24 + (sent % Math.max(1, g.length - 24))] ^= 0x01
+      const to = targets[sent % targets.length]!
+      mouth.send(g, to.port, to.host)
+      sent++
+    }
+    await new Promise((r) => setTimeout(r, 5))
+  }
+  t.ok(await until(() => ms.every((m) => m.messages() === ids.length * N), 60_000), `every member delivered all ${ids.length * N} (${sent} replayed or forged datagrams arrived)`)
+  t.same(check(ms.map((m) => ({ id: m.id, survivor: true, entries: m.entries, sent: N }))), [], 'identical, complete streams')
+  t.same(ms.flatMap((m) => m.errors), [], 'nobody failed')
+  ms[0]!.command('stats')
+  t.ok(await until(() => ms[0]!.stats !== null, 5000))
+  const s = ms[0]!.stats!
+  t.ok(s.rejected > 0 && s.replayed > 0, `a counted them: rejected ${s.rejected}, replayed ${s.replayed}`)
+})
+
+t.test('a member with another key fails with EAUTH; the group goes on without it', { timeout: 60_000 }, async (t) => {
+  const key = keyFile(t, 'right.key')
+  const other = keyFile(t, 'wrong.key')
+  const dir = await startDir(await freePort())
+  const a = new MemberProc('a', dir.addr, 'keyed2', 0, 1, 'agreed', undefined, { SEQCAST_KEY_FILE: key })
+  t.teardown(async () => { a.kill(); await dir.stop() })
+  t.ok(await until(() => a.entries.some((e) => e.type === 'view'), 10_000), 'a joined')
+  const b = new MemberProc('b', dir.addr, 'keyed2', 0, 1, 'agreed', undefined, { SEQCAST_KEY_FILE: other })
+  t.teardown(() => b.kill())
+  t.ok(await until(() => b.errors.length > 0, 20_000), 'b fails')
+  t.match(b.errors[0], /^EAUTH: /, b.errors[0])
+  t.ok(await until(() => (a.entries.filter((e) => e.type === 'view').at(-1) as { members: string[] }).members.join() === 'a', 20_000), 'a is alone again')
+  t.same(a.errors, [], 'a is unharmed')
+})
