@@ -18,6 +18,7 @@ const USAGE = `usage: npm run chat -- --name NAME [--group GROUP]... [--dir HOST
   --dir H:P       the directory (default: 127.0.0.1:${DEFAULT_DIRECTORY_PORT}, started here if none answers)
   --iface ADDR    local IPv4 address for multicast (default 127.0.0.1)
   --safe          safe delivery: show a line only once every member has it
+environment: SEQCAST_KEY_FILE=F  the group key (\`dir keygen F\`): every chat of the room needs the same one
 commands: /who  /stats  /to GROUP text  /quit  /help     (Ctrl-C or Ctrl-D leave too)`
 
 function fail(msg: string, code: number): never {
@@ -130,7 +131,7 @@ embedded = found.embedded
 for (const name of groupNames) {
   let g: Group
   try {
-    g = await Group.join(name, me, { directory: found.addr, iface: values.iface ?? '127.0.0.1', delivery: values.safe ? 'safe' : 'agreed' })
+    g = await Group.join(name, me, { directory: found.addr, iface: values.iface ?? '127.0.0.1', delivery: values.safe ? 'safe' : 'agreed', key: process.env.SEQCAST_KEY_FILE || undefined })
   } catch (err) {
     fail(`cannot join ${name}: ${(err as SeqcastError).code ?? ''} ${(err as Error).message}`, 1)
   }

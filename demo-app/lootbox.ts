@@ -48,7 +48,7 @@ async function replica(name: string, dir: string, clients: number, draws: number
   let applied = 0
   const got: number[] = []
   const log = createHash('sha256')
-  const g = await Group.join('lootbox', name, { directory: dir, iface: '127.0.0.1' })
+  const g = await Group.join('lootbox', name, { directory: dir, iface: '127.0.0.1', key: process.env.SEQCAST_KEY_FILE || undefined })
 
   // The state machine: one loop applies every delivery in the total order (others' draws may arrive before our
   // own first send, so nothing is consumed anywhere else).
