@@ -236,10 +236,12 @@ export class Engine implements SequencerHost {
       this.stats.foreign++
       return
     }
-    // The log holds slots below `ceiling` only; `lo` … `hi` is what of the view's range this member still needs.
+    // `lo` … `hi`: what of the view's range this member still needs and can hold. The log holds slots below
+    // `ceiling` only; and no sequencer assigns a slot SEQ_WINDOW past the stable slot (≤ every member's `have`) or
+    // its view's start.
     const ceiling = this.gcDone + LOG_CAPACITY
     const lo = Math.max(this.have, v.start) + 1
-    const hi = Math.min(this.views.endOf(v), ceiling - 1)
+    const hi = Math.min(this.views.endOf(v), ceiling - 1, lo - 1 + SEQ_WINDOW)
     if (!this.acceptable(d, v, lo, hi)) {
       this.stats.dropped++
       return
@@ -571,8 +573,9 @@ export class Engine implements SequencerHost {
       this.stats.violations++
       logView('commit %d has cut %d below have %d', v.viewId, v.cut, this.have)
     }
-    // Forget every slot above the cut, and every view that starts above it.
-    for (let s = v.cut + 1; s <= this.knownTop; s++) this.log.delete(s)
+    // Forget every slot above the cut, and every view that starts above it. The log holds no slot at or past
+    // gcDone + LOG_CAPACITY (≤ cut + LOG_CAPACITY): the loop never runs further, whatever knownTop says.
+    for (let s = v.cut + 1, end = Math.min(this.knownTop, v.cut + LOG_CAPACITY); s <= end; s++) this.log.delete(s)
     this.knownTop = v.cut
     // Slots up to the cut that none of its sources holds are void (lib/voids.ts).
     this.voids.record(this.have, v.cut, v.sources)

@@ -132,6 +132,18 @@ t.test('one maximal NACK or ORDER costs a bounded amount of work', async (t) => 
   t.same(check(sim.logs()), [])
 })
 
+t.test('an ORDER in the sequencer\'s name that fits every bound still costs at most SEQ_WINDOW slots', async (t) => {
+  // Runs that fit m3's stream (consecutive msgIds in slot order): a forgery no member can tell without a key, so
+  // only its cost is asked here.
+  const { ms } = group(131)
+  const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+  const ordered = m2.engine.sender(no(m3))!.ordered
+  const runs = Array.from({ length: runsPerDatagram(65_507) }, (_, i) => ({ sender: no(m3), firstMsgId: ordered + 1 + i * 0xffff, count: 0xffff }))
+  const order = lookups(() => m2.transport.onDatagram(encodeOrder(header(m2, no(m1)), m2.engine.have + 1, 0, runs), 'group'))
+  t.comment(`maximal ORDER that fits the bounds: ${order.calls} lookups, ${order.ms.toFixed(1)} ms`)
+  t.ok(order.calls <= 32_768, 'at most SEQ_WINDOW slots looked at')
+})
+
 t.test('DATA above a msgId gap, or far past what its sender sent, is held only up to a per-sender bound', async (t) => {
   const { sim, ms } = group(140)
   const [, m2, m3] = ms as [SimMember, SimMember, SimMember]
