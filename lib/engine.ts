@@ -16,7 +16,7 @@ import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
 import { Outbox } from './outbox.js'
 import { Repair } from './repair.js'
 import { VoidSlots } from './voids.js'
-import { Senders } from './senders.js'
+import { Senders, unorderedBound } from './senders.js'
 import { viewOf, Views, type ViewRec } from './views.js'
 import { Reassembly } from './reassembly.js'
 import { MulticastHearing } from './hearing.js'
@@ -94,7 +94,7 @@ export class Engine implements SequencerHost {
     private readonly env: EngineEnv,
   ) {
     this.outbox = new Outbox(opts, this, this.stats)
-    this.senders = new Senders(opts.sendWindow, this.stats)
+    this.senders = new Senders(unorderedBound(opts.sendWindowBytes), this.stats)
     this.repair = new Repair(opts, this, this.stats)
   }
 
@@ -217,46 +217,93 @@ export class Engine implements SequencerHost {
   }
 
   private onData(d: Extract<Datagram, { kind: 1 }>): void {
-    if (!this.views.byId(d.viewId) || !this.views.knows(d.sender)) {
+    // The author must be a member of a view whose slots may still be in the log (a repair names the repairer's view).
+    if (!this.views.byId(d.viewId) || this.views.addrOf(d.sender) === undefined) {
       this.stats.foreign++
       return
     }
-    this.senders.store(d.sender, d.entries)
+    // The message this member needs next of this sender: the one at the slot after `have`, or the one after `ordered`.
+    const s = this.have + 1
+    const st = this.senders.get(d.sender)
+    const next = this.log.has(s) && this.log.sender(s) === d.sender ? this.log.msgId(s) : st ? st.ordered + 1 : 0
+    this.senders.store(d.sender, d.entries, next)
     this.role?.dataArrived(d.sender)
   }
 
   private onOrder(d: Extract<Datagram, { kind: 2 }>): void {
     const v = this.views.byId(d.viewId)
-    if (!v) {
+    if (!v || !v.byNo.has(d.sender)) {
       this.stats.foreign++
       return
     }
-    if (d.stable > this.stable) this.stable = Math.min(d.stable, this.have)
-    const end = this.views.endOf(v)
+    // `lo` … `hi`: what of the view's range this member still needs and can hold. The log holds slots below
+    // `ceiling` only; and no sequencer assigns a slot SEQ_WINDOW past the stable slot (≤ every member's `have`) or
+    // its view's start.
     const ceiling = this.gcDone + LOG_CAPACITY
+    const lo = Math.max(this.have, v.start) + 1
+    const hi = Math.min(this.views.endOf(v), ceiling - 1, lo - 1 + SEQ_WINDOW)
+    if (!this.acceptable(d, v, lo, hi)) {
+      this.stats.dropped++
+      return
+    }
+    if (d.stable > this.stable) this.stable = Math.min(d.stable, this.have)
+    // Only the slots in lo … hi are visited: the work is bounded by the log's capacity, whatever the counts say.
     let slot = d.firstSlot
     for (const r of d.runs) {
-      for (let k = 0; k < r.count; k++, slot++) {
-        if (slot <= this.have || slot <= v.start || slot > end || slot >= ceiling) continue
-        const m = r.firstMsgId + k
-        if (this.log.has(slot)) {
-          if (this.log.sender(slot) !== r.sender || this.log.msgId(slot) !== m) this.stats.violations++
+      const from = Math.max(slot, lo)
+      const to = Math.min(slot + r.count - 1, hi)
+      for (let s = from; s <= to; s++) {
+        const m = r.firstMsgId + (s - slot)
+        if (this.log.has(s)) {
+          if (this.log.sender(s) !== r.sender || this.log.msgId(s) !== m) this.stats.violations++
           else this.stats.duplicates++
           continue
         }
-        this.log.set(slot, r.sender, m, v.viewId)
+        this.log.set(s, r.sender, m, v.viewId)
         if (r.sender === this.me) this.ownOrdered(m)
       }
+      slot += r.count
     }
-    const top = Math.min(slot - 1, end)
+    const top = Math.min(slot - 1, hi)
     if (top > this.knownTop && top > v.start) this.knownTop = top
+  }
+
+  /**
+   * Whether an ORDER of view `v` could have been sent by an honest member (PROTOCOL.md §4.1): by the view's
+   * sequencer, or by a member this member asked for repair; naming no slot the log cannot hold; every run for a
+   * member of the view, and, where it reaches past `have` (slots `lo` on), for msgIds that fit the sender's stream:
+   * its msgIds are consecutive in slot order, so the message at slot s > have is at most `ordered` + (s − have), and
+   * more than `ordered`; own messages at most the last one submitted.
+   */
+  private acceptable(d: Extract<Datagram, { kind: 2 }>, v: ViewRec, lo: number, hi: number): boolean {
+    if (d.sender !== v.sequencer && !this.repair.asked(d.sender)) return false
+    if (d.firstSlot > hi + 1) return false
+    let slot = d.firstSlot
+    for (const r of d.runs) {
+      if (!v.byNo.has(r.sender)) return false
+      const last = slot + r.count - 1
+      if (last >= lo) {
+        const st = this.senders.get(r.sender)
+        const first = Math.max(slot, lo)
+        const m = r.firstMsgId + (first - slot)
+        if (st && st.ordered > 0 && (m <= st.ordered || m - first > st.ordered - this.have)) return false
+        if (r.sender === this.me && r.firstMsgId + r.count - 1 > this.outbox.submitted) return false
+      }
+      slot = last + 1
+    }
+    return true
   }
 
   private onAck(d: Extract<Datagram, { kind: 3 }>): void {
     const v = this.views.current
-    if (this.role && v && d.viewId === v.viewId && v.byNo.has(d.sender)) {
-      this.role.ack(d.sender, d.have, d.acked, d.stable)
+    if (!this.role || !v || d.viewId !== v.viewId || !v.byNo.has(d.sender)) return
+    // No member holds a slot this sequencer did not order, lets more become stable than it holds, or heard of a
+    // stable slot above what it holds: such an ACK would free data a lagging member still needs (PROTOCOL.md §4.1).
+    if (d.have >= this.role.nextSlot || d.acked > d.have || d.stable > d.have) {
+      this.stats.dropped++
+      return
     }
+    this.role.ack(d.sender, d.have, d.acked, d.stable)
   }
 
   // ---------------------------------------------------------------- the hold-back queue
@@ -285,10 +332,17 @@ export class Engine implements SequencerHost {
       const m = this.log.msgId(s)
       const len = st ? st.store.length(m) : -1
       if (len < 0) break
+      // A sender's messages take consecutive slots: anything else is an assignment no sequencer made (a forged ORDER
+      // that fit the bounds when it came). Asked again, the repair source sends the real one.
+      if (st!.ordered > 0 && m !== st!.ordered + 1) {
+        this.log.delete(s)
+        this.stats.dropped++
+        break
+      }
       this.have = s
       // First message of this sender since we joined: what it sent before was ordered before our view.
       if (st!.ordered === 0 && m > 1) st!.store.deleteBelow(m)
-      st!.ordered = m
+      Senders.ordered(st!, m, len)
       this.retainedBytes += len
       this.bytesSinceAck += len
     }
@@ -519,8 +573,9 @@ export class Engine implements SequencerHost {
       this.stats.violations++
       logView('commit %d has cut %d below have %d', v.viewId, v.cut, this.have)
     }
-    // Forget every slot above the cut, and every view that starts above it.
-    for (let s = v.cut + 1; s <= this.knownTop; s++) this.log.delete(s)
+    // Forget every slot above the cut, and every view that starts above it. The log holds no slot at or past
+    // gcDone + LOG_CAPACITY (≤ cut + LOG_CAPACITY): the loop never runs further, whatever knownTop says.
+    for (let s = v.cut + 1, end = Math.min(this.knownTop, v.cut + LOG_CAPACITY); s <= end; s++) this.log.delete(s)
     this.knownTop = v.cut
     // Slots up to the cut that none of its sources holds are void (lib/voids.ts).
     this.voids.record(this.have, v.cut, v.sources)
@@ -550,6 +605,7 @@ export class Engine implements SequencerHost {
     this.env.transport.peers(v.members.filter((m) => m.no !== this.me).map((m) => m.addr))
     this.hearing.watch(v.transport === 'multicast', v.sequencer === this.me, this.env.now())
     this.lastAckSent = this.lastHaveAcked = this.have
+    this.repair.forgetAsked()
     this.outbox.rewind()
     this.senders.dropUnordered((no) => v.byNo.has(no))
     this.role = v.sequencer === this.me

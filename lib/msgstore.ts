@@ -18,6 +18,8 @@ const MIN_CAPACITY = 256
  * Also the most fragments one message may have: a sender stores all of a message's fragments when it is submitted.
  */
 export const MAX_CAPACITY = 1 << 17
+/** What holding a message costs besides its payload (its ring cell and bookkeeping), in the bytes `cost` counts. */
+export const ENTRY_COST = 64
 
 export class MessageStore {
   private mask = MIN_CAPACITY - 1
@@ -30,6 +32,8 @@ export class MessageStore {
   private buffers: (ArrayBufferLike | undefined)[] = new Array(MIN_CAPACITY).fill(undefined)
   /** Messages held. */
   size = 0
+  /** Bytes held: every message's payload length plus ENTRY_COST. */
+  cost = 0
 
   has(msgId: number): boolean {
     return msgId !== 0 && this.ids[msgId & this.mask] === msgId
@@ -75,6 +79,8 @@ export class MessageStore {
       i = msgId & this.mask
     }
     if (this.ids[i] === 0) this.size++
+    else this.cost -= this.lengths[i]! + ENTRY_COST
+    this.cost += payload.byteLength + ENTRY_COST
     this.ids[i] = msgId
     this.flags[i] = (more ? 1 : 0) | (first ? 2 : 0)
     this.offsets[i] = payload.byteOffset
@@ -90,7 +96,19 @@ export class MessageStore {
     this.ids[i] = 0
     this.buffers[i] = undefined
     this.size--
+    this.cost -= this.lengths[i]! + ENTRY_COST
     return this.lengths[i]!
+  }
+
+  /**
+   * If message `msgId` is held as a view of `payload`'s memory, holds a copy instead: a message kept from a datagram
+   * whose other entries were not kept would keep the whole datagram's memory for its few bytes.
+   */
+  detach(msgId: number, payload: Uint8Array): void {
+    const i = msgId & this.mask
+    if (msgId === 0 || this.ids[i] !== msgId || this.buffers[i] !== payload.buffer || this.offsets[i] !== payload.byteOffset) return
+    this.buffers[i] = new Uint8Array(payload).buffer
+    this.offsets[i] = 0
   }
 
   /** Frees every message with msgId < `msgId`. */

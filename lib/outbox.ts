@@ -32,7 +32,7 @@ export type OutboxOptions = Pick<EngineOptions, 'maxDatagram' | 'maxMessage' | '
 
 export class Outbox {
   /** This member as a sender: the engine files it under its own number, and moves `ordered` as `have` passes it. */
-  readonly own: SenderState = { store: new MessageStore(), ordered: 0 }
+  readonly own: SenderState = { store: new MessageStore(), ordered: 0, orderedCost: 0 }
   /** Highest own msgId multicast (read by the sequencer role: it orders only what the others can have). */
   transmitted = 0
   /** Bytes of own messages transmitted but not yet stable: what transmit() may have in flight. */
@@ -56,6 +56,11 @@ export class Outbox {
     private readonly counters: { sent: number; resent: number } = { sent: 0, resent: 0 },
   ) {
     this.resendWait = opts.resendMs
+  }
+
+  /** The highest own msgId accepted: no sequencer orders one above it. */
+  get submitted(): number {
+    return this.nextMsgId - 1
   }
 
   /** Some own message was submitted but not yet multicast. */

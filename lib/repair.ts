@@ -11,8 +11,16 @@ import { logger } from './log.js'
 
 const logRepair = logger('repair')
 
-/** How far past `have` one NACK round looks. */
+/**
+ * How far past `have` one NACK round looks. So an honest NACK asks for at most this many slots and messages in all,
+ * and a NACK is answered for at most this many (the rest of a forged one is ignored).
+ */
 export const NACK_SCAN = 4096
+
+/** The most payload bytes one NACK is answered with: 1 MiB, or two send windows if more (PROTOCOL.md §2.5). */
+export function nackReplyBytes(sendWindowBytes: number): number {
+  return Math.max(1 << 20, 2 * sendWindowBytes)
+}
 
 /** What repair needs from the member it repairs for. */
 export interface RepairHost {
@@ -70,9 +78,11 @@ export class Repair {
   private lastNackAt = -Infinity
   /** NACK rounds sent: while installing, each asks the next source that covers a slot (one may hear nothing). */
   private turn = 0
+  /** Members asked since the current view was installed: an ORDER from one of them is a repair (§4.1). */
+  private readonly askedOf = new Set<number>()
 
   constructor(
-    private readonly opts: Pick<EngineOptions, 'maxDatagram' | 'nackIntervalMs'>,
+    private readonly opts: Pick<EngineOptions, 'maxDatagram' | 'nackIntervalMs' | 'sendWindowBytes'>,
     private readonly host: RepairHost,
     private readonly counters: { nacksSent: number; nacksServed: number; retransmitted: number },
   ) {}
@@ -113,6 +123,7 @@ export class Repair {
     for (const [to, { slots, data }] of requests) {
       if (slots.length + data.length === 0) continue
       this.lastNackAt = now
+      this.askedOf.add(to)
       h.unicast(encodeNack(header, slots.slice(0, per), data.slice(0, Math.max(0, per - slots.length))), to)
       this.counters.nacksSent++
       logRepair('nack to %d: %d slot ranges, %d data ranges (have %d, top %d)', to, slots.length, data.length, h.have, gap.top)
@@ -120,24 +131,51 @@ export class Repair {
     this.turn++
   }
 
+  /** Whether member `no` was sent a NACK since the current view was installed. */
+  asked(no: number): boolean {
+    return this.askedOf.has(no)
+  }
+
+  /** A view is installed: the repairs asked before it are over. */
+  forgetAsked(): void {
+    this.askedOf.clear()
+  }
+
   /**
    * Answers a NACK (already checked to come from a known member about a known view) with what this member holds:
-   * ORDER per view for slots, DATA — named by `viewId`, the installed view, if any — for messages.
+   * ORDER per view for slots, DATA — named by `viewId`, the installed view, if any — for messages. At most
+   * NACK_SCAN slots and messages are looked at, slots only where the log can hold them, and at most
+   * `nackReplyBytes` of payload sent: the cost of one NACK is bounded whatever its ranges say.
    */
   serve(d: Extract<Datagram, { kind: 4 }>, viewId: number | undefined): void {
     this.counters.nacksServed++
-    for (const r of d.slots) this.sendSlots(r.firstSlot, r.n, d.sender)
+    let budget = NACK_SCAN
+    const oldest = this.host.have - this.host.log.capacity + 1
+    for (const r of d.slots) {
+      if (budget <= 0) break
+      const first = Math.max(r.firstSlot, oldest)
+      const last = Math.min(r.firstSlot + r.n - 1, this.host.have, first + budget - 1)
+      if (last < first) continue
+      budget -= last - first + 1
+      this.sendSlots(first, last, d.sender)
+    }
     if (viewId === undefined) return
+    let bytes = nackReplyBytes(this.opts.sendWindowBytes)
     for (const r of d.data) {
+      if (budget <= 0 || bytes <= 0) break
       const s = this.host.sender(r.sender)
       if (!s) continue
+      // How many of the asked messages fit the budgets (a message not held costs a look only).
+      let n = 0
+      for (const end = Math.min(r.n, budget); n < end && bytes > 0; n++) bytes -= Math.max(0, s.store.length(r.firstMsgId + n))
+      budget -= n
       const header = { inc: this.host.inc, viewId, sender: r.sender }
-      this.counters.retransmitted += packData(header, this.opts.maxDatagram, s.store, r.firstMsgId, r.n, (buf) => this.host.unicast(buf, d.sender))
+      this.counters.retransmitted += packData(header, this.opts.maxDatagram, s.store, r.firstMsgId, n, (buf) => this.host.unicast(buf, d.sender))
     }
   }
 
-  /** Unicasts the ordering of slots first … first+n-1 held here (up to `have`), as ORDER runs, one view at a time. */
-  private sendSlots(first: number, n: number, to: number): void {
+  /** Unicasts the ordering of slots first … last held here, as ORDER runs, one view at a time. */
+  private sendSlots(first: number, last: number, to: number): void {
     const h = this.host
     let runs: Run[] = []
     let runFirst = 0
@@ -155,7 +193,6 @@ export class Repair {
       this.counters.retransmitted += runs.reduce((a, r) => a + r.count, 0)
       runs = []
     }
-    const last = Math.min(first + n - 1, h.have)
     for (let s = first; s <= last; s++) {
       if (!h.log.has(s) || h.log.isView(s) || h.log.sender(s) === VOID_SENDER) {
         flush()

@@ -13,6 +13,8 @@ export interface SenderState {
   store: MessageStore
   /** Highest msgId of this sender at a slot ≤ the member's `have` (derived from the stream). */
   ordered: number
+  /** Of `store.cost`, what is held at msgIds ≤ `ordered`: the rest is bounded per sender (senders.ts). */
+  orderedCost: number
 }
 
 /** What the role needs from the member that plays it. */

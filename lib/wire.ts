@@ -13,6 +13,9 @@ export const MAX_DATAGRAM = 65_507
  */
 export const MAX_MESSAGE = 1 << 30
 
+/** The largest slot or msgId (48 bits). */
+export const MAX_U48 = 2 ** 48 - 1
+
 export const Kind = { DATA: 1, ORDER: 2, ACK: 3, NACK: 4 } as const
 export type Kind = (typeof Kind)[keyof typeof Kind]
 
@@ -312,9 +315,13 @@ export function decode(buf: Uint8Array, inc: Incarnation): Datagram | Malformed 
       if (len !== o + n * RUN_SIZE) return bad('ORDER length mismatch')
       if (firstSlot === 0) return bad('slot 0')
       const runs: Run[] = new Array(n)
+      let last = firstSlot - 1
       for (let i = 0; i < n; i++) {
         const r = { sender: b.readUInt32BE(o), firstMsgId: b.readUIntBE(o + 4, 6), count: b.readUInt16BE(o + 10) }
         if (r.count === 0 || r.firstMsgId === 0) return bad('empty run')
+        // Slots and msgIds are 48-bit: a run past 2^48 − 1 names numbers no datagram could carry back.
+        last += r.count
+        if (r.firstMsgId + r.count - 1 > MAX_U48 || last > MAX_U48) return bad('run past 2^48')
         runs[i] = r
         o += RUN_SIZE
       }

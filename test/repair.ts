@@ -3,7 +3,7 @@
  * driven through a fake host over a real SlotLog and MessageStores, every datagram decoded.
  */
 import t from 'tap'
-import { NACK_SCAN, Repair, repairSource, type Gap, type RepairHost } from '../lib/repair.js'
+import { NACK_SCAN, nackReplyBytes, Repair, repairSource, type Gap, type RepairHost } from '../lib/repair.js'
 import { SlotLog, VIEW_SENDER } from '../lib/slotlog.js'
 import { MessageStore } from '../lib/msgstore.js'
 import type { SenderState } from '../lib/sequencer.js'
@@ -11,7 +11,7 @@ import { decode, encodeNack, Kind, nackItemsPerDatagram, runsPerDatagram, type D
 
 const INC = { hi: 3, lo: 4 }
 const ME = 1
-const OPTS = { maxDatagram: 1400, nackIntervalMs: 20 }
+const OPTS = { maxDatagram: 1400, nackIntervalMs: 20, sendWindowBytes: 64 * 1024 }
 
 type Out = { to: number; d: Datagram }
 
@@ -31,7 +31,7 @@ function member(have: number, maxDatagram = OPTS.maxDatagram) {
   const repair = new Repair({ ...OPTS, maxDatagram }, host, counters)
   const hold = (no: number, msgId: number, bytes = 3): void => {
     let s = senders.get(no)
-    if (!s) senders.set(no, (s = { store: new MessageStore(), ordered: 0 }))
+    if (!s) senders.set(no, (s = { store: new MessageStore(), ordered: 0, orderedCost: 0 }))
     s.store.set(msgId, true, false, Buffer.alloc(bytes, msgId))
   }
   /** Ordering known for `slot`: message `msgId` of `sender`, in view `viewId`. */
@@ -169,6 +169,28 @@ t.test('serving a NACK: ORDER runs per view for the slots held, DATA for the mes
   out.splice(0)
   repair.serve(nack, undefined)
   t.notOk(out.some((o) => o.d.kind === Kind.DATA), 'no installed view: no DATA')
+})
+
+t.test('serving a NACK looks at most at NACK_SCAN slots and messages, and sends at most nackReplyBytes', async (t) => {
+  const have = 10_000
+  const { repair, hold, order, out } = member(have)
+  for (let s = 1; s <= have; s++) order(s, 2, s)
+  for (let m = 1; m <= 3000; m++) hold(3, m, 1000)
+  const ask = (slots: SlotRange[], data: DataRange[]): Datagram => {
+    const d = decode(encodeNack({ inc: INC, viewId: 1, sender: 6 }, slots, data), INC)
+    if (d.kind !== Kind.NACK) throw new Error('not a NACK')
+    return d
+  }
+  const many = <T>(n: number, x: T): T[] => Array.from({ length: n }, () => x)
+  repair.serve(ask(many(3000, { firstSlot: 1, n: 0xffff }), []) as Extract<Datagram, { kind: 4 }>, 1)
+  const slots = out.splice(0).reduce((a, o) => a + (o.d.kind === Kind.ORDER ? o.d.runs.reduce((b, r) => b + r.count, 0) : 0), 0)
+  t.equal(slots, NACK_SCAN, 'slots: NACK_SCAN, whatever the ranges asked')
+  repair.serve(ask([{ firstSlot: have + 1, n: 0xffff }, { firstSlot: 2 ** 48 - 2, n: 0xffff }], []) as Extract<Datagram, { kind: 4 }>, 1)
+  t.same(out.splice(0), [], 'slots above have: nothing')
+  repair.serve(ask([], many(3000, { sender: 3, firstMsgId: 1, n: 0xffff })) as Extract<Datagram, { kind: 4 }>, 1)
+  const bytes = out.splice(0).reduce((a, o) => a + (o.d.kind === Kind.DATA ? o.d.entries.reduce((b, e) => b + e.payload.length, 0) : 0), 0)
+  t.ok(bytes <= nackReplyBytes(OPTS.sendWindowBytes) + 1000, `data: ${bytes} bytes, at most the reply budget and one message`)
+  t.ok(bytes >= nackReplyBytes(OPTS.sendWindowBytes), 'and the budget is used')
 })
 
 t.test('serving: slots of two views never share an ORDER, even with no view slot between them', async (t) => {

@@ -85,6 +85,13 @@ t.test('ORDER and heartbeat round trip', async (t) => {
   t.equal(runsPerDatagram(1000), Math.floor((1000 - HEADER_SIZE - 14) / 12))
 })
 
+t.test('an ORDER whose runs pass 2^48 − 1, in msgIds or in slots, is malformed', async (t) => {
+  const max = 2 ** 48 - 1
+  t.match(decode(encodeOrder(H, 5, 0, [{ sender: 1, firstMsgId: max - 1, count: 3 }]), G), { kind: 0, reason: 'run past 2^48' }, 'msgIds')
+  t.match(decode(encodeOrder(H, max - 1, 0, [{ sender: 1, firstMsgId: 1, count: 2 }, { sender: 1, firstMsgId: 3, count: 1 }]), G), { kind: 0, reason: 'run past 2^48' }, 'slots')
+  t.match(decode(encodeOrder(H, max - 1, 0, [{ sender: 1, firstMsgId: max - 1, count: 2 }]), G), { kind: Kind.ORDER }, 'up to 2^48 − 1 exactly')
+})
+
 t.test('NACK round trip', async (t) => {
   const slots = [{ firstSlot: 12, n: 3 }]
   const data = [{ sender: 4, firstMsgId: 8, n: 2 }]
