@@ -60,6 +60,13 @@ export interface DirectoryOptions {
    */
   rejoinGraceMs: number
   transport: TransportMode
+  /**
+   * A connection that has not joined (or rejoined) is closed this long after it opened or after its last `ls`:
+   * a stranger's connections are not kept for ever. A member is judged by its heartbeats (timeoutMs) instead.
+   */
+  joinTimeoutMs: number
+  /** Connections beyond this many are refused (an `error` frame, then closed) and logged. */
+  maxConnections: number
 }
 
 export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
@@ -70,7 +77,13 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
   flushTimeoutMs: 2000,
   rejoinGraceMs: 2500,
   transport: 'auto',
+  joinTimeoutMs: 10_000,
+  // Ten full groups with room for their members' reconnections; each costs a socket and a frame buffer.
+  maxConnections: 10_000,
 }
+
+/** Refused connections are logged at most this often (a flood would otherwise be a flood of log lines). */
+const REFUSAL_LOG_MS = 10_000
 
 /** A commit whose history a rebuilt directory cannot see may have skipped this many slots (§7). */
 const UNKNOWN_COMMIT_SLOTS = 3 * SEQ_WINDOW
@@ -129,6 +142,8 @@ interface Group {
 
 interface Conn {
   lastSeen: number
+  /** Until it joins: when it is closed unless it joins (or asks `ls`) before. */
+  joinBy: number
   /** The view id of the last commit sent on this connection: the next may be sent as a delta from it. */
   seenView?: number
   group?: string
@@ -140,6 +155,8 @@ export class DirectoryCore {
   private readonly conns = new Map<ConnId, Conn>()
   private readonly range: McastRange
   private readonly startedAt: number
+  /** Connections refused since the last log line about them, and when that was. */
+  private refused = { count: 0, loggedAt: -Infinity }
 
   constructor(readonly opts: DirectoryOptions, private readonly hooks: DirectoryHooks) {
     this.range = parseRange(opts.mcastRange)
@@ -149,11 +166,26 @@ export class DirectoryCore {
       throw new Error(`heartbeatMs (${hb}) and timeoutMs (${to}) must be integers with 1 <= heartbeatMs < timeoutMs <= ${MAX_TIMEOUT_MS}`)
     }
     if (!TRANSPORT_MODES.includes(opts.transport)) throw new Error(`transport must be one of ${TRANSPORT_MODES.join(', ')}, got ${String(opts.transport)}`)
+    for (const k of ['joinTimeoutMs', 'maxConnections'] as const) {
+      if (!Number.isInteger(opts[k]) || opts[k] < 1) throw new Error(`${k} must be an integer of at least 1, got ${opts[k]}`)
+    }
     this.startedAt = hooks.now()
   }
 
+  /** A new connection; beyond maxConnections it is refused (told why, closed: the host then calls closed()). */
   opened(conn: ConnId): void {
-    this.conns.set(conn, { lastSeen: this.hooks.now() })
+    const now = this.hooks.now()
+    if (this.conns.size >= this.opts.maxConnections) {
+      this.refused.count++
+      if (now - this.refused.loggedAt >= REFUSAL_LOG_MS) {
+        this.info(`refused ${this.refused.count} connection(s): this directory has ${this.opts.maxConnections} connections, the most it takes (maxConnections)`)
+        this.refused = { count: 0, loggedAt: now }
+      }
+      this.hooks.send(conn, { t: 'error', code: ErrorCodes.DIRECTORY_UNREACHABLE, message: `the directory has ${this.opts.maxConnections} connections, the most it takes` })
+      this.hooks.close(conn, 'too many connections')
+      return
+    }
+    this.conns.set(conn, { lastSeen: now, joinBy: now + this.opts.joinTimeoutMs })
   }
 
   /**
@@ -170,6 +202,7 @@ export class DirectoryCore {
         this.hooks.send(conn, { t: 'pong' })
         return
       case 'ls':
+        if (!c.member) c.joinBy = c.lastSeen + this.opts.joinTimeoutMs
         this.hooks.send(conn, statusPage(f, this.groups, (g) => this.groupStatus(g)))
         return
       case 'join':
@@ -217,11 +250,18 @@ export class DirectoryCore {
     if (g && c.member) this.memberFailed(g, c.member, 'connection closed')
   }
 
-  /** Timeouts: silent members, participants that do not answer a prepare, members that never rejoined. */
+  /**
+   * Timeouts: connections that do not join, silent members, participants that do not answer a prepare, members
+   * that never rejoined.
+   */
   tick(): void {
     const now = this.hooks.now()
     for (const [conn, c] of this.conns) {
       if (c.member && now - c.lastSeen > this.opts.timeoutMs) this.expel(conn, `no heartbeat for ${this.opts.timeoutMs} ms`)
+      else if (!c.member && now > c.joinBy) {
+        this.conns.delete(conn)
+        this.hooks.close(conn, `no join within ${this.opts.joinTimeoutMs} ms`)
+      }
     }
     for (const g of [...this.groups.values()]) {
       if (g.flush && now > g.flush.deadline) {
