@@ -19,6 +19,7 @@ import {
 import { MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
 import { parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
+import { MAX_SLOT } from '../lib/dirproto.js'
 import { commitDelta, sourcesCovering } from './commits.js'
 import { mcastAddress, parseRange, type McastRange } from './mcast.js'
 import { statusPage } from './status.js'
@@ -87,6 +88,13 @@ const REFUSAL_LOG_MS = 10_000
 
 /** A commit whose history a rebuilt directory cannot see may have skipped this many slots (§7). */
 const UNKNOWN_COMMIT_SLOTS = 3 * SEQ_WINDOW
+/**
+ * The fastest a sequencer can give out slots, per second: 50 × the best measured (docs/PERFORMANCE.md, ~200 000
+ * messages a second). A `prepared` claiming more since the latest commit is a lie (PROTOCOL.md §5).
+ */
+export const MAX_ORDER_RATE = 10_000_000
+/** The highest `have` a flush accepts: the start computed from it, after the largest skip, is still a slot. */
+const MAX_HAVE = MAX_SLOT - UNKNOWN_COMMIT_SLOTS - 1
 
 interface Member {
   no: number
@@ -122,6 +130,8 @@ interface Group {
   sequencer: number
   lastStart: number
   lastCut: number
+  /** When this directory committed the latest view (null: a rebuilt group's adopted commit, of unknown age). */
+  committedAt: number | null
   joiners: Member[]
   /** Excluded by a commit, not yet released; with the view that excluded them. */
   leavers: Array<{ m: Member; viewId: number }>
@@ -379,6 +389,7 @@ export class DirectoryCore {
     g.sequencer = commit.sequencer
     g.lastStart = commit.start
     g.lastCut = commit.cut
+    g.committedAt = null
     // The group's transport as its members use it; a unicast directory moves it at the next commit. Never back.
     g.transport = commit.transport === 'unicast' || this.opts.transport === 'unicast' ? 'unicast' : 'multicast'
     g.nextNo = Math.max(g.nextNo, commit.nextNo, ...members.map((m) => m.no + 1))
@@ -418,7 +429,7 @@ export class DirectoryCore {
   private createGroup(groupName: string, inc: string, mcast = this.allocateMcast(inc)): Group {
     const g: Group = {
       name: groupName, inc, mcast, transport: this.opts.transport === 'unicast' ? 'unicast' : 'multicast', nextNo: 1, viewCounter: 0,
-      viewId: 0, members: [], sequencer: 0, lastStart: 0, lastCut: 0,
+      viewId: 0, members: [], sequencer: 0, lastStart: 0, lastCut: 0, committedAt: null,
       joiners: [], leavers: [], flush: null, installing: null, changeNeeded: false, recovering: null, lastCommit: null,
       unknownCommit: false,
     }
@@ -497,9 +508,11 @@ export class DirectoryCore {
     const inst = g.installing!
     inst.deadline = Infinity // one verdict per commit: the view change it starts judges afresh
     const late = g.members.filter((m) => inst.waiting.has(m.no) && !m.dead && m.conn !== null)
-    const holder = [...g.members, ...g.leavers.map((l) => l.m)].find((m) => m.no === inst.holder && !m.dead && m.conn !== null && !inst.waiting.has(m.no))
-    const blamed = 2 * late.length > g.members.length && holder ? [holder] : late
-    const why = blamed[0] === holder
+    // The holder holds every slot up to the cut, so it installs at once: one that has not is paused or lies.
+    const holder = [...g.members, ...g.leavers.map((l) => l.m)].find((m) => m.no === inst.holder && !m.dead && m.conn !== null)
+    const blameHolder = 2 * late.length > g.members.length && holder !== undefined
+    const blamed = blameHolder ? [holder] : late
+    const why = blameHolder
       ? `most members could not install view ${inst.viewId} within ${2 * this.opts.timeoutMs} ms from this holder`
       : `did not install view ${inst.viewId} within ${2 * this.opts.timeoutMs} ms`
     for (const m of blamed) if (m.conn !== null) this.expel(m.conn, `excluded for lack of progress: ${why}`)
@@ -560,6 +573,17 @@ export class DirectoryCore {
   private maybeCommit(g: Group): void {
     const f = g.flush
     if (!f || f.reports.size < f.participants.length) return
+    const bound = this.haveBound(g, f)
+    const liars = f.participants.filter((p) => f.reports.get(p.no)!.have > bound)
+    if (liars.length > 0) {
+      // Each expulsion abandons this attempt; the next runs without the liars.
+      for (const p of liars) {
+        const why = `prepared view ${f.viewId} with have ${f.reports.get(p.no)!.have}, above ${bound}, the most any member can hold`
+        this.info(`${g.name}: ${p.id} (no ${p.no}) ${why}; expelling it`)
+        if (p.conn !== null) this.expel(p.conn, why)
+      }
+      return
+    }
     const reports = [...f.reports.entries()].map(([no, r]) => ({ no, ...r }))
     const cut = Math.max(...reports.map((r) => r.have))
     // Every participant can serve the slots in (low, have]; a recovering member asks one whose range covers the
@@ -577,6 +601,23 @@ export class DirectoryCore {
     const start = Math.max(cut, g.lastStart) + skip + 1
     g.flush = null
     this.commit(g, f.viewId, cut, start, holder.no, sourcesCovering(reports, holder))
+  }
+
+  /**
+   * The highest `have` a participant can truthfully report in this flush (PROTOCOL.md §5): every slot above the
+   * latest view's start was given by that view's sequencer, which holds all it gave — so nobody holds more than it
+   * reports, when it answers (and no unknown commit may exist, §7); and no sequencer gives more than SEQ_WINDOW
+   * slots at once plus MAX_ORDER_RATE a second since that view's commit (when this directory made it).
+   */
+  private haveBound(g: Group, f: Flush): number {
+    let bound = MAX_HAVE
+    if (g.committedAt !== null) {
+      // A sequencer may give SEQ_WINDOW slots at once (a backlog, when it installs); beyond, only as they become stable.
+      bound = Math.min(bound, g.lastStart + SEQ_WINDOW + Math.floor((this.hooks.now() - g.committedAt) * MAX_ORDER_RATE / 1000))
+    }
+    const seq = f.reports.get(g.sequencer)
+    if (seq && !g.unknownCommit) bound = Math.min(bound, Math.max(seq.have, g.lastStart))
+    return bound
   }
 
   private commit(g: Group, viewId: number, cut: number, start: number, holder: number, sources: Array<{ no: number; low: number; have: number }> = []): void {
@@ -611,6 +652,7 @@ export class DirectoryCore {
     g.sequencer = members[0]?.no ?? 0
     g.lastCut = cut
     g.lastStart = start
+    g.committedAt = this.hooks.now()
     g.installing = { viewId, waiting: new Set(members.map((m) => m.no)), holder, deadline: this.hooks.now() + 2 * this.opts.timeoutMs }
     // This commit took in every join, leave and failure so far (a failed participant abandons the flush instead).
     g.changeNeeded = false

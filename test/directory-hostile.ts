@@ -134,3 +134,89 @@ t.test('over TCP: a connection that never joins is closed after joinTimeoutMs', 
   const at = performance.now()
   t.ok((await closed) - at >= 250, 'closed, not before its time')
 })
+
+/** a (the sequencer), b and c in view 3, every commit installed; returns the harness at the time of view 3's commit. */
+function threeInstalled(opts: Partial<DirectoryOptions> = {}) {
+  const h = harness(opts)
+  h.join(1, 'a')
+  h.join(2, 'b')
+  h.answer({ 1: 10 })
+  h.join(3, 'c')
+  h.answer({ 1: 20, 2: 20 })
+  for (const c of [1, 2, 3]) {
+    h.core.frame(c, { t: 'installed', group: 'g', viewId: 3 })
+    h.take(c)
+  }
+  return h
+}
+const commitOf = (h: ReturnType<typeof harness>, conn: ConnId): Frame | undefined => h.take(conn, 'commit').at(-1)
+
+t.test('prepared: a `have` above the sequencer\'s is a lie: that member is expelled and the flush runs without it', async (t) => {
+  const h = threeInstalled()
+  h.join(4, 'd')
+  const v4 = h.answer({ 1: 70, 2: 60, 3: 1e12 })
+  t.match(h.take(3, 'expelled'), [{ reason: /have 1000000000000.*above/ }], 'the liar is told why')
+  t.ok(h.closed.includes(3))
+  t.match(h.infos, [/c .*have 1000000000000/])
+  const v5 = h.answer({ 1: 70, 2: 60 })
+  t.ok(v5 > v4, 'a new attempt')
+  t.match(commitOf(h, 2), { viewId: v5, cut: 70, start: 71, holder: 1, members: [{ id: 'a' }, { id: 'b' }, { id: 'd' }] })
+})
+
+t.test('prepared: a joiner of the latest view may report its start above an uninstalled sequencer\'s `have`', async (t) => {
+  // View 3's sequencer a is still fetching up to the cut (20) when b fails; c, a joiner of view 3, installed at
+  // once: its `have` is view 3's start.
+  const h = threeInstalled()
+  h.core.closed(2)
+  h.answer({ 1: 15, 3: 21 })
+  t.match(commitOf(h, 1), { cut: 21, holder: 3, members: [{ id: 'a' }, { id: 'c' }] }, 'nobody is expelled')
+})
+
+t.test('prepared: without the sequencer, no `have` may pass what could be ordered since the latest commit', async (t) => {
+  // At most SEQ_WINDOW at once and MAX_ORDER_RATE (10^7) slots a second since view 3's commit at start 21.
+  const h = threeInstalled()
+  const keep = (ms: number): void => {
+    for (let left = ms; left > 0; left -= 500) {
+      h.advance(500)
+      for (const c of [1, 2, 3]) h.core.frame(c, { t: 'ping' })
+    }
+  }
+  keep(1000)
+  h.core.closed(1) // the sequencer dies
+  h.answer({ 2: 21 + 9_000_000, 3: 21 + SEQ_WINDOW + 10_000_001 })
+  t.match(h.take(3, 'expelled'), [{ reason: /above/ }], 'one slot more than a second can order')
+  h.answer({ 2: 21 + 9_000_000 })
+  t.match(commitOf(h, 2), { cut: 21 + 9_000_000, start: 21 + 9_000_000 + SEQ_WINDOW + 1, holder: 2 }, '9 × 10^6 in a second is believed')
+})
+
+t.test('prepared: a sequencer that lies is bounded the same way', async (t) => {
+  const h = threeInstalled()
+  h.join(4, 'd')
+  h.answer({ 1: 2 ** 40, 2: 20, 3: 20 })
+  t.match(h.take(1, 'expelled'), [{ reason: /above/ }])
+  h.answer({ 2: 20, 3: 20 })
+  t.match(commitOf(h, 2), { cut: 20, start: 22 + SEQ_WINDOW, sequencer: 2, members: [{ id: 'b' }, { id: 'c' }, { id: 'd' }] })
+})
+
+t.test('prepared: `low` above `have`, or a slot datagrams cannot carry, is refused', async (t) => {
+  const h = threeInstalled()
+  h.join(4, 'd')
+  const p = h.take(2, 'prepare').at(-1)!
+  t.throws(() => h.core.frame(2, { t: 'prepared', group: 'g', viewId: p.viewId, have: 5, low: 6 }), { code: ErrorCodes.BAD_REQUEST, message: /low/ })
+  t.throws(() => h.core.frame(2, { t: 'prepared', group: 'g', viewId: p.viewId, have: 2 ** 48, low: 0 }), { code: ErrorCodes.BAD_REQUEST, message: /have/ })
+})
+
+t.test('a holder that never installs (nor serves) is expelled at the install deadline, not the members waiting on it', async (t) => {
+  const h = threeInstalled()
+  h.join(4, 'd')
+  h.answer({ 1: 25, 2: 20, 3: 20 }) // a, the holder, will never serve slots 21-25 (nor install)
+  t.match(commitOf(h, 2), { holder: 1 })
+  for (let ms = 0; ms <= 4000; ms += 500) {
+    h.advance(500)
+    for (const c of [1, 2, 3, 4]) h.core.frame(c, { t: 'ping' })
+  }
+  t.same(h.closed, [1], 'only the holder')
+  t.match(h.take(1, 'expelled'), [{ reason: /most members could not install/ }])
+  h.answer({ 2: 20, 3: 20, 4: 0 })
+  t.match(commitOf(h, 2), { members: [{ id: 'b' }, { id: 'c' }, { id: 'd' }] }, 'the group goes on')
+})
