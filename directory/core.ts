@@ -20,8 +20,9 @@ import { MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
 import { parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
 import { MAX_SLOT } from '../lib/dirproto.js'
+import { parseMulticastAddr } from '../lib/options.js'
 import { commitDelta, sourcesCovering } from './commits.js'
-import { mcastAddress, parseRange, type McastRange } from './mcast.js'
+import { inRange, mcastAddress, parseRange, type McastRange } from './mcast.js'
 import { statusPage } from './status.js'
 
 const log = logger('dir')
@@ -95,6 +96,14 @@ const UNKNOWN_COMMIT_SLOTS = 3 * SEQ_WINDOW
 export const MAX_ORDER_RATE = 10_000_000
 /** The highest `have` a flush accepts: the start computed from it, after the largest skip, is still a slot. */
 const MAX_HAVE = MAX_SLOT - UNKNOWN_COMMIT_SLOTS - 1
+/**
+ * A rejoin's commit may not bring a group past half the view ids and member numbers (u32 in datagrams): a group
+ * rebuilt from it has 2^31 view changes and joins left, not a handful.
+ */
+const MAX_REJOIN_VIEW_ID = 2 ** 31
+const MAX_REJOIN_NEXT_NO = 2 ** 31
+/** View ids a member may see in prepares (abandoned flushes, each a failure) above its latest commit. */
+const MAX_UNCOMMITTED_VIEWS = 65_536
 
 interface Member {
   no: number
@@ -346,6 +355,11 @@ export class DirectoryCore {
       this.hooks.send(conn, { t: 'expelled', group: groupName, reason })
       this.hooks.close(conn, 'rejoin refused')
     }
+    const wrong = this.implausibleRejoin(f, g)
+    if (wrong !== null) {
+      this.info(`${groupName}: rejoin of ${id} (no ${no}) refused: ${wrong}`)
+      return refuse(wrong)
+    }
     if (g && g.inc !== commit.inc) {
       // Only joiners that arrived before the rejoins (no view committed yet): the group with a history wins.
       if (g.viewId !== 0 || g.members.length > 0) return refuse(`group ${groupName} here is another incarnation`)
@@ -365,10 +379,11 @@ export class DirectoryCore {
     } else if (g.recovering && (commit.viewId) > g.viewId) {
       this.adopt(g, commit)
     }
-    g.viewCounter = Math.max(g.viewCounter, seen)
-    g.nextNo = Math.max(g.nextNo, commit.nextNo)
     const m = g.members.find((x) => x.no === no && x.id === id && !x.dead && x.conn === null)
     if (!m || !g.recovering) return refuse(`not a member of view ${g.viewId}`)
+    // Only an accepted rejoin moves the group's counters: a refused one changes nothing.
+    g.viewCounter = Math.max(g.viewCounter, seen)
+    g.nextNo = Math.max(g.nextNo, commit.nextNo)
     m.conn = conn
     m.addr = addr
     m.commitSeen = commit.viewId
@@ -377,6 +392,29 @@ export class DirectoryCore {
     c.member = m
     this.hooks.send(conn, { t: 'welcome', no: m.no, heartbeatMs: this.opts.heartbeatMs, timeoutMs: this.opts.timeoutMs })
     if (g.members.every((x) => x.conn !== null || x.dead)) this.endRecovery(g, 'every member rejoined')
+  }
+
+  /**
+   * Why a rejoin cannot be from a member of a group of this directory (PROTOCOL.md §7), or null: its commit must
+   * list it, use this directory's multicast range and port, leave the group room to go on, and agree with the
+   * commit of the same view adopted already. A forged rejoin that passes is indistinguishable without a key.
+   */
+  private implausibleRejoin(f: ToDirectoryOf<'rejoin'>, g: Group | undefined): string | null {
+    const c = f.commit
+    if (!c.members.some((e) => e.no === f.no && e.id === f.member)) return `member ${f.member} (no ${f.no}) is not a member of the commit it carries`
+    const mcast = parseMulticastAddr(c.mcast)!
+    if (mcast.port !== this.opts.mcastPort) return `its multicast address ${c.mcast} is not on this directory's port ${this.opts.mcastPort} (--mcast-port)`
+    if (!inRange(this.range, mcast.host)) {
+      return `its multicast address ${c.mcast} is not in this directory's range ${this.opts.mcastRange} (--mcast-range)`
+    }
+    if (c.viewId > MAX_REJOIN_VIEW_ID) return `commit.viewId ${c.viewId} is above ${MAX_REJOIN_VIEW_ID}`
+    if (f.seenViewId > c.viewId + MAX_UNCOMMITTED_VIEWS) return `seenViewId ${f.seenViewId} is more than ${MAX_UNCOMMITTED_VIEWS} above its commit's view ${c.viewId}`
+    if (c.nextNo > MAX_REJOIN_NEXT_NO) return `commit.nextNo ${c.nextNo} is above ${MAX_REJOIN_NEXT_NO}`
+    if (c.start > MAX_HAVE) return `commit.start ${c.start} leaves no room for the next view (at most ${MAX_HAVE})`
+    if (g?.lastCommit && g.recovering && g.inc === c.inc && g.lastCommit.viewId === c.viewId && commitKey(g.lastCommit) !== commitKey(c)) {
+      return `its commit of view ${c.viewId} differs from the one adopted from an earlier rejoin`
+    }
+    return null
   }
 
   /** Takes a commit a rejoin brought back as the group's latest: members that rejoined but are not in it are expelled. */
@@ -679,4 +717,10 @@ export class DirectoryCore {
       log('%s: empty, deleted', g.name)
     }
   }
+}
+
+/** A commit's content, for comparing two claims about one view. */
+function commitKey(c: Commit): string {
+  return JSON.stringify([c.group, c.viewId, c.inc, c.mcast, c.transport, c.sequencer, c.cut, c.start, c.holder, c.nextNo,
+    c.members.map((m) => [m.no, m.id, m.addr]), c.sources.map((s) => [s.no, s.low, s.have])])
 }

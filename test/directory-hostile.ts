@@ -220,3 +220,68 @@ t.test('a holder that never installs (nor serves) is expelled at the install dea
   h.answer({ 2: 20, 3: 20, 4: 0 })
   t.match(commitOf(h, 2), { members: [{ id: 'b' }, { id: 'c' }, { id: 'd' }] }, 'the group goes on')
 })
+
+/** The commit a member of view 7 {a, b} holds, as its rejoin carries it back (address in the default range). */
+const INC = 'c0ffee0000000007'
+const commit7 = {
+  group: 'g', viewId: 7, sequencer: 1, cut: 499, start: 500, holder: 1, sources: [], mcast: '239.255.0.9:46100', inc: INC, nextNo: 5,
+  transport: 'multicast',
+  members: [{ no: 1, id: 'a', addr: '127.0.0.1:9001' }, { no: 2, id: 'b', addr: '127.0.0.1:9002' }],
+}
+const rejoin = (member: string, no: number, commit: object = commit7, seenViewId = 7): Frame =>
+  ({ t: 'rejoin', proto: 1, group: 'g', member, no, addr: `127.0.0.1:900${no}`, seenViewId, commit })
+
+t.test('a rejoin that would rebuild the group on another network, or past its numbers, is refused, logged, and changes nothing', async (t) => {
+  const cases: Array<[string, Frame, RegExp]> = [
+    ['a multicast address outside --mcast-range', rejoin('a', 1, { ...commit7, mcast: '239.1.2.3:46100' }), /239\.1\.2\.3:46100 .*239\.255\.0\.0\/16/],
+    ['another port than --mcast-port', rejoin('a', 1, { ...commit7, mcast: '239.255.0.9:5353' }), /port 46100/],
+    ['a member not in the commit it carries', rejoin('x', 9), /not a member of the commit/],
+    ['a view id near the end of the u32 range', rejoin('a', 1, { ...commit7, viewId: 2 ** 32 - 2 }, 2 ** 32 - 2), /viewId/],
+    ['a seenViewId far past the commit', rejoin('a', 1, commit7, 2 ** 32 - 1), /seenViewId/],
+    ['a nextNo near the end of the member numbers', rejoin('a', 1, { ...commit7, nextNo: 2 ** 32 }), /nextNo/],
+    ['a start that leaves no room for the next view', rejoin('a', 1, { ...commit7, cut: 2 ** 48 - 10, start: 2 ** 48 - 9 }), /start/],
+  ]
+  for (const [what, frame, why] of cases) {
+    const h = harness()
+    h.core.opened(1)
+    h.core.frame(1, frame)
+    t.match(h.take(1), [{ t: 'expelled', reason: why }], what)
+    t.match(h.infos, [why], 'logged')
+    t.same(h.core.status(), [], 'no group rebuilt from it')
+  }
+})
+
+t.test('a rejoin refused by a running group leaves its view ids and member numbers alone', async (t) => {
+  // Before, the refused rejoin's seenViewId (2^32-1) became the group's view counter: the next commit's view id
+  // did not fit a datagram and every member failed on it.
+  const h = harness()
+  h.join(1, 'a')
+  h.core.frame(1, { t: 'installed', group: 'g', viewId: 1 })
+  h.take(1)
+  const { mcast } = h.core.status()[0]!
+  h.core.opened(2)
+  h.core.frame(2, rejoin('b', 2, { ...commit7, inc: '0000000100000000', mcast, viewId: 1, nextNo: 2 ** 31, members: [{ no: 1, id: 'a', addr: '127.0.0.1:9001' }, { no: 2, id: 'b', addr: '127.0.0.1:9002' }] }, 65_000))
+  t.match(h.take(2), [{ t: 'expelled' }])
+  h.join(3, 'c')
+  t.match(h.take(3, 'welcome'), [{ no: 2 }], 'member numbers go on')
+  t.match(h.take(1, 'prepare'), [{ viewId: 2 }], 'view ids go on')
+})
+
+t.test('rejoins that disagree about one view: the first adopted wins, the other is refused', async (t) => {
+  const h = harness()
+  h.core.opened(1)
+  h.core.frame(1, rejoin('a', 1))
+  t.match(h.take(1), [{ t: 'welcome', no: 1 }])
+  const forged = { ...commit7, members: [...commit7.members, { no: 3, id: 'mallory', addr: '127.0.0.1:9003' }] }
+  h.core.opened(2)
+  h.core.frame(2, rejoin('b', 2, forged))
+  t.match(h.take(2), [{ t: 'expelled', reason: /view 7 differs from the one adopted/ }])
+  t.match(h.infos, [/differs/])
+  h.core.opened(3)
+  h.core.frame(3, rejoin('b', 2, { ...commit7, mcast: '239.255.0.10:46100' }))
+  t.match(h.take(3), [{ t: 'expelled', reason: /differs/ }], 'another multicast address')
+  h.core.opened(4)
+  h.core.frame(4, rejoin('b', 2))
+  t.match(h.take(4), [{ t: 'welcome', no: 2 }], 'the same commit is welcome')
+  t.match(h.core.status(), [{ viewId: 7, mcast: '239.255.0.9:46100', members: [{ id: 'a' }, { id: 'b' }] }])
+})
