@@ -285,3 +285,16 @@ t.test('rejoins that disagree about one view: the first adopted wins, the other 
   t.match(h.take(4), [{ t: 'welcome', no: 2 }], 'the same commit is welcome')
   t.match(h.core.status(), [{ viewId: 7, mcast: '239.255.0.9:46100', members: [{ id: 'a' }, { id: 'b' }] }])
 })
+
+t.test('an address a member could not send to is refused in join and rejoin, never handed to a sequencer', async (t) => {
+  // A join from 127.0.0.1:99999, then a NACK, made the sequencer's send throw ERR_SOCKET_BAD_PORT (issue 11).
+  const h = harness()
+  h.core.opened(1)
+  t.throws(() => h.core.frame(1, { t: 'join', proto: 1, group: 'g', member: 'x', addr: '127.0.0.1:99999' }), { code: ErrorCodes.BAD_REQUEST, message: /addr/ })
+  h.core.opened(2)
+  t.throws(() => h.core.frame(2, { ...rejoin('a', 1), addr: '127.0.0.1:99999' }), { code: ErrorCodes.BAD_REQUEST, message: /addr/ })
+  h.core.opened(3)
+  const bad = { ...commit7, members: [commit7.members[0], { ...commit7.members[1], addr: '127.0.0.1:0' }] }
+  t.throws(() => h.core.frame(3, rejoin('a', 1, bad)), { code: ErrorCodes.BAD_REQUEST, message: /members\[1\]\.addr/ })
+  t.same(h.core.status(), [], 'nobody joined')
+})
