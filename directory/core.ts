@@ -8,7 +8,8 @@
  *              not within 2 × timeoutMs are expelled — or the holder, if that is most of them)
  * A failure during a flush abandons it and starts another with a new view id. A change may start while the
  * previous view is still installing: members apply commits in order whatever their state.
- * Beside it: commits.ts (a commit's sources and member deltas), mcast.ts (groups' addresses), status.ts (`ls` pages).
+ * Beside it: commits.ts (a commit's sources and member deltas), claims.ts (which `prepared` and `rejoin` claims are
+ * believed), mcast.ts (groups' addresses), status.ts (`ls` pages).
  */
 import { randomBytes } from 'node:crypto'
 import { ErrorCodes, ProtocolError } from '../lib/errors.js'
@@ -19,10 +20,9 @@ import {
 import { MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
 import { parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
-import { MAX_SLOT } from '../lib/dirproto.js'
-import { parseMulticastAddr } from '../lib/options.js'
 import { commitDelta, sourcesCovering } from './commits.js'
-import { inRange, mcastAddress, parseRange, type McastRange } from './mcast.js'
+import { haveBound, implausibleRejoin, UNKNOWN_COMMIT_SLOTS } from './claims.js'
+import { mcastAddress, parseRange, type McastRange } from './mcast.js'
 import { statusPage } from './status.js'
 
 const log = logger('dir')
@@ -87,23 +87,6 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
 /** Refused connections are logged at most this often (a flood would otherwise be a flood of log lines). */
 const REFUSAL_LOG_MS = 10_000
 
-/** A commit whose history a rebuilt directory cannot see may have skipped this many slots (§7). */
-const UNKNOWN_COMMIT_SLOTS = 3 * SEQ_WINDOW
-/**
- * The fastest a sequencer can give out slots, per second: 50 × the best measured (docs/PERFORMANCE.md, ~200 000
- * messages a second). A `prepared` claiming more since the latest commit is a lie (PROTOCOL.md §5).
- */
-export const MAX_ORDER_RATE = 10_000_000
-/** The highest `have` a flush accepts: the start computed from it, after the largest skip, is still a slot. */
-const MAX_HAVE = MAX_SLOT - UNKNOWN_COMMIT_SLOTS - 1
-/**
- * A rejoin's commit may not bring a group past half the view ids and member numbers (u32 in datagrams): a group
- * rebuilt from it has 2^31 view changes and joins left, not a handful.
- */
-const MAX_REJOIN_VIEW_ID = 2 ** 31
-const MAX_REJOIN_NEXT_NO = 2 ** 31
-/** View ids a member may see in prepares (abandoned flushes, each a failure) above its latest commit. */
-const MAX_UNCOMMITTED_VIEWS = 65_536
 
 interface Member {
   no: number
@@ -355,7 +338,8 @@ export class DirectoryCore {
       this.hooks.send(conn, { t: 'expelled', group: groupName, reason })
       this.hooks.close(conn, 'rejoin refused')
     }
-    const wrong = this.implausibleRejoin(f, g)
+    const adopted = g?.recovering && g.inc === commit.inc ? g.lastCommit : null
+    const wrong = implausibleRejoin(f, this.range, this.opts, adopted)
     if (wrong !== null) {
       this.info(`${groupName}: rejoin of ${id} (no ${no}) refused: ${wrong}`)
       return refuse(wrong)
@@ -392,29 +376,6 @@ export class DirectoryCore {
     c.member = m
     this.hooks.send(conn, { t: 'welcome', no: m.no, heartbeatMs: this.opts.heartbeatMs, timeoutMs: this.opts.timeoutMs })
     if (g.members.every((x) => x.conn !== null || x.dead)) this.endRecovery(g, 'every member rejoined')
-  }
-
-  /**
-   * Why a rejoin cannot be from a member of a group of this directory (PROTOCOL.md §7), or null: its commit must
-   * list it, use this directory's multicast range and port, leave the group room to go on, and agree with the
-   * commit of the same view adopted already. A forged rejoin that passes is indistinguishable without a key.
-   */
-  private implausibleRejoin(f: ToDirectoryOf<'rejoin'>, g: Group | undefined): string | null {
-    const c = f.commit
-    if (!c.members.some((e) => e.no === f.no && e.id === f.member)) return `member ${f.member} (no ${f.no}) is not a member of the commit it carries`
-    const mcast = parseMulticastAddr(c.mcast)!
-    if (mcast.port !== this.opts.mcastPort) return `its multicast address ${c.mcast} is not on this directory's port ${this.opts.mcastPort} (--mcast-port)`
-    if (!inRange(this.range, mcast.host)) {
-      return `its multicast address ${c.mcast} is not in this directory's range ${this.opts.mcastRange} (--mcast-range)`
-    }
-    if (c.viewId > MAX_REJOIN_VIEW_ID) return `commit.viewId ${c.viewId} is above ${MAX_REJOIN_VIEW_ID}`
-    if (f.seenViewId > c.viewId + MAX_UNCOMMITTED_VIEWS) return `seenViewId ${f.seenViewId} is more than ${MAX_UNCOMMITTED_VIEWS} above its commit's view ${c.viewId}`
-    if (c.nextNo > MAX_REJOIN_NEXT_NO) return `commit.nextNo ${c.nextNo} is above ${MAX_REJOIN_NEXT_NO}`
-    if (c.start > MAX_HAVE) return `commit.start ${c.start} leaves no room for the next view (at most ${MAX_HAVE})`
-    if (g?.lastCommit && g.recovering && g.inc === c.inc && g.lastCommit.viewId === c.viewId && commitKey(g.lastCommit) !== commitKey(c)) {
-      return `its commit of view ${c.viewId} differs from the one adopted from an earlier rejoin`
-    }
-    return null
   }
 
   /** Takes a commit a rejoin brought back as the group's latest: members that rejoined but are not in it are expelled. */
@@ -611,7 +572,8 @@ export class DirectoryCore {
   private maybeCommit(g: Group): void {
     const f = g.flush
     if (!f || f.reports.size < f.participants.length) return
-    const bound = this.haveBound(g, f)
+    const seq = g.unknownCommit ? undefined : f.reports.get(g.sequencer)
+    const bound = haveBound(g.lastStart, g.committedAt === null ? null : this.hooks.now() - g.committedAt, seq?.have)
     const liars = f.participants.filter((p) => f.reports.get(p.no)!.have > bound)
     if (liars.length > 0) {
       // Each expulsion abandons this attempt; the next runs without the liars.
@@ -639,23 +601,6 @@ export class DirectoryCore {
     const start = Math.max(cut, g.lastStart) + skip + 1
     g.flush = null
     this.commit(g, f.viewId, cut, start, holder.no, sourcesCovering(reports, holder))
-  }
-
-  /**
-   * The highest `have` a participant can truthfully report in this flush (PROTOCOL.md §5): every slot above the
-   * latest view's start was given by that view's sequencer, which holds all it gave — so nobody holds more than it
-   * reports, when it answers (and no unknown commit may exist, §7); and no sequencer gives more than SEQ_WINDOW
-   * slots at once plus MAX_ORDER_RATE a second since that view's commit (when this directory made it).
-   */
-  private haveBound(g: Group, f: Flush): number {
-    let bound = MAX_HAVE
-    if (g.committedAt !== null) {
-      // A sequencer may give SEQ_WINDOW slots at once (a backlog, when it installs); beyond, only as they become stable.
-      bound = Math.min(bound, g.lastStart + SEQ_WINDOW + Math.floor((this.hooks.now() - g.committedAt) * MAX_ORDER_RATE / 1000))
-    }
-    const seq = f.reports.get(g.sequencer)
-    if (seq && !g.unknownCommit) bound = Math.min(bound, Math.max(seq.have, g.lastStart))
-    return bound
   }
 
   private commit(g: Group, viewId: number, cut: number, start: number, holder: number, sources: Array<{ no: number; low: number; have: number }> = []): void {
@@ -719,8 +664,3 @@ export class DirectoryCore {
   }
 }
 
-/** A commit's content, for comparing two claims about one view. */
-function commitKey(c: Commit): string {
-  return JSON.stringify([c.group, c.viewId, c.inc, c.mcast, c.transport, c.sequencer, c.cut, c.start, c.holder, c.nextNo,
-    c.members.map((m) => [m.no, m.id, m.addr]), c.sources.map((s) => [s.no, s.low, s.have])])
-}
