@@ -6,7 +6,7 @@ import fs from 'node:fs'
 import { parseArgs } from 'node:util'
 import { generateKeyText } from '../lib/seal.js'
 import createDebug from 'debug'
-import { DirectoryServer, DEFAULT_DIRECTORY_PORT, queryStatus } from './server.js'
+import { DirectoryServer, DEFAULT_DIRECTORY_PORT, DEFAULT_FRAME_TIMEOUT_MS, queryStatus } from './server.js'
 import { DEFAULT_DIRECTORY_OPTIONS } from './core.js'
 import type { GroupStatus } from '../lib/dirproto.js'
 
@@ -31,6 +31,10 @@ serve options:
   --rejoin-grace-ms N  after start, a group this directory does not know waits this long for its members to
                        rejoin (a restart) before a join creates it anew (default ${DEFAULT_DIRECTORY_OPTIONS.rejoinGraceMs};
                        0 when no directory ran before)
+  --join-timeout-ms N  a connection that has not joined this long after it opened (or after its last ls) is
+                       closed (default ${DEFAULT_DIRECTORY_OPTIONS.joinTimeoutMs})
+  --frame-timeout-ms N a frame not complete this long after its first byte closes its connection (default ${DEFAULT_FRAME_TIMEOUT_MS})
+  --max-connections N  connections beyond this many are refused and logged (default ${DEFAULT_DIRECTORY_OPTIONS.maxConnections})
   --log-level L        info (default) or debug (same as DEBUG=seqcast:*)
 
 ls/show options:
@@ -64,7 +68,8 @@ async function main(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' }, dir: { type: 'string' },
       host: { type: 'string' }, port: { type: 'string' }, 'mcast-range': { type: 'string' }, 'mcast-port': { type: 'string' },
       'heartbeat-ms': { type: 'string' }, 'timeout-ms': { type: 'string' }, 'flush-timeout-ms': { type: 'string' }, 'log-level': { type: 'string' },
-      'rejoin-grace-ms': { type: 'string' }, transport: { type: 'string' },
+      'rejoin-grace-ms': { type: 'string' }, transport: { type: 'string' }, 'join-timeout-ms': { type: 'string' },
+      'frame-timeout-ms': { type: 'string' }, 'max-connections': { type: 'string' },
     },
   })
   const cmd = positionals[0] ?? 'serve'
@@ -126,6 +131,9 @@ async function main(argv: string[]): Promise<number> {
       flushTimeoutMs: int(values['flush-timeout-ms'], 'flush-timeout-ms', DEFAULT_DIRECTORY_OPTIONS.flushTimeoutMs),
       rejoinGraceMs: int(values['rejoin-grace-ms'], 'rejoin-grace-ms', DEFAULT_DIRECTORY_OPTIONS.rejoinGraceMs, 0),
       transport,
+      joinTimeoutMs: int(values['join-timeout-ms'], 'join-timeout-ms', DEFAULT_DIRECTORY_OPTIONS.joinTimeoutMs),
+      frameTimeoutMs: int(values['frame-timeout-ms'], 'frame-timeout-ms', DEFAULT_FRAME_TIMEOUT_MS),
+      maxConnections: int(values['max-connections'], 'max-connections', DEFAULT_DIRECTORY_OPTIONS.maxConnections),
       info: (message) => console.log(`${new Date().toISOString()} ${message}`),
     })
   } catch (err) {

@@ -8,7 +8,8 @@
  *              not within 2 × timeoutMs are expelled — or the holder, if that is most of them)
  * A failure during a flush abandons it and starts another with a new view id. A change may start while the
  * previous view is still installing: members apply commits in order whatever their state.
- * Beside it: commits.ts (a commit's sources and member deltas), mcast.ts (groups' addresses), status.ts (`ls` pages).
+ * Beside it: commits.ts (a commit's sources and member deltas), claims.ts (which `prepared` and `rejoin` claims are
+ * believed), mcast.ts (groups' addresses), status.ts (`ls` pages).
  */
 import { randomBytes } from 'node:crypto'
 import { ErrorCodes, ProtocolError } from '../lib/errors.js'
@@ -20,6 +21,7 @@ import { MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
 import { parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
 import { commitDelta, sourcesCovering } from './commits.js'
+import { haveBound, implausibleRejoin, UNKNOWN_COMMIT_SLOTS } from './claims.js'
 import { mcastAddress, parseRange, type McastRange } from './mcast.js'
 import { statusPage } from './status.js'
 
@@ -60,6 +62,13 @@ export interface DirectoryOptions {
    */
   rejoinGraceMs: number
   transport: TransportMode
+  /**
+   * A connection that has not joined (or rejoined) is closed this long after it opened or after its last `ls`:
+   * a stranger's connections are not kept for ever. A member is judged by its heartbeats (timeoutMs) instead.
+   */
+  joinTimeoutMs: number
+  /** Connections beyond this many are refused (an `error` frame, then closed) and logged. */
+  maxConnections: number
 }
 
 export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
@@ -70,10 +79,14 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
   flushTimeoutMs: 2000,
   rejoinGraceMs: 2500,
   transport: 'auto',
+  joinTimeoutMs: 10_000,
+  // Ten full groups with room for their members' reconnections; each costs a socket and a frame buffer.
+  maxConnections: 10_000,
 }
 
-/** A commit whose history a rebuilt directory cannot see may have skipped this many slots (§7). */
-const UNKNOWN_COMMIT_SLOTS = 3 * SEQ_WINDOW
+/** Refused connections are logged at most this often (a flood would otherwise be a flood of log lines). */
+const REFUSAL_LOG_MS = 10_000
+
 
 interface Member {
   no: number
@@ -109,6 +122,8 @@ interface Group {
   sequencer: number
   lastStart: number
   lastCut: number
+  /** When this directory committed the latest view (null: a rebuilt group's adopted commit, of unknown age). */
+  committedAt: number | null
   joiners: Member[]
   /** Excluded by a commit, not yet released; with the view that excluded them. */
   leavers: Array<{ m: Member; viewId: number }>
@@ -129,6 +144,8 @@ interface Group {
 
 interface Conn {
   lastSeen: number
+  /** Until it joins: when it is closed unless it joins (or asks `ls`) before. */
+  joinBy: number
   /** The view id of the last commit sent on this connection: the next may be sent as a delta from it. */
   seenView?: number
   group?: string
@@ -140,6 +157,8 @@ export class DirectoryCore {
   private readonly conns = new Map<ConnId, Conn>()
   private readonly range: McastRange
   private readonly startedAt: number
+  /** Connections refused since the last log line about them, and when that was. */
+  private refused = { count: 0, loggedAt: -Infinity }
 
   constructor(readonly opts: DirectoryOptions, private readonly hooks: DirectoryHooks) {
     this.range = parseRange(opts.mcastRange)
@@ -149,11 +168,26 @@ export class DirectoryCore {
       throw new Error(`heartbeatMs (${hb}) and timeoutMs (${to}) must be integers with 1 <= heartbeatMs < timeoutMs <= ${MAX_TIMEOUT_MS}`)
     }
     if (!TRANSPORT_MODES.includes(opts.transport)) throw new Error(`transport must be one of ${TRANSPORT_MODES.join(', ')}, got ${String(opts.transport)}`)
+    for (const k of ['joinTimeoutMs', 'maxConnections'] as const) {
+      if (!Number.isInteger(opts[k]) || opts[k] < 1) throw new Error(`${k} must be an integer of at least 1, got ${opts[k]}`)
+    }
     this.startedAt = hooks.now()
   }
 
+  /** A new connection; beyond maxConnections it is refused (told why, closed: the host then calls closed()). */
   opened(conn: ConnId): void {
-    this.conns.set(conn, { lastSeen: this.hooks.now() })
+    const now = this.hooks.now()
+    if (this.conns.size >= this.opts.maxConnections) {
+      this.refused.count++
+      if (now - this.refused.loggedAt >= REFUSAL_LOG_MS) {
+        this.info(`refused ${this.refused.count} connection(s): this directory has ${this.opts.maxConnections} connections, the most it takes (maxConnections)`)
+        this.refused = { count: 0, loggedAt: now }
+      }
+      this.hooks.send(conn, { t: 'error', code: ErrorCodes.DIRECTORY_UNREACHABLE, message: `the directory has ${this.opts.maxConnections} connections, the most it takes` })
+      this.hooks.close(conn, 'too many connections')
+      return
+    }
+    this.conns.set(conn, { lastSeen: now, joinBy: now + this.opts.joinTimeoutMs })
   }
 
   /**
@@ -170,6 +204,7 @@ export class DirectoryCore {
         this.hooks.send(conn, { t: 'pong' })
         return
       case 'ls':
+        if (!c.member) c.joinBy = c.lastSeen + this.opts.joinTimeoutMs
         this.hooks.send(conn, statusPage(f, this.groups, (g) => this.groupStatus(g)))
         return
       case 'join':
@@ -217,11 +252,18 @@ export class DirectoryCore {
     if (g && c.member) this.memberFailed(g, c.member, 'connection closed')
   }
 
-  /** Timeouts: silent members, participants that do not answer a prepare, members that never rejoined. */
+  /**
+   * Timeouts: connections that do not join, silent members, participants that do not answer a prepare, members
+   * that never rejoined.
+   */
   tick(): void {
     const now = this.hooks.now()
     for (const [conn, c] of this.conns) {
       if (c.member && now - c.lastSeen > this.opts.timeoutMs) this.expel(conn, `no heartbeat for ${this.opts.timeoutMs} ms`)
+      else if (!c.member && now > c.joinBy) {
+        this.conns.delete(conn)
+        this.hooks.close(conn, `no join within ${this.opts.joinTimeoutMs} ms`)
+      }
     }
     for (const g of [...this.groups.values()]) {
       if (g.flush && now > g.flush.deadline) {
@@ -296,6 +338,12 @@ export class DirectoryCore {
       this.hooks.send(conn, { t: 'expelled', group: groupName, reason })
       this.hooks.close(conn, 'rejoin refused')
     }
+    const adopted = g?.recovering && g.inc === commit.inc ? g.lastCommit : null
+    const wrong = implausibleRejoin(f, this.range, this.opts, adopted)
+    if (wrong !== null) {
+      this.info(`${groupName}: rejoin of ${id} (no ${no}) refused: ${wrong}`)
+      return refuse(wrong)
+    }
     if (g && g.inc !== commit.inc) {
       // Only joiners that arrived before the rejoins (no view committed yet): the group with a history wins.
       if (g.viewId !== 0 || g.members.length > 0) return refuse(`group ${groupName} here is another incarnation`)
@@ -315,10 +363,11 @@ export class DirectoryCore {
     } else if (g.recovering && (commit.viewId) > g.viewId) {
       this.adopt(g, commit)
     }
-    g.viewCounter = Math.max(g.viewCounter, seen)
-    g.nextNo = Math.max(g.nextNo, commit.nextNo)
     const m = g.members.find((x) => x.no === no && x.id === id && !x.dead && x.conn === null)
     if (!m || !g.recovering) return refuse(`not a member of view ${g.viewId}`)
+    // Only an accepted rejoin moves the group's counters: a refused one changes nothing.
+    g.viewCounter = Math.max(g.viewCounter, seen)
+    g.nextNo = Math.max(g.nextNo, commit.nextNo)
     m.conn = conn
     m.addr = addr
     m.commitSeen = commit.viewId
@@ -339,6 +388,7 @@ export class DirectoryCore {
     g.sequencer = commit.sequencer
     g.lastStart = commit.start
     g.lastCut = commit.cut
+    g.committedAt = null
     // The group's transport as its members use it; a unicast directory moves it at the next commit. Never back.
     g.transport = commit.transport === 'unicast' || this.opts.transport === 'unicast' ? 'unicast' : 'multicast'
     g.nextNo = Math.max(g.nextNo, commit.nextNo, ...members.map((m) => m.no + 1))
@@ -378,7 +428,7 @@ export class DirectoryCore {
   private createGroup(groupName: string, inc: string, mcast = this.allocateMcast(inc)): Group {
     const g: Group = {
       name: groupName, inc, mcast, transport: this.opts.transport === 'unicast' ? 'unicast' : 'multicast', nextNo: 1, viewCounter: 0,
-      viewId: 0, members: [], sequencer: 0, lastStart: 0, lastCut: 0,
+      viewId: 0, members: [], sequencer: 0, lastStart: 0, lastCut: 0, committedAt: null,
       joiners: [], leavers: [], flush: null, installing: null, changeNeeded: false, recovering: null, lastCommit: null,
       unknownCommit: false,
     }
@@ -457,9 +507,11 @@ export class DirectoryCore {
     const inst = g.installing!
     inst.deadline = Infinity // one verdict per commit: the view change it starts judges afresh
     const late = g.members.filter((m) => inst.waiting.has(m.no) && !m.dead && m.conn !== null)
-    const holder = [...g.members, ...g.leavers.map((l) => l.m)].find((m) => m.no === inst.holder && !m.dead && m.conn !== null && !inst.waiting.has(m.no))
-    const blamed = 2 * late.length > g.members.length && holder ? [holder] : late
-    const why = blamed[0] === holder
+    // The holder holds every slot up to the cut, so it installs at once: one that has not is paused or lies.
+    const holder = [...g.members, ...g.leavers.map((l) => l.m)].find((m) => m.no === inst.holder && !m.dead && m.conn !== null)
+    const blameHolder = 2 * late.length > g.members.length && holder !== undefined
+    const blamed = blameHolder ? [holder] : late
+    const why = blameHolder
       ? `most members could not install view ${inst.viewId} within ${2 * this.opts.timeoutMs} ms from this holder`
       : `did not install view ${inst.viewId} within ${2 * this.opts.timeoutMs} ms`
     for (const m of blamed) if (m.conn !== null) this.expel(m.conn, `excluded for lack of progress: ${why}`)
@@ -520,6 +572,18 @@ export class DirectoryCore {
   private maybeCommit(g: Group): void {
     const f = g.flush
     if (!f || f.reports.size < f.participants.length) return
+    const seq = g.unknownCommit ? undefined : f.reports.get(g.sequencer)
+    const bound = haveBound(g.lastStart, g.committedAt === null ? null : this.hooks.now() - g.committedAt, seq?.have)
+    const liars = f.participants.filter((p) => f.reports.get(p.no)!.have > bound)
+    if (liars.length > 0) {
+      // Each expulsion abandons this attempt; the next runs without the liars.
+      for (const p of liars) {
+        const why = `prepared view ${f.viewId} with have ${f.reports.get(p.no)!.have}, above ${bound}, the most any member can hold`
+        this.info(`${g.name}: ${p.id} (no ${p.no}) ${why}; expelling it`)
+        if (p.conn !== null) this.expel(p.conn, why)
+      }
+      return
+    }
     const reports = [...f.reports.entries()].map(([no, r]) => ({ no, ...r }))
     const cut = Math.max(...reports.map((r) => r.have))
     // Every participant can serve the slots in (low, have]; a recovering member asks one whose range covers the
@@ -571,6 +635,7 @@ export class DirectoryCore {
     g.sequencer = members[0]?.no ?? 0
     g.lastCut = cut
     g.lastStart = start
+    g.committedAt = this.hooks.now()
     g.installing = { viewId, waiting: new Set(members.map((m) => m.no)), holder, deadline: this.hooks.now() + 2 * this.opts.timeoutMs }
     // This commit took in every join, leave and failure so far (a failed participant abandons the flush instead).
     g.changeNeeded = false
@@ -598,3 +663,4 @@ export class DirectoryCore {
     }
   }
 }
+

@@ -24,6 +24,12 @@ export function parseRange(range: string): McastRange {
   return { base: base >>> 0, size }
 }
 
+/** Whether the dotted IPv4 address `host` lies in `range`. */
+export function inRange(range: McastRange, host: string): boolean {
+  const n = host.split('.').reduce((acc, o) => acc * 256 + Number(o), 0)
+  return n >= range.base && n < range.base + range.size
+}
+
 function ipOf(n: number): string {
   return [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.')
 }

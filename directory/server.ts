@@ -19,18 +19,29 @@ const CLOSE_GRACE_MS = 1000
  * 7 s…). The kernel caps it at net.core.somaxconn.
  */
 const LISTEN_BACKLOG = 4096
+/** A frame begun must be complete within this long (a 192 KB rejoin at 20 KB/s), or its connection is closed. */
+export const DEFAULT_FRAME_TIMEOUT_MS = 10_000
 
 export interface DirectoryServerOptions extends Partial<DirectoryOptions> {
   host?: string
   port?: number
   /** Decisions an operator should see (e.g. a group moved to unicast); default: the `seqcast:dir` debug log. */
   info?: (message: string) => void
+  /** A frame not complete this long after its first byte closes its connection (default DEFAULT_FRAME_TIMEOUT_MS). */
+  frameTimeoutMs?: number
+}
+
+interface Connection {
+  sock: net.Socket
+  decoder: FrameDecoder
+  /** When the frame under way began (null between frames). */
+  frameSince: number | null
 }
 
 export class DirectoryServer {
   readonly core: DirectoryCore
   private readonly server: net.Server
-  private readonly sockets = new Map<ConnId, net.Socket>()
+  private readonly sockets = new Map<ConnId, Connection>()
   /** Connections being closed (refused, expelled): nothing more they send is read. */
   private readonly closing = new Set<ConnId>()
   private nextConn = 1
@@ -38,9 +49,12 @@ export class DirectoryServer {
   /** Connections closed for a bad frame. */
   badFrames = 0
   private readonly encoded = new WeakMap<Frame, Buffer>()
+  private readonly frameTimeoutMs: number
 
   constructor(private readonly opts: DirectoryServerOptions = {}) {
-    const { host: _host, port: _port, info, ...core } = opts
+    const { host: _host, port: _port, info, frameTimeoutMs, ...core } = opts
+    this.frameTimeoutMs = frameTimeoutMs ?? DEFAULT_FRAME_TIMEOUT_MS
+    if (!Number.isInteger(this.frameTimeoutMs) || this.frameTimeoutMs < 1) throw new Error(`frameTimeoutMs must be an integer of at least 1, got ${frameTimeoutMs}`)
     this.core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, ...stripUndefined(core) }, {
       info,
       now: () => performance.now(),
@@ -67,7 +81,10 @@ export class DirectoryServer {
         this.server.on('error', (err) => log('listening socket: %s', err.message))
         // The tick runs after this turn's I/O (setImmediate): when the directory itself was stalled, the pings
         // that arrived meanwhile are read before anyone is judged silent.
-        this.ticker = setInterval(() => setImmediate(() => this.core.tick()), TICK_MS)
+        this.ticker = setInterval(() => setImmediate(() => {
+          this.closeStalledFrames()
+          this.core.tick()
+        }), TICK_MS)
         this.ticker.unref()
         const a = this.server.address() as net.AddressInfo
         resolve({ host: a.address, port: a.port })
@@ -77,21 +94,29 @@ export class DirectoryServer {
 
   close(): Promise<void> {
     if (this.ticker) clearInterval(this.ticker)
-    for (const s of this.sockets.values()) s.destroy()
+    for (const c of this.sockets.values()) c.sock.destroy()
     return new Promise((resolve) => this.server.close(() => resolve()))
   }
 
   private accept(sock: net.Socket): void {
     const conn = this.nextConn++
-    this.sockets.set(conn, sock)
+    const c: Connection = { sock, decoder: new FrameDecoder(), frameSince: null }
+    this.sockets.set(conn, c)
     sock.setNoDelay(true)
-    const decoder = new FrameDecoder()
+    sock.on('error', (err) => log('connection %d: %s', conn, err.message))
+    sock.on('close', () => {
+      this.sockets.delete(conn)
+      this.closing.delete(conn)
+      this.core.closed(conn)
+    })
     this.core.opened(conn)
     sock.on('data', (chunk) => {
       if (this.closing.has(conn)) return
       let frames: Frame[]
       try {
-        frames = decoder.push(chunk)
+        frames = c.decoder.push(chunk)
+        // A frame under way is timed from its first byte: a new one starts its own clock.
+        c.frameSince = c.decoder.pending === 0 ? null : frames.length > 0 || c.frameSince === null ? performance.now() : c.frameSince
       } catch (err) {
         // Undecodable or oversized: the stream is out of step, nothing can be answered on it.
         this.badFrames++
@@ -112,17 +137,22 @@ export class DirectoryServer {
         }
       }
     })
-    sock.on('error', (err) => log('connection %d: %s', conn, err.message))
-    sock.on('close', () => {
-      this.sockets.delete(conn)
-      this.closing.delete(conn)
-      this.core.closed(conn)
-    })
+  }
+
+  /** Connections with a frame begun more than frameTimeoutMs ago: a stranger's trickle holds no buffer for ever. */
+  private closeStalledFrames(): void {
+    const now = performance.now()
+    for (const [conn, c] of this.sockets) {
+      if (c.frameSince === null || now - c.frameSince <= this.frameTimeoutMs || this.closing.has(conn)) continue
+      this.badFrames++
+      log('connection %d from %s: a frame (%d bytes so far) not complete within %d ms; closing it', conn, c.sock.remoteAddress, c.decoder.pending, this.frameTimeoutMs)
+      c.sock.destroy()
+    }
   }
 
   /** Ends a connection after what was written to it; a peer that does not read it is cut off after a grace. */
   private endConnection(conn: ConnId): void {
-    const s = this.sockets.get(conn)
+    const s = this.sockets.get(conn)?.sock
     this.closing.add(conn)
     if (!s) return
     s.end()
@@ -130,7 +160,7 @@ export class DirectoryServer {
   }
 
   private send(conn: ConnId, frame: Frame): void {
-    const s = this.sockets.get(conn)
+    const s = this.sockets.get(conn)?.sock
     if (!s || s.destroyed) return
     // A commit goes to every member as one of two objects (whole, delta): each is encoded once, not per member.
     let bytes = this.encoded.get(frame)

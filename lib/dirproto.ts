@@ -10,6 +10,8 @@ import { parseIncarnation } from './wire.js'
 
 /** Group names and member ids: 1 to 64 bytes of UTF-8. */
 export const MAX_NAME_BYTES = 64
+/** Slots travel in datagrams as 48-bit numbers (lib/wire.ts). */
+export const MAX_SLOT = 2 ** 48 - 1
 /** The longest heartbeat and timeout a directory may announce in `welcome` (an hour). */
 export const MAX_TIMEOUT_MS = 3_600_000
 
@@ -167,7 +169,7 @@ class Fields {
   }
 
   slot(key: string): number {
-    return this.int(key, 0, Number.MAX_SAFE_INTEGER, 'a slot (an integer 0 … 2^53-1)')
+    return this.int(key, 0, MAX_SLOT, 'a slot (an integer 0 … 2^48-1)')
   }
 
   ms(key: string): number {
@@ -307,8 +309,12 @@ export function parseToDirectory(f: Frame): ToDirectory {
     }
     case 'leave':
       return { t: 'leave', group: r.name('group') }
-    case 'prepared':
-      return { t: 'prepared', group: r.name('group'), viewId: r.viewId('viewId'), have: r.slot('have'), low: r.slot('low') }
+    case 'prepared': {
+      const p: ToDirectoryOf<'prepared'> = { t: 'prepared', group: r.name('group'), viewId: r.viewId('viewId'), have: r.slot('have'), low: r.slot('low') }
+      // A member frees only what it delivered.
+      if (p.low > p.have) r.fail(ErrorCodes.BAD_REQUEST, 'low', `must not be above have (${p.have})`)
+      return p
+    }
     case 'installed':
       return { t: 'installed', group: r.name('group'), viewId: r.viewId('viewId') }
     case 'suspect': {
