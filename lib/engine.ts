@@ -247,7 +247,7 @@ export class Engine implements SequencerHost {
       return
     }
     if (d.stable > this.stable) this.stable = Math.min(d.stable, this.have)
-    // Only the slots in lo … hi are visited: the work is bounded by the log's capacity, whatever the counts say.
+    // Only the slots in lo … hi are visited: at most SEQ_WINDOW, whatever the counts say.
     let slot = d.firstSlot
     for (const r of d.runs) {
       const from = Math.max(slot, lo)
@@ -270,7 +270,7 @@ export class Engine implements SequencerHost {
 
   /**
    * Whether an ORDER of view `v` could have been sent by an honest member (PROTOCOL.md §4.1): by the view's
-   * sequencer, or by a member this member asked for repair; naming no slot the log cannot hold; every run for a
+   * sequencer, or by a member this member asked for repair; naming no slot past `hi`; every run for a
    * member of the view, and, where it reaches past `have` (slots `lo` on), for msgIds that fit the sender's stream:
    * its msgIds are consecutive in slot order, so the message at slot s > have is at most `ordered` + (s − have), and
    * more than `ordered`; own messages at most the last one submitted.
