@@ -69,7 +69,8 @@ t.test('unicast, no multicast anywhere: the directory killed and restarted mid-s
   let dir = await startDir(4720, ['--transport', 'unicast'], dirHost)
   const N = 1000
   const ids = ['a', 'b', 'c']
-  const ms = ids.map((id, i) => new MemberProc(id, dir.addr, 'cloud', N, ids.length, 'agreed', hosts[i]))
+  // Paced (10 messages every 10 ms): still sending while the directory is down and after it is back.
+  const ms = ids.map((id, i) => new MemberProc(id, dir.addr, 'cloud', N, ids.length, 'agreed', hosts[i], { SEQCAST_TEST_PAUSE: '10:10' }))
   t.teardown(async () => {
     for (const m of ms) m.kill()
     await dir.stop()
