@@ -52,8 +52,8 @@ t.test('a keyed group: a stranger replaying and re-sending what it hears changes
   while (!ms.every((m) => m.sentDone) && sent < 30_000) {
     for (let k = 0; k < 40; k++) {
       const g = Buffer.from(heard[sent % heard.length]!)
-      // Half replayed as heard, half with one byte changed (a forged field).
-      if (sent % 2 === 1) g[24 + (sent % Math.max(1, g.length - 24))] ^= 0x01
+      // Half replayed as heard, half with one byte changed (a forged field); each target gets both.
+      if (Math.floor(sent / targets.length) % 2 === 1) g[24 + (sent % Math.max(1, g.length - 24))] ^= 0x01
       const to = targets[sent % targets.length]!
       mouth.send(g, to.port, to.host)
       sent++
