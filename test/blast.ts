@@ -16,13 +16,11 @@
  * SEQCAST_BLAST_SEED=n reruns one seed.
  */
 import t from 'tap'
-import dgram from 'node:dgram'
 import { check } from './fixtures/checker.js'
 import { freePort, MemberProc, startDir, until } from './fixtures/procs.js'
 import { rng } from './fixtures/sim-rng.js'
-import { queryStatus } from '../directory/server.js'
+import { stranger } from './fixtures/stranger.js'
 
-const IFACE = '127.0.0.1'
 const HEADER = 24
 const SEED = Number(process.env.SEQCAST_BLAST_SEED ?? 4242)
 
@@ -76,20 +74,9 @@ t.test(`a stranger blasts mutated datagrams at every socket of a group during an
     await dir.stop()
   })
   t.ok(await until(() => ms.every((m) => m.entries.some((e) => e.type === 'view' && e.members.length === 3)), 20_000), 'all three joined')
-  const [status] = await queryStatus(dir.addr, 5000, 'blast')
-  const [host, port] = status!.mcast.split(':')
-  const targets = [{ host: host!, port: Number(port) }, ...status!.members.map((m) => ({ host: m.addr.split(':')[0]!, port: Number(m.addr.split(':')[1]) }))]
-
-  // Hear the group as any host on the segment can.
-  const heard: Buffer[] = []
-  const ear = dgram.createSocket({ type: 'udp4', reuseAddr: true })
-  ear.on('message', (b) => { if (heard.length < 2000) heard.push(b) })
-  await new Promise<void>((r) => ear.bind(Number(port), host, () => r()))
-  ear.addMembership(host!, IFACE)
-  const mouth = dgram.createSocket('udp4')
-  await new Promise<void>((r) => mouth.bind(0, IFACE, () => r()))
-  mouth.setMulticastInterface(IFACE)
-  t.teardown(() => { ear.close(); mouth.close() })
+  const st = await stranger(dir.addr, 'blast', 2000)
+  t.teardown(() => st.close())
+  const { heard, targets } = st
   t.ok(await until(() => heard.length >= 20, 20_000), 'the stranger hears the group')
 
   const r = rng(SEED)
@@ -99,7 +86,7 @@ t.test(`a stranger blasts mutated datagrams at every socket of a group during an
       for (let k = 0; k < 50; k++) {
         const g = heard[Math.floor(r() * heard.length)]!
         const to = targets[Math.floor(r() * targets.length)]!
-        mouth.send(mutate(g, r), to.port, to.host)
+        st.send(mutate(g, r), to)
         sent++
       }
       await new Promise((res) => setTimeout(res, 5))

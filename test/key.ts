@@ -4,16 +4,14 @@
  * nothing delivered and is counted; a member with another key fails with EAUTH instead of stalling.
  */
 import t from 'tap'
-import dgram from 'node:dgram'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { check } from './fixtures/checker.js'
 import { DIR_CLI, freePort, MemberProc, startDir, until } from './fixtures/procs.js'
-import { queryStatus } from '../directory/server.js'
+import { stranger } from './fixtures/stranger.js'
 
-const IFACE = '127.0.0.1'
 
 function keyFile(t: { teardown(f: () => void): void }, name: string): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'seqcast-key-'))
@@ -35,18 +33,9 @@ t.test('a keyed group: a stranger replaying and re-sending what it hears changes
     await dir.stop()
   })
   t.ok(await until(() => ms.every((m) => m.entries.some((e) => e.type === 'view' && e.members.length === 3)), 20_000), 'all three joined')
-  const [status] = await queryStatus(dir.addr, 5000, 'keyed')
-  const [host, port] = status!.mcast.split(':')
-  const targets = [{ host: host!, port: Number(port) }, ...status!.members.map((m) => ({ host: IFACE, port: Number(m.addr.split(':')[1]) }))]
-  const heard: Buffer[] = []
-  const ear = dgram.createSocket({ type: 'udp4', reuseAddr: true })
-  ear.on('message', (b) => { if (heard.length < 500) heard.push(b) })
-  await new Promise<void>((r) => ear.bind(Number(port), host, () => r()))
-  ear.addMembership(host!, IFACE)
-  const mouth = dgram.createSocket('udp4')
-  await new Promise<void>((r) => mouth.bind(0, IFACE, () => r()))
-  mouth.setMulticastInterface(IFACE)
-  t.teardown(() => { ear.close(); mouth.close() })
+  const st = await stranger(dir.addr, 'keyed', 500)
+  t.teardown(() => st.close())
+  const { heard, targets } = st
   t.ok(await until(() => heard.length >= 20, 20_000), 'the stranger hears the group')
   let sent = 0
   while (!ms.every((m) => m.sentDone) && sent < 30_000) {
@@ -55,7 +44,7 @@ t.test('a keyed group: a stranger replaying and re-sending what it hears changes
       // Half replayed as heard, half with one byte changed (a forged field); each target gets both.
       if (Math.floor(sent / targets.length) % 2 === 1) g[24 + (sent % Math.max(1, g.length - 24))] ^= 0x01
       const to = targets[sent % targets.length]!
-      mouth.send(g, to.port, to.host)
+      st.send(g, to)
       sent++
     }
     await new Promise((r) => setTimeout(r, 5))
