@@ -199,7 +199,7 @@ t.test('over TCP: 1 024 members with 64-byte ids all get the commit; the 1 025th
 
 t.test('the largest frames fit their limits: a commit and a rejoin of MAX_GROUP_MEMBERS, a status page', async (t) => {
   const slot = 2 ** 48 - 1
-  const members = Array.from({ length: MAX_GROUP_MEMBERS }, (_, i) => ({ no: 0xffff_ffff - MAX_GROUP_MEMBERS + 1 + i, id: id64(i), addr: '223.255.255.254:65535' }))
+  const members = Array.from({ length: MAX_GROUP_MEMBERS }, (_, i) => ({ no: 0xffff_ffff - MAX_GROUP_MEMBERS + 1 + i, id: id64(i), addr: '127.255.255.254:65535' }))
   const sources = members.map((m) => ({ no: m.no, low: slot, have: slot }))
   const group = 'g'.repeat(64)
   const commit: Frame = {
@@ -213,7 +213,7 @@ t.test('the largest frames fit their limits: a commit and a rejoin of MAX_GROUP_
   t.ok(encodeFrame({ ...commit, members: members.map((m) => ({ ...m, id: '\u{1F600}'.repeat(16) })) }, MAX_FRAME_FROM_DIRECTORY).length <= bytes.length)
   const { t: _t, ...fields } = commit
   const rejoin: Frame = {
-    t: 'rejoin', proto: 1, group, member: id64(0), no: 0xffff_ffff, addr: '223.255.255.254:65535', seenViewId: 0xffff_ffff,
+    t: 'rejoin', proto: 1, group, member: id64(0), no: 0xffff_ffff, addr: '127.255.255.254:65535', seenViewId: 0xffff_ffff,
     leaving: false, commit: fields,
   }
   const r = encodeFrame(rejoin, MAX_FRAME_TO_DIRECTORY)
