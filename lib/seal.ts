@@ -183,12 +183,14 @@ export class SealedTransport implements Transport {
     const header = buf.subarray(0, HEADER)
     const end = buf.length - SEAL_OVERHEAD
     const nonce = buf.subarray(end, end + NONCE)
-    let body: Buffer
+    let plain: Buffer
     try {
       const d = createDecipheriv('aes-256-gcm', this.keyFor(header), nonce)
       d.setAAD(header)
       d.setAuthTag(buf.subarray(end + NONCE))
-      body = Buffer.concat([d.update(buf.subarray(HEADER, end)), d.final()])
+      // GCM deciphers in update(); final() only checks the tag (and throws if it does not match).
+      plain = Buffer.concat([header, d.update(buf.subarray(HEADER, end))])
+      d.final()
     } catch {
       this.stats.rejected++
       return null
@@ -205,10 +207,7 @@ export class SealedTransport implements Transport {
       return null
     }
     this.stats.opened++
-    const plain = Buffer.allocUnsafe(HEADER + body.length)
-    header.copy(plain, 0)
     plain[20] = plain[20]! & ~AUTH_FLAG
-    body.copy(plain, HEADER)
     return plain
   }
 }

@@ -104,13 +104,13 @@ export class UdpTransport extends BaseTransport {
   private closed = false
   address = ''
 
-  private constructor(private readonly iface: string, private readonly ttl: number) {
+  private constructor(private readonly iface: string) {
     super()
   }
 
   /** Binds the unicast socket on `iface` (an IPv4 address); multicast goes out of that interface with `ttl`. */
   static open(iface: string, ttl: number): Promise<UdpTransport> {
-    const t = new UdpTransport(iface, ttl)
+    const t = new UdpTransport(iface)
     return new Promise((resolve, reject) => {
       t.uni.once('error', reject)
       t.uni.bind(0, iface, () => {
@@ -180,11 +180,6 @@ export class UdpTransport extends BaseTransport {
       this.uni.close()
     } catch { /* already closed */ }
     this.leaveMulticast()
-  }
-
-  /** For logs: where this transport multicasts, and its TTL. */
-  override toString(): string {
-    return `udp ${this.address} ${this.mode}${this.mcastKey ? ` ${this.mcastKey} ttl ${this.ttl}` : ''}`
   }
 }
 

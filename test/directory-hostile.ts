@@ -10,6 +10,7 @@ import { DirectoryReader } from '../lib/dirproto.js'
 import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from '../lib/frame.js'
 import { ErrorCodes } from '../lib/errors.js'
 import { until } from './fixtures/procs.js'
+import { commit7, INC, rejoin } from './fixtures/rejoin.js'
 
 function harness(opts: Partial<DirectoryOptions> = {}) {
   let now = 0
@@ -221,15 +222,6 @@ t.test('a holder that never installs (nor serves) is expelled at the install dea
   t.match(commitOf(h, 2), { members: [{ id: 'b' }, { id: 'c' }, { id: 'd' }] }, 'the group goes on')
 })
 
-/** The commit a member of view 7 {a, b} holds, as its rejoin carries it back (address in the default range). */
-const INC = 'c0ffee0000000007'
-const commit7 = {
-  group: 'g', viewId: 7, sequencer: 1, cut: 499, start: 500, holder: 1, sources: [], mcast: '239.255.0.9:46100', inc: INC, nextNo: 5,
-  transport: 'multicast',
-  members: [{ no: 1, id: 'a', addr: '127.0.0.1:9001' }, { no: 2, id: 'b', addr: '127.0.0.1:9002' }],
-}
-const rejoin = (member: string, no: number, commit: object = commit7, seenViewId = 7): Frame =>
-  ({ t: 'rejoin', proto: 1, group: 'g', member, no, addr: `127.0.0.1:900${no}`, seenViewId, commit })
 
 t.test('a rejoin that would rebuild the group on another network, or past its numbers, is refused, logged, and changes nothing', async (t) => {
   const cases: Array<[string, Frame, RegExp]> = [

@@ -11,6 +11,7 @@ import { DirectoryReader } from '../lib/dirproto.js'
 import { encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
 import { ErrorCodes, errorFromCode } from '../lib/errors.js'
 import { DIR_CLI, freePort } from './fixtures/procs.js'
+import { commit7, INC, rejoin } from './fixtures/rejoin.js'
 
 function harness(opts: Partial<DirectoryOptions> = {}) {
   let now = 0
@@ -227,15 +228,6 @@ t.test('a member that does not install a view within 2 × timeoutMs is expelled;
   }
 })
 
-/** The commit a member of view 7 {a, b} holds, as its rejoin carries it back. */
-const INC = 'c0ffee0000000007'
-const commit7 = {
-  group: 'g', viewId: 7, sequencer: 1, cut: 499, start: 500, holder: 1, sources: [], mcast: '239.255.0.9:46100', inc: INC, nextNo: 5,
-  transport: 'multicast',
-  members: [{ no: 1, id: 'a', addr: '127.0.0.1:9001' }, { no: 2, id: 'b', addr: '127.0.0.1:9002' }],
-}
-const rejoin = (member: string, no: number, commit: object = commit7, seenViewId = 7): Frame =>
-  ({ t: 'rejoin', proto: 1, group: 'g', member, no, addr: `127.0.0.1:900${no}`, seenViewId, commit })
 
 t.test('restart: a fresh directory rebuilds the group from rejoins and removes who never comes back', async (t) => {
   const h = harness()
