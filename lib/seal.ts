@@ -12,6 +12,11 @@
  * Replays: per (incarnation, sender, nonce prefix) a window of the last REPLAY_WINDOW counters; a datagram whose
  * counter was seen, or is older than the window, is dropped and counted. At most MAX_WINDOWS windows are kept
  * (the oldest forgotten first); only authentic datagrams create one.
+ *
+ * Key phases, for rotation (like QUIC's key phase bit): each group key has an epoch, and flag bit 1 (KEY_PHASE) of a
+ * sealed datagram is its key's epoch mod 2. A member holds one or two group keys (epochs consecutive, the old and
+ * the new: setKeys) and seals with one of them; a receiver opens with the key of the datagram's phase, so datagrams
+ * in flight under the old key still open while both are held, and none does once the old one is dropped.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto'
 import fs from 'node:fs'
@@ -26,10 +31,15 @@ const TAG = 16
 export const SEAL_OVERHEAD = NONCE + TAG
 export const KEY_BYTES = 32
 const AUTH_FLAG = 1
+/** Flag bit 1: the epoch of the group key that sealed the datagram, mod 2. */
+const PHASE_FLAG = 2
 const REPLAY_WINDOW = 1024
 const MAX_WINDOWS = 4096
 const MAX_KEYS = 8
 const INFO = Buffer.from('seqcast datagram v3')
+const KEY_ID_INFO = Buffer.from('seqcast key id')
+const LINK_INFO = Buffer.from('seqcast directory link v1')
+const NO_SALT = Buffer.alloc(0)
 /** Datagrams failing authentication, none opening, before a member concludes its key is not the group's. */
 const WRONG_KEY_AFTER = 16
 
@@ -58,10 +68,46 @@ export function readKey(value: Uint8Array | string): Buffer {
   return Buffer.from(value)
 }
 
+function checkKey(key: unknown): asserts key is Uint8Array {
+  if (!(key instanceof Uint8Array) || key.length !== KEY_BYTES) throw new RangeError(`a group key is ${KEY_BYTES} bytes, got ${key instanceof Uint8Array ? key.length : typeof key}`)
+}
+
+/**
+ * A group key's public fingerprint, 16 hex digits: HKDF-SHA256(ikm = key, no salt, info = "seqcast key id"), 8
+ * bytes. Names a key (the directory link's TLS-PSK identity) without revealing it.
+ */
+export function keyId(key: Uint8Array): string {
+  checkKey(key)
+  return Buffer.from(hkdfSync('sha256', key, NO_SALT, KEY_ID_INFO, 8)).toString('hex')
+}
+
+/**
+ * The directory link's pre-shared key for a group key: HKDF-SHA256(ikm = key, no salt, info = "seqcast directory
+ * link v1"), 32 bytes — never the group key itself, which also derives the datagram keys.
+ */
+export function linkPsk(key: Uint8Array): Buffer {
+  checkKey(key)
+  return Buffer.from(hkdfSync('sha256', key, NO_SALT, LINK_INFO, KEY_BYTES))
+}
+
+/** A group key and its epoch (its place in the sequence of keys a group has had: rotations, §2.7). */
+export interface GroupKey {
+  epoch: number
+  key: Uint8Array
+}
+
+/** One group key held: its epoch, the key, and the datagram keys derived from it, per incarnation. */
+interface Held {
+  epoch: number
+  key: Buffer
+  derived: Map<string, Buffer>
+}
+
 export interface SealStats {
   /** Datagrams that opened: authentic, first seen. */
   opened: number
-  /** Datagrams that failed authentication: no AUTH flag, too short, another key, or tampered with. */
+  /** Datagrams that failed authentication: no AUTH flag, too short, another key, a key phase with no key held, or
+   *  tampered with. */
   rejected: number
   /** Authentic datagrams received a second time (or older than the replay window). */
   replayed: number
@@ -90,14 +136,19 @@ class ReplayWindow {
 export class SealedTransport implements Transport {
   onDatagram: (buf: Buffer, via: Via) => void = () => {}
   readonly stats: SealStats = { opened: 0, rejected: 0, replayed: 0 }
-  private readonly keys = new Map<string, Buffer>()
+  /** The group keys held, by phase (epoch mod 2). */
+  private readonly held: (Held | null)[] = [null, null]
+  /** The phase sealed with. */
+  private use = 0
+  /** Rejected for a reason other than a phase with no key held: what wrongKey() counts. */
+  private failed = 0
   private readonly windows = new Map<string, ReplayWindow>()
   private prefix = randomBytes(8)
   private counter = 0
 
-  /** `key`: the group key, KEY_BYTES random bytes (`dir keygen`). */
-  constructor(private readonly inner: Transport, private readonly key: Buffer) {
-    if (key.length !== KEY_BYTES) throw new RangeError(`a group key is ${KEY_BYTES} bytes, got ${key.length}`)
+  /** `key`: the group key, KEY_BYTES random bytes (`dir keygen`), of epoch `epoch`. */
+  constructor(private readonly inner: Transport, key: Uint8Array, epoch = 0) {
+    this.setKeys([{ epoch, key }], epoch)
     inner.onDatagram = (buf, via) => {
       const plain = this.open(buf)
       if (plain) this.onDatagram(plain, via)
@@ -105,11 +156,38 @@ export class SealedTransport implements Transport {
   }
 
   /**
+   * The group keys this member opens with from now on — one, or two of consecutive epochs (the old and the new
+   * during a rotation) — and the epoch it seals with (one of them). Replaces the previous set: a key not listed
+   * opens nothing afterwards. Idempotent. The sender's nonces go on where they were (see seal()), and the replay
+   * windows are kept: a datagram seen under one key is not taken again under any.
+   */
+  setKeys(keys: readonly GroupKey[], use: number): void {
+    if (!Array.isArray(keys) || keys.length < 1 || keys.length > 2) throw new RangeError(`setKeys: one or two keys, got ${Array.isArray(keys) ? keys.length : typeof keys}`)
+    for (const k of keys) {
+      if (!Number.isSafeInteger(k?.epoch) || k.epoch < 0) throw new RangeError(`setKeys: an epoch is an integer from 0 to 2^53 - 1, got ${k?.epoch}`)
+      checkKey(k.key)
+    }
+    if (keys.length === 2 && Math.abs(keys[0]!.epoch - keys[1]!.epoch) !== 1) throw new RangeError(`setKeys: two keys must be of consecutive epochs, got ${keys[0]!.epoch} and ${keys[1]!.epoch}`)
+    if (!keys.some((k) => k.epoch === use)) throw new RangeError(`setKeys: sealing with epoch ${use}, which is not among the keys given`)
+    const next: (Held | null)[] = [null, null]
+    for (const { epoch, key } of keys) {
+      const was = this.held[epoch % 2]
+      // The same key again keeps its derived keys.
+      next[epoch % 2] = was && was.epoch === epoch && was.key.equals(key) ? was : { epoch, key: Buffer.from(key), derived: new Map() }
+    }
+    this.held[0] = next[0]!
+    this.held[1] = next[1]!
+    this.use = use % 2
+  }
+
+  /**
    * This member's key is not its group's: of the datagrams it got, none opened, and at least WRONG_KEY_AFTER failed.
-   * (A stranger's junk alone cannot make this true while the group's own datagrams open.)
+   * (A stranger's junk alone cannot make this true while the group's own datagrams open.) Datagrams of a key phase
+   * it holds no key for are not counted: during a rotation they are the group's own, sealed with a key this member
+   * was not (or no longer) given, not a sign of a wrong one.
    */
   wrongKey(): boolean {
-    return this.stats.opened === 0 && this.stats.rejected >= WRONG_KEY_AFTER
+    return this.stats.opened === 0 && this.failed >= WRONG_KEY_AFTER
   }
 
   get address(): string {
@@ -140,20 +218,24 @@ export class SealedTransport implements Transport {
     this.inner.close()
   }
 
-  /** The key of the incarnation in header bytes 4–11. */
-  private keyFor(header: Buffer): Buffer {
+  /** The datagram key of group key `g` for the incarnation in header bytes 4–11. */
+  private keyFor(g: Held, header: Buffer): Buffer {
     const inc = header.toString('hex', 4, 12)
-    let k = this.keys.get(inc)
+    let k = g.derived.get(inc)
     if (!k) {
-      k = Buffer.from(hkdfSync('sha256', this.key, header.subarray(4, 12), INFO, KEY_BYTES))
-      if (this.keys.size >= MAX_KEYS) this.keys.delete(this.keys.keys().next().value!)
-      this.keys.set(inc, k)
+      k = Buffer.from(hkdfSync('sha256', g.key, header.subarray(4, 12), INFO, KEY_BYTES))
+      if (g.derived.size >= MAX_KEYS) g.derived.delete(g.derived.keys().next().value!)
+      g.derived.set(inc, k)
     }
     return k
   }
 
   seal(plain: Buffer): Buffer {
     if (plain.length < HEADER) return plain // not a datagram of ours; the engine never sends one
+    // One (prefix, counter) sequence per sender life, whatever key seals: a nonce is never used twice by this
+    // sender, so never twice under one key — even if setKeys switches back and forth, or two epochs share a key.
+    // Continuing the counter across a switch also keeps the receivers' replay windows (per prefix, not per key)
+    // exact: an old-key datagram replayed after the switch is a counter already seen.
     if (this.counter === 0xffff_ffff) {
       this.prefix = randomBytes(8)
       this.counter = 0
@@ -163,9 +245,9 @@ export class SealedTransport implements Transport {
     nonce.writeUInt32BE(this.counter++, 8)
     const out = Buffer.allocUnsafe(plain.length + SEAL_OVERHEAD)
     plain.copy(out, 0, 0, HEADER)
-    out[20] = out[20]! | AUTH_FLAG
+    out[20] = (out[20]! & ~PHASE_FLAG) | AUTH_FLAG | (this.use << 1)
     const header = out.subarray(0, HEADER)
-    const c = createCipheriv('aes-256-gcm', this.keyFor(header), nonce)
+    const c = createCipheriv('aes-256-gcm', this.keyFor(this.held[this.use]!, header), nonce)
     c.setAAD(header)
     const n = c.update(plain.subarray(HEADER)).copy(out, HEADER)
     c.final()
@@ -178,6 +260,12 @@ export class SealedTransport implements Transport {
   open(buf: Buffer): Buffer | null {
     if (buf.length < HEADER + SEAL_OVERHEAD || (buf[20]! & AUTH_FLAG) === 0) {
       this.stats.rejected++
+      this.failed++
+      return null
+    }
+    const g = this.held[(buf[20]! & PHASE_FLAG) >> 1]
+    if (!g) {
+      this.stats.rejected++ // a phase this member holds no key for: not counted by wrongKey()
       return null
     }
     const header = buf.subarray(0, HEADER)
@@ -185,7 +273,7 @@ export class SealedTransport implements Transport {
     const nonce = buf.subarray(end, end + NONCE)
     let plain: Buffer
     try {
-      const d = createDecipheriv('aes-256-gcm', this.keyFor(header), nonce)
+      const d = createDecipheriv('aes-256-gcm', this.keyFor(g, header), nonce)
       d.setAAD(header)
       d.setAuthTag(buf.subarray(end + NONCE))
       // GCM deciphers in update(); final() only checks the tag (and throws if it does not match).
@@ -193,6 +281,7 @@ export class SealedTransport implements Transport {
       d.final()
     } catch {
       this.stats.rejected++
+      this.failed++
       return null
     }
     const id = `${header.toString('hex', 4, 12)}:${header.readUInt32BE(16)}:${nonce.toString('hex', 0, 8)}`
@@ -207,7 +296,7 @@ export class SealedTransport implements Transport {
       return null
     }
     this.stats.opened++
-    plain[20] = plain[20]! & ~AUTH_FLAG
+    plain[20] = plain[20]! & ~(AUTH_FLAG | PHASE_FLAG)
     return plain
   }
 }

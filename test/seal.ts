@@ -4,7 +4,8 @@
  */
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
-import { SealedTransport, SEAL_OVERHEAD } from '../lib/seal.js'
+import { SealedTransport, SEAL_OVERHEAD, keyId, linkPsk } from '../lib/seal.js'
+import { createDecipheriv, hkdfSync } from 'node:crypto'
 import { BaseTransport, type Via } from '../lib/transport.js'
 import { encodeAck } from '../lib/wire.js'
 
@@ -114,4 +115,172 @@ t.test('two senders never share a nonce: each life draws its own prefix', async 
 
 t.test('a key of the wrong size is refused', async (t) => {
   t.throws(() => new SealedTransport(new Wire(), randomBytes(16)), RangeError)
+})
+
+const phase = (d: Buffer): number => (d[20]! >> 1) & 1
+
+t.test('key rotation: both phases open during the transition, sealing switches, then the old key opens nothing', async (t) => {
+  const k0 = randomBytes(32)
+  const k1 = randomBytes(32)
+  const { a, b, wa, wb, got } = pair(k0)
+  a.toGroup(ack(1))
+  const old = wa.out[0]!
+  t.equal(phase(old), 0, 'epoch 0 seals with phase 0')
+  // Everyone learns the new key first, still sealing with the old; then a switches.
+  b.setKeys([{ epoch: 0, key: k0 }, { epoch: 1, key: k1 }], 0)
+  a.setKeys([{ epoch: 0, key: k0 }, { epoch: 1, key: k1 }], 1)
+  a.toGroup(ack(2))
+  const next = wa.out[1]!
+  t.equal(phase(next), 1, 'sealing switched to epoch 1')
+  wb.arrive(next)
+  wb.arrive(old) // in flight under the old key, arriving late
+  t.same(got, [ack(2), ack(1)], 'both phases open; the engine gets the plain datagram, phase bit cleared')
+  // A datagram sealed under the new key alone does not open under the old: the phase picks the key.
+  const onlyOld = pair(k0)
+  onlyOld.wb.arrive(next)
+  t.equal(onlyOld.got.length, 0)
+  t.equal(onlyOld.b.stats.rejected, 1)
+  t.notOk(onlyOld.b.wrongKey())
+
+  a.toGroup(ack(3))
+  const old2 = pair(k0)
+  old2.a.toGroup(ack(4))
+  b.setKeys([{ epoch: 1, key: k1 }], 1)
+  b.setKeys([{ epoch: 1, key: k1 }], 1) // idempotent
+  wb.arrive(wa.out[2]!)
+  wb.arrive(old2.wa.out[0]!)
+  t.same(got, [ack(2), ack(1), ack(3)], 'after dropping the old key, its datagrams are rejected')
+  t.equal(b.stats.rejected, 1)
+  // Epoch 2 reuses phase 0, under another key: epoch 0's datagrams fail its tag.
+  const k2 = randomBytes(32)
+  b.setKeys([{ epoch: 1, key: k1 }, { epoch: 2, key: k2 }], 1)
+  wb.arrive(old)
+  t.equal(b.stats.rejected, 2)
+  t.equal(got.length, 3)
+})
+
+t.test('an old-key datagram replayed after the switch is dropped and counted, whether or not the old key is still held', async (t) => {
+  const k0 = randomBytes(32)
+  const k1 = randomBytes(32)
+  const { a, b, wa, wb, got } = pair(k0)
+  a.toGroup(ack(1))
+  b.setKeys([{ epoch: 0, key: k0 }, { epoch: 1, key: k1 }], 0)
+  a.setKeys([{ epoch: 0, key: k0 }, { epoch: 1, key: k1 }], 1)
+  a.toGroup(ack(2))
+  const [old, next] = wa.out as [Buffer, Buffer]
+  t.not(old.subarray(old.length - 28, old.length - 16).toString('hex'), next.subarray(next.length - 28, next.length - 16).toString('hex'), 'the nonce counter went on across the switch')
+  wb.arrive(old)
+  wb.arrive(next)
+  wb.arrive(old)
+  t.equal(got.length, 2)
+  t.equal(b.stats.replayed, 1, 'replayed while both keys are held: opens, and the window (per sender life, not per key) has it')
+  b.setKeys([{ epoch: 1, key: k1 }], 1)
+  wb.arrive(old)
+  wb.arrive(next)
+  t.equal(got.length, 2)
+  t.equal(b.stats.rejected, 1, 'after the old key is dropped: rejected')
+  t.equal(b.stats.replayed, 2)
+})
+
+t.test('the phase bit is authenticated: flipped, the datagram does not open under the other key', async (t) => {
+  const k0 = randomBytes(32)
+  const k1 = randomBytes(32)
+  const both = [{ epoch: 0, key: k0 }, { epoch: 1, key: k1 }]
+  const { a, b, wa, wb, got } = pair(k0)
+  a.setKeys(both, 1)
+  b.setKeys(both, 0)
+  a.toGroup(ack(1))
+  a.setKeys(both, 0)
+  a.toGroup(ack(2))
+  for (const d of wa.out) {
+    const x = Buffer.from(d)
+    x[20] = x[20]! ^ 2
+    wb.arrive(x)
+  }
+  t.same(got, [])
+  t.equal(b.stats.rejected, 2)
+  for (const d of wa.out) wb.arrive(d)
+  t.equal(got.length, 2, 'untouched, both open')
+})
+
+t.test('wrongKey(): not for datagrams of a phase with no key held (a rotation), yes for a key that fails', async (t) => {
+  const k0 = randomBytes(32)
+  const k1 = randomBytes(32)
+  // The group has moved to epoch 1; a joiner given only epoch 0 ... and one given epoch 1 hearing epoch 0 stragglers.
+  const sender = pair(k0)
+  sender.a.setKeys([{ epoch: 0, key: k0 }, { epoch: 1, key: k1 }], 0)
+  for (let i = 0; i < 40; i++) sender.a.toGroup(ack(i + 1))
+  const late = new SealedTransport(new Wire(), k1, 1)
+  for (const d of sender.wa.out) late.open(d)
+  t.equal(late.stats.rejected, 40)
+  t.notOk(late.wrongKey(), 'stragglers of the old phase are not a wrong key')
+  // Same phase, another key: that is a wrong key.
+  const wrong = new SealedTransport(new Wire(), randomBytes(32), 0)
+  for (const d of sender.wa.out) wrong.open(d)
+  t.ok(wrong.wrongKey())
+})
+
+t.test('setKeys refuses bad input with RangeError, and leaves the keys as they were', async (t) => {
+  const k0 = randomBytes(32)
+  const { a, b, wa, wb, got } = pair(k0)
+  const k = randomBytes(32)
+  const bad: [unknown, unknown][] = [
+    [[], 0],
+    [[{ epoch: 0, key: k }, { epoch: 1, key: k }, { epoch: 2, key: k }], 0],
+    [[{ epoch: 0, key: k }, { epoch: 2, key: k }], 0],
+    [[{ epoch: 1, key: k }, { epoch: 1, key: k }], 1],
+    [[{ epoch: -1, key: k }], -1],
+    [[{ epoch: 1.5, key: k }], 1.5],
+    [[{ epoch: 2 ** 53, key: k }], 2 ** 53],
+    [[{ epoch: 0, key: randomBytes(31) }], 0],
+    [[{ epoch: 0, key: 'x'.repeat(32) }], 0],
+    [[{ epoch: 0, key: k }], 1],
+    [[null], 0],
+    [null, 0],
+  ]
+  for (const [keys, use] of bad) t.throws(() => a.setKeys(keys as never, use as never), RangeError, JSON.stringify(keys))
+  a.toGroup(ack(1))
+  wb.arrive(wa.out[0]!)
+  t.equal(got.length, 1, 'still sealing with the key it had')
+  t.equal(b.stats.rejected, 0)
+  const ok = new SealedTransport(new Wire(), k, 7)
+  t.doesNotThrow(() => ok.setKeys([{ epoch: 8, key: k0 }, { epoch: 7, key: k }], 8), 'in either order')
+})
+
+t.test('keyId and linkPsk: fixed derivations, distinct from each other and from the key', async (t) => {
+  const key = Buffer.from('00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff', 'hex')
+  const id = keyId(key)
+  t.match(id, /^[0-9a-f]{16}$/)
+  t.equal(id, Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), 'seqcast key id', 32)).toString('hex', 0, 8), 'the first 8 bytes of the 32-byte HKDF output')
+  const psk = linkPsk(key)
+  t.equal(psk.length, 32)
+  t.same(psk, Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), 'seqcast directory link v1', 32)))
+  t.notSame(psk, key)
+  t.not(psk.toString('hex', 0, 8), id)
+  t.equal(keyId(key), id, 'deterministic')
+  t.not(keyId(randomBytes(32)), id)
+  t.throws(() => keyId(randomBytes(16)), RangeError)
+  t.throws(() => linkPsk(randomBytes(33)), RangeError)
+})
+
+t.test('the documented derivations (PROTOCOL.md §2.7 test vectors) open a sealed datagram without lib/seal.ts', async (t) => {
+  const key = Buffer.from('00112233445566778899aabbccddeeff'.repeat(2), 'hex')
+  t.equal(keyId(key), '79ba8aa5c38cd290')
+  t.equal(linkPsk(key).toString('hex'), '47e431b271a219e13cbf82faf6f285ffb0ba1441c4ff38b9f77e80c93e70dbff')
+  const dk = Buffer.from(hkdfSync('sha256', key, Buffer.from('0102030405060708', 'hex'), 'seqcast datagram v3', 32))
+  t.equal(dk.toString('hex'), 'eb3acf2bca456b4f410fc73fb4ddf009ce8996cb84c659640dbd2fcb5afd1933')
+  const w = new Wire()
+  w.channel('239.255.1.1:5000', 'multicast')
+  const s = new SealedTransport(w, key, 5)
+  const plain = ack(99)
+  s.toGroup(plain)
+  const d = w.out[0]!
+  t.equal(d[20], 0b11, 'AUTH, and KEY_PHASE = 5 mod 2')
+  const end = d.length - 28
+  const dec = createDecipheriv('aes-256-gcm', dk, d.subarray(end, end + 12))
+  dec.setAAD(d.subarray(0, 24))
+  dec.setAuthTag(d.subarray(end + 12))
+  const body = Buffer.concat([dec.update(d.subarray(24, end)), dec.final()])
+  t.same(body, plain.subarray(24))
+  t.equal(d.readUInt32BE(end + 8), 0, 'the counter starts at 0')
 })
