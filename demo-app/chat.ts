@@ -11,6 +11,7 @@ import readline from 'node:readline'
 import { parseArgs } from 'node:util'
 import { Group, type SeqcastError, type ViewDelivery } from '../lib/index.js'
 import { DirectoryServer, DEFAULT_DIRECTORY_PORT, queryStatus } from '../directory/server.js'
+import { readKey } from '../lib/seal.js'
 
 const USAGE = `usage: npm run chat -- --name NAME [--group GROUP]... [--dir HOST:PORT] [--iface ADDR] [--safe]
   --name NAME     your member id (required)
@@ -59,14 +60,17 @@ function say(line: string): void {
   rl.prompt(true)
 }
 
+const groupKey = process.env.SEQCAST_KEY_FILE ? readKey(process.env.SEQCAST_KEY_FILE) : null
+
 async function directoryAddress(): Promise<{ addr: string; embedded?: DirectoryServer }> {
   if (values.dir) return { addr: values.dir }
   const addr = `127.0.0.1:${DEFAULT_DIRECTORY_PORT}`
   try {
-    await queryStatus(addr, 500)
+    await queryStatus(addr, 500, undefined, groupKey)
     return { addr }
   } catch {
-    const server = new DirectoryServer({ host: '127.0.0.1', port: DEFAULT_DIRECTORY_PORT })
+    // With SEQCAST_KEY_FILE the embedded directory is keyed too (a directory and its members share one key).
+    const server = new DirectoryServer({ host: '127.0.0.1', port: DEFAULT_DIRECTORY_PORT, key: groupKey })
     try {
       await server.listen()
       say(`*** started a directory on ${addr} (it lives as long as this chat)`)
@@ -131,7 +135,7 @@ embedded = found.embedded
 for (const name of groupNames) {
   let g: Group
   try {
-    g = await Group.join(name, me, { directory: found.addr, iface: values.iface ?? '127.0.0.1', delivery: values.safe ? 'safe' : 'agreed', key: process.env.SEQCAST_KEY_FILE || undefined })
+    g = await Group.join(name, me, { directory: found.addr, iface: values.iface ?? '127.0.0.1', delivery: values.safe ? 'safe' : 'agreed', key: groupKey ?? undefined })
   } catch (err) {
     fail(`cannot join ${name}: ${(err as SeqcastError).code ?? ''} ${(err as Error).message}`, 1)
   }

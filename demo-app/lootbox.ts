@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Group } from '../lib/index.js'
 import { DirectoryServer } from '../directory/server.js'
+import { readKey } from '../lib/seal.js'
 
 const SIZE = 100_000
 
@@ -103,7 +104,9 @@ if (values.child) {
 let server: DirectoryServer | undefined
 let dir = values.dir
 if (!dir) {
-  server = new DirectoryServer({ host: '127.0.0.1', port: 0, rejoinGraceMs: 0 }) // on a fresh port no directory ran before
+  // With SEQCAST_KEY_FILE the directory is keyed too (a directory and its members share one key).
+  const key = process.env.SEQCAST_KEY_FILE ? readKey(process.env.SEQCAST_KEY_FILE) : null
+  server = new DirectoryServer({ host: '127.0.0.1', port: 0, rejoinGraceMs: 0, key }) // on a fresh port no directory ran before
   const a = await server.listen()
   dir = `${a.host}:${a.port}`
 }

@@ -4,17 +4,24 @@
  */
 import fs from 'node:fs'
 import { parseArgs } from 'node:util'
-import { generateKeyText } from '../lib/seal.js'
+import { generateKeyText, readKey } from '../lib/seal.js'
 import createDebug from 'debug'
-import { DirectoryServer, DEFAULT_DIRECTORY_PORT, DEFAULT_FRAME_TIMEOUT_MS, queryStatus } from './server.js'
+import { DirectoryServer, DEFAULT_DIRECTORY_PORT, DEFAULT_FRAME_TIMEOUT_MS, queryStatus, rotateKey } from './server.js'
 import { DEFAULT_DIRECTORY_OPTIONS } from './core.js'
 import type { GroupStatus } from '../lib/dirproto.js'
 
 const USAGE = `usage: dir [serve] [options]       run the directory in the foreground
-       dir ls [--dir HOST:PORT] [--json]       list groups of a running directory
-       dir show GROUP [--dir HOST:PORT] [--json]  one group in detail
+       dir ls [--dir HOST:PORT] [--key-file F] [--json]       list groups of a running directory
+       dir show GROUP [--dir HOST:PORT] [--key-file F] [--json]  one group in detail
        dir keygen FILE                         write a new random group key (32 bytes as 64 hex digits, mode 600;
-                                               refuses to overwrite) for the members' \`key\` join option
+                                               refuses to overwrite) for \`dir --key-file\` and the members' \`key\`
+       dir rotate-key --key-file NEW --old-key-file CURRENT [--dir HOST:PORT] [--timeout-ms N]
+                                               move a keyed directory and every member of its groups to the key in
+                                               NEW without stopping anything; waits until the old key opens nothing.
+                                               The directory writes NEW over its own key file. Put NEW on every
+                                               member's host too: running members get it from the directory, a member
+                                               that starts later needs it in its key file. Every running member gets
+                                               the new key: stop a member you no longer trust before rotating.
        dir help | --help
 
 serve options:
@@ -35,10 +42,13 @@ serve options:
                        closed (default ${DEFAULT_DIRECTORY_OPTIONS.joinTimeoutMs})
   --frame-timeout-ms N a frame not complete this long after its first byte closes its connection (default ${DEFAULT_FRAME_TIMEOUT_MS})
   --max-connections N  connections beyond this many are refused and logged (default ${DEFAULT_DIRECTORY_OPTIONS.maxConnections})
+  --key-file F         the group key (\`dir keygen F\`): every group is then closed — members must join with the
+                       same key (join option key), links are TLS with it, datagrams sealed (docs/SECURITY.md)
   --log-level L        info (default) or debug (same as DEBUG=seqcast:*)
 
-ls/show options:
+ls/show/rotate-key options:
   --dir HOST:PORT      the directory to ask (default 127.0.0.1:${DEFAULT_DIRECTORY_PORT})
+  --key-file F         the directory's key, if it has one (rotate-key: the new key)
   --json               machine-readable output
 
 exit codes: 0 ok; 1 runtime error (port in use, directory unreachable, no such group); 2 usage error`
@@ -50,6 +60,15 @@ function int(v: string | undefined, name: string, def: number, min = 1): number 
   const n = Number(v)
   if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer of at least ${min}, got ${v}`)
   return n
+}
+
+/** A key file's key; a bad file is a usage error naming the flag. */
+function keyFrom(file: string, flag: string): Buffer {
+  try {
+    return readKey(file)
+  } catch (err) {
+    throw new UsageError(`${flag}: ${(err as Error).message.replace(/^option key: /, '')}`)
+  }
 }
 
 function table(groups: GroupStatus[]): string {
@@ -70,6 +89,7 @@ async function main(argv: string[]): Promise<number> {
       'heartbeat-ms': { type: 'string' }, 'timeout-ms': { type: 'string' }, 'flush-timeout-ms': { type: 'string' }, 'log-level': { type: 'string' },
       'rejoin-grace-ms': { type: 'string' }, transport: { type: 'string' }, 'join-timeout-ms': { type: 'string' },
       'frame-timeout-ms': { type: 'string' }, 'max-connections': { type: 'string' },
+      'key-file': { type: 'string' }, 'old-key-file': { type: 'string' },
     },
   })
   const cmd = positionals[0] ?? 'serve'
@@ -77,10 +97,21 @@ async function main(argv: string[]): Promise<number> {
     console.log(USAGE)
     return 0
   }
+  const dir = values.dir ?? `127.0.0.1:${DEFAULT_DIRECTORY_PORT}`
+  const key = values['key-file'] === undefined ? null : keyFrom(values['key-file'], '--key-file')
+  if (cmd === 'rotate-key') {
+    if (!key || values['old-key-file'] === undefined) throw new UsageError('dir rotate-key needs --key-file NEW and --old-key-file CURRENT')
+    const old = keyFrom(values['old-key-file'], '--old-key-file')
+    // Every member must take two steps and the old key's datagrams drain: allow for members that must be expelled.
+    const timeoutMs = int(values['timeout-ms'], 'timeout-ms', 60_000)
+    const epoch = await rotateKey(dir, old, key, timeoutMs)
+    console.log(`key rotated: every group of ${dir} now uses the key in ${values['key-file']} (epoch ${epoch}); the old key opens nothing`)
+    return 0
+  }
   if (cmd === 'ls' || cmd === 'show') {
     const name = positionals[1]
     if (cmd === 'show' && !name) throw new UsageError('dir show needs a GROUP')
-    const groups = await queryStatus(values.dir ?? `127.0.0.1:${DEFAULT_DIRECTORY_PORT}`, undefined, cmd === 'show' ? name : undefined)
+    const groups = await queryStatus(dir, undefined, cmd === 'show' ? name : undefined, key)
     if (cmd === 'ls') {
       console.log(values.json ? JSON.stringify(groups, null, 2) : table(groups))
       return 0
@@ -134,6 +165,8 @@ async function main(argv: string[]): Promise<number> {
       joinTimeoutMs: int(values['join-timeout-ms'], 'join-timeout-ms', DEFAULT_DIRECTORY_OPTIONS.joinTimeoutMs),
       frameTimeoutMs: int(values['frame-timeout-ms'], 'frame-timeout-ms', DEFAULT_FRAME_TIMEOUT_MS),
       maxConnections: int(values['max-connections'], 'max-connections', DEFAULT_DIRECTORY_OPTIONS.maxConnections),
+      key,
+      ...(values['key-file'] === undefined ? {} : { keyFile: values['key-file'] }),
       info: (message) => console.log(`${new Date().toISOString()} ${message}`),
     })
   } catch (err) {
@@ -143,7 +176,7 @@ async function main(argv: string[]): Promise<number> {
     throw new UsageError(`--port must be 0-65535, got ${values.port}`)
   }
   const addr = await server.listen()
-  console.log(`seqcast directory listening on ${addr.host}:${addr.port} (multicast ${mcastRange} port ${server.core.opts.mcastPort}, transport ${transport})`)
+  console.log(`seqcast directory listening on ${addr.host}:${addr.port} (multicast ${mcastRange} port ${server.core.opts.mcastPort}, transport ${transport}${key ? ', keyed: members need the key' : ''})`)
   await new Promise<void>((resolve) => {
     const stop = (sig: string): void => {
       console.log(`seqcast directory stopping (${sig})`)

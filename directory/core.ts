@@ -12,7 +12,7 @@
  * believed), mcast.ts (groups' addresses), status.ts (`ls` pages).
  */
 import { randomBytes } from 'node:crypto'
-import { ErrorCodes, ProtocolError } from '../lib/errors.js'
+import { ErrorCodes, ProtocolError, RotateError } from '../lib/errors.js'
 import {
   MAX_TIMEOUT_MS, parseToDirectory, type Commit, type CommitDelta, type CommitFrame, type FromDirectoryWire,
   type GroupStatus, type GroupTransport, type MemberEntry, type ToDirectoryOf,
@@ -24,6 +24,7 @@ import { commitDelta, sourcesCovering } from './commits.js'
 import { haveBound, implausibleRejoin, UNKNOWN_COMMIT_SLOTS } from './claims.js'
 import { mcastAddress, parseRange, type McastRange } from './mcast.js'
 import { statusPage } from './status.js'
+import { KeyRing } from './keys.js'
 
 const log = logger('dir')
 
@@ -40,6 +41,8 @@ export interface DirectoryHooks {
   randomIncarnation?(): string
   /** What an operator sees at the default log level (`dir` prints it); without it, the `seqcast:dir` debug log. */
   info?(message: string): void
+  /** A keyed directory rotates to this key: store it for a restart (throws if it cannot: the rotation is refused). */
+  persistKey?(key: Buffer): void
 }
 
 /**
@@ -69,6 +72,8 @@ export interface DirectoryOptions {
   joinTimeoutMs: number
   /** Connections beyond this many are refused (an `error` frame, then closed) and logged. */
   maxConnections: number
+  /** The group key (32 bytes): links must authenticate with it, and the keys frames hand it out (§3.4, §3.5). */
+  key: Buffer | null
 }
 
 export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
@@ -82,6 +87,7 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
   joinTimeoutMs: 10_000,
   // Ten full groups with room for their members' reconnections; each costs a socket and a frame buffer.
   maxConnections: 10_000,
+  key: null,
 }
 
 /** Refused connections are logged at most this often (a flood would otherwise be a flood of log lines). */
@@ -159,6 +165,8 @@ export class DirectoryCore {
   private readonly startedAt: number
   /** Connections refused since the last log line about them, and when that was. */
   private refused = { count: 0, loggedAt: -Infinity }
+  /** A keyed directory's keys and their rotation (keys.ts); null without a key. */
+  readonly keys: KeyRing | null
 
   constructor(readonly opts: DirectoryOptions, private readonly hooks: DirectoryHooks) {
     this.range = parseRange(opts.mcastRange)
@@ -172,6 +180,17 @@ export class DirectoryCore {
       if (!Number.isInteger(opts[k]) || opts[k] < 1) throw new Error(`${k} must be an integer of at least 1, got ${opts[k]}`)
     }
     this.startedAt = hooks.now()
+    this.keys = opts.key === null ? null : new KeyRing(opts.key, opts.timeoutMs, {
+      send: (conn, f) => hooks.send(conn, f),
+      expel: (conn, reason) => this.expel(conn, reason),
+      persist: (key) => hooks.persistKey?.(key),
+      rotated: (conn) => {
+        const c = this.conns.get(conn)
+        if (c && !c.member) c.joinBy = hooks.now() + opts.joinTimeoutMs
+      },
+      now: () => hooks.now(),
+      info: (message) => this.info(message),
+    })
   }
 
   /** A new connection; beyond maxConnections it is refused (told why, closed: the host then calls closed()). */
@@ -211,6 +230,15 @@ export class DirectoryCore {
         return this.onJoin(conn, c, f)
       case 'rejoin':
         return this.onRejoin(conn, c, f)
+      case 'keyed':
+        if (!this.keys) throw new ProtocolError(ErrorCodes.BAD_REQUEST, 'frame keyed: this directory has no key')
+        return this.keys.keyed(conn, f.seq)
+      case 'rotate':
+        if (!this.keys) throw new RotateError('this directory has no key to rotate (start it with --key-file)')
+        this.keys.rotate(conn, f.key)
+        // The connection waits for `rotated`: the join timeout does not apply meanwhile.
+        if (!c.member) c.joinBy = Infinity
+        return
     }
     const m = c.member
     const g = c.group === undefined ? undefined : this.groups.get(c.group)
@@ -248,6 +276,7 @@ export class DirectoryCore {
     const c = this.conns.get(conn)
     if (!c) return
     this.conns.delete(conn)
+    this.keys?.closed(conn)
     const g = c.group === undefined ? undefined : this.groups.get(c.group)
     if (g && c.member) this.memberFailed(g, c.member, 'connection closed')
   }
@@ -265,6 +294,7 @@ export class DirectoryCore {
         this.hooks.close(conn, `no join within ${this.opts.joinTimeoutMs} ms`)
       }
     }
+    this.keys?.tick()
     for (const g of [...this.groups.values()]) {
       if (g.flush && now > g.flush.deadline) {
         for (const p of g.flush.participants) {
@@ -320,7 +350,7 @@ export class DirectoryCore {
     c.group = g.name
     c.member = m
     g.joiners.push(m)
-    this.hooks.send(conn, { t: 'welcome', no: m.no, heartbeatMs: this.opts.heartbeatMs, timeoutMs: this.opts.timeoutMs })
+    this.welcome(conn, m.no)
     log('%s: %s joins as no %d from %s', g.name, id, m.no, addr)
     this.needChange(g)
   }
@@ -353,7 +383,7 @@ export class DirectoryCore {
       this.adopt(g, commit)
       for (const j of g.joiners) {
         j.no = g.nextNo++ // numbers of the group's history are taken
-        if (j.conn !== null) this.hooks.send(j.conn, { t: 'welcome', no: j.no, heartbeatMs: this.opts.heartbeatMs, timeoutMs: this.opts.timeoutMs })
+        if (j.conn !== null) this.welcome(j.conn, j.no)
       }
     } else if (!g) {
       g = this.createGroup(groupName, commit.inc, commit.mcast)
@@ -374,7 +404,7 @@ export class DirectoryCore {
     m.leaving = f.leaving === true
     c.group = g.name
     c.member = m
-    this.hooks.send(conn, { t: 'welcome', no: m.no, heartbeatMs: this.opts.heartbeatMs, timeoutMs: this.opts.timeoutMs })
+    this.welcome(conn, m.no)
     if (g.members.every((x) => x.conn !== null || x.dead)) this.endRecovery(g, 'every member rejoined')
   }
 
@@ -515,6 +545,12 @@ export class DirectoryCore {
       ? `most members could not install view ${inst.viewId} within ${2 * this.opts.timeoutMs} ms from this holder`
       : `did not install view ${inst.viewId} within ${2 * this.opts.timeoutMs} ms`
     for (const m of blamed) if (m.conn !== null) this.expel(m.conn, `excluded for lack of progress: ${why}`)
+  }
+
+  /** A member's connection is accepted as member `no`: with a key, first the keys it seals and opens with. */
+  private welcome(conn: ConnId, no: number): void {
+    this.keys?.member(conn)
+    this.hooks.send(conn, { t: 'welcome', no, heartbeatMs: this.opts.heartbeatMs, timeoutMs: this.opts.timeoutMs })
   }
 
   private expel(conn: ConnId, reason: string): void {

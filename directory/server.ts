@@ -2,11 +2,15 @@
  * The directory over TCP: DirectoryCore (core.ts) on `net` sockets with the framing of lib/frame.ts.
  * A malformed or oversized frame closes only the connection that sent it.
  */
+import fs from 'node:fs'
 import net from 'node:net'
+import path from 'node:path'
+import tls from 'node:tls'
 import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, type ConnId, type DirectoryOptions } from './core.js'
-import { DirectoryReader, type GroupStatus } from '../lib/dirproto.js'
-import { DirectoryError, ErrorCodes, SeqcastError } from '../lib/errors.js'
+import { DirectoryReader, type FromDirectory, type GroupStatus, type ToDirectory } from '../lib/dirproto.js'
+import { AuthError, DirectoryError, ErrorCodes, errorFromCode, SeqcastError } from '../lib/errors.js'
 import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from '../lib/frame.js'
+import { LINK_TLS, openLink, TLS_HANDSHAKE_BYTE } from '../lib/dirsocket.js'
 import { parseHostPort } from '../lib/options.js'
 import { logger } from '../lib/log.js'
 
@@ -29,6 +33,11 @@ export interface DirectoryServerOptions extends Partial<DirectoryOptions> {
   info?: (message: string) => void
   /** A frame not complete this long after its first byte closes its connection (default DEFAULT_FRAME_TIMEOUT_MS). */
   frameTimeoutMs?: number
+  /**
+   * Where the group key (option `key`) was read from: a rotation writes the new key there, so a restarted directory
+   * comes back with it. Without it a rotation lives in memory only.
+   */
+  keyFile?: string
 }
 
 interface Connection {
@@ -52,7 +61,7 @@ export class DirectoryServer {
   private readonly frameTimeoutMs: number
 
   constructor(private readonly opts: DirectoryServerOptions = {}) {
-    const { host: _host, port: _port, info, frameTimeoutMs, ...core } = opts
+    const { host: _host, port: _port, info, frameTimeoutMs, keyFile, ...core } = opts
     this.frameTimeoutMs = frameTimeoutMs ?? DEFAULT_FRAME_TIMEOUT_MS
     if (!Number.isInteger(this.frameTimeoutMs) || this.frameTimeoutMs < 1) throw new Error(`frameTimeoutMs must be an integer of at least 1, got ${frameTimeoutMs}`)
     this.core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, ...stripUndefined(core) }, {
@@ -62,6 +71,9 @@ export class DirectoryServer {
       close: (conn, reason) => {
         log('closing connection %d: %s', conn, reason)
         this.endConnection(conn)
+      },
+      persistKey: (key) => {
+        if (keyFile !== undefined) writeKeyFile(keyFile, key)
       },
     })
     this.server = net.createServer((sock) => this.accept(sock))
@@ -98,19 +110,51 @@ export class DirectoryServer {
     return new Promise((resolve) => this.server.close(() => resolve()))
   }
 
-  private accept(sock: net.Socket): void {
+  private accept(raw: net.Socket): void {
     const conn = this.nextConn++
-    const c: Connection = { sock, decoder: new FrameDecoder(), frameSince: null }
+    const c: Connection = { sock: raw, decoder: new FrameDecoder(), frameSince: null }
     this.sockets.set(conn, c)
-    sock.setNoDelay(true)
-    sock.on('error', (err) => log('connection %d: %s', conn, err.message))
-    sock.on('close', () => {
+    raw.setNoDelay(true)
+    raw.on('error', (err) => log('connection %d: %s', conn, err.message))
+    raw.on('close', () => {
       this.sockets.delete(conn)
       this.closing.delete(conn)
       this.core.closed(conn)
     })
     this.core.opened(conn)
-    sock.on('data', (chunk) => {
+    // The first byte tells a TLS client from a plain one (PROTOCOL.md §3.4).
+    raw.once('readable', () => {
+      const first = raw.read(1) as Buffer | null
+      if (first === null || this.closing.has(conn)) return
+      raw.unshift(first)
+      const keys = this.core.keys
+      const isTls = first[0] === TLS_HANDSHAKE_BYTE
+      if (keys && isTls) {
+        // The PSK options are the server's (tls.createServer), which @types/node leaves out of TLSSocketOptions.
+        const server: tls.TlsOptions = {
+          ...LINK_TLS, pskIdentityHint: keys.hint,
+          pskCallback: (_s, identity) => keys.psk(identity),
+        }
+        const t = new tls.TLSSocket(raw, { isServer: true, ...server } as tls.TLSSocketOptions)
+        t.on('error', (err) => log('connection %d from %s: TLS: %s', conn, raw.remoteAddress, err.message.split('\n')[0]))
+        c.sock = t
+        return this.read(conn, c)
+      }
+      if (keys || isTls) {
+        // A keyed directory takes no plain frame; an unkeyed one cannot speak TLS. Say why where it is readable.
+        const why = keys ? 'this directory requires the group key (join option key, --key-file)' : 'this directory has no key: a member with a key cannot join it'
+        log('connection %d from %s: %s; closing it', conn, raw.remoteAddress, why)
+        if (keys) this.send(conn, { t: 'error', code: ErrorCodes.AUTH, message: why })
+        return this.endConnection(conn)
+      }
+      this.read(conn, c)
+    })
+  }
+
+  /** Reads frames from the connection's socket (plain, or TLS once its handshake is done) into the core. */
+  private read(conn: ConnId, c: Connection): void {
+    const sock = c.sock
+    sock.on('data', (chunk: Buffer) => {
       if (this.closing.has(conn)) return
       let frames: Frame[]
       try {
@@ -180,49 +224,82 @@ export class DirectoryServer {
   }
 }
 
+/** Replaces the key file's content at once (a new file renamed over it): never half a key, only its owner reads it. */
+function writeKeyFile(file: string, key: Buffer): void {
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.new`)
+  fs.writeFileSync(tmp, `${key.toString('hex')}\n`, { mode: 0o600 })
+  try {
+    fs.renameSync(tmp, file)
+  } catch (err) {
+    fs.rmSync(tmp, { force: true })
+    throw err
+  }
+}
+
 function stripUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>
 }
 
 /**
- * Asks a running directory for its groups (what `dir ls` prints), or for one (`dir show`): page after page
- * (`ls` with `after`) until a `status` frame has no `next`.
+ * One request to a running directory over its link (keyed or not), frame after frame until `step` returns a result:
+ * `step` answers each frame from the directory with the next frame to send, a result, or undefined (keep reading).
+ * An `error` frame rejects with its code (`EAUTH` for a key the directory refuses).
  */
-export function queryStatus(hostPort: string, timeoutMs = 2000, group?: string): Promise<GroupStatus[]> {
+function ask<T>(hostPort: string, key: Buffer | null, timeoutMs: number, first: ToDirectory, step: (f: FromDirectory) => { send: ToDirectory } | { done: T } | undefined): Promise<T> {
   const { host, port } = parseHostPort(hostPort, 'directory address')
   return new Promise((resolve, reject) => {
-    const sock = net.connect({ host, port })
-    const fail = (why: string, cause?: unknown): void => {
+    let over = false
+    const finish = (err: Error | null, value?: T): void => {
+      if (over) return
+      over = true
+      clearTimeout(timer)
       sock.destroy()
-      reject(new DirectoryError(ErrorCodes.DIRECTORY_UNREACHABLE, `cannot query the directory at ${hostPort}: ${why}`, cause))
+      if (err) reject(err)
+      else resolve(value as T)
     }
+    const fail = (why: string, cause?: unknown): void => finish(new DirectoryError(ErrorCodes.DIRECTORY_UNREACHABLE, `cannot query the directory at ${hostPort}: ${why}`, cause))
     const timer = setTimeout(() => fail(`no answer in ${timeoutMs} ms`), timeoutMs)
     const decoder = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
     const reader = new DirectoryReader()
-    const groups: GroupStatus[] = []
-    sock.once('error', (err) => {
-      clearTimeout(timer)
-      fail(err.message, err)
+    const sock = openLink(host, port, key ? [key] : null, {
+      ready: () => sock.write(encodeFrame(first)),
+      failed: (why, auth) => auth ? finish(new AuthError(`the directory at ${hostPort} refused the key: ${why}`)) : fail(why),
     })
-    sock.on('connect', () => sock.write(encodeFrame(group === undefined ? { t: 'ls' } : { t: 'ls', group })))
-    sock.on('data', (chunk) => {
+    sock.on('error', (err) => fail(err.message, err))
+    sock.on('close', () => fail('the directory closed the connection'))
+    sock.on('data', (chunk: Buffer) => {
       try {
         for (const raw of decoder.push(chunk)) {
           const f = reader.read(raw)
-          if (f.t !== 'status') continue
-          groups.push(...f.groups)
-          if (f.next !== undefined) {
-            sock.write(encodeFrame({ t: 'ls', after: f.next }))
-            continue
-          }
-          clearTimeout(timer)
-          sock.end()
-          resolve(groups)
+          if (f.t === 'error') return finish(errorFromCode(f.code, f.message))
+          const next = step(f)
+          if (next && 'send' in next) sock.write(encodeFrame(next.send))
+          else if (next) return finish(null, next.done)
         }
       } catch (err) {
-        clearTimeout(timer)
         fail((err as Error).message, err)
       }
     })
   })
+}
+
+/**
+ * Asks a running directory for its groups (what `dir ls` prints), or for one (`dir show`): page after page
+ * (`ls` with `after`) until a `status` frame has no `next`. `key`: the group key, for a keyed directory.
+ */
+export function queryStatus(hostPort: string, timeoutMs = 2000, group?: string, key: Buffer | null = null): Promise<GroupStatus[]> {
+  const groups: GroupStatus[] = []
+  return ask<GroupStatus[]>(hostPort, key, timeoutMs, group === undefined ? { t: 'ls' } : { t: 'ls', group }, (f) => {
+    if (f.t !== 'status') return undefined
+    groups.push(...f.groups)
+    return f.next !== undefined ? { send: { t: 'ls', after: f.next } } : { done: groups }
+  })
+}
+
+/**
+ * `dir rotate-key`: moves a keyed directory and every member of its groups from `key` to `newKey` (PROTOCOL.md §3.5);
+ * resolves with the new key's epoch once the old key opens nothing.
+ */
+export function rotateKey(hostPort: string, key: Buffer, newKey: Buffer, timeoutMs: number): Promise<number> {
+  return ask<number>(hostPort, key, timeoutMs, { t: 'rotate', key: newKey }, (f) => f.t === 'rotated' ? { done: f.epoch } : undefined)
 }

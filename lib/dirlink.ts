@@ -10,7 +10,7 @@
  * A connection lost while joining fails the join; while leaving, the member closes (PROTOCOL.md §7).
  */
 import { DirectoryError, ErrorCodes, type SeqcastError } from './errors.js'
-import { DirectoryReader, type FromDirectory, type ToDirectory, type ToDirectoryOf } from './dirproto.js'
+import { DirectoryReader, type EpochKey, type FromDirectory, type ToDirectory, type ToDirectoryOf } from './dirproto.js'
 import type { Frame } from './frame.js'
 import type { Lifecycle } from './host.js'
 
@@ -39,6 +39,11 @@ export interface DirLinkEnv {
   fail(err: SeqcastError): void
   /** The directory went away while this member was leaving: it closes without the release. */
   closeWhileLeaving(): void
+  /**
+   * A keyed directory's `keys` frame (§3.5): open datagrams with `keys`, seal with `use`, and authenticate the next
+   * link with them. The link acknowledges it once this returns.
+   */
+  keys(keys: EpochKey[], use: number): void
 }
 
 export class DirLink {
@@ -123,6 +128,11 @@ export class DirLink {
     const now = this.env.now()
     this.pingIfDue(now)
     if (f.t === 'pong') return this.pong(now)
+    if (f.t === 'keys') {
+      this.env.keys(f.keys, f.use)
+      return this.send({ t: 'keyed', seq: f.seq })
+    }
+    if (f.t === 'rotated') return // an answer for `dir rotate-key`, never sent to a member
     if (f.t === 'welcome') this.welcome(f, now)
     this.env.frame(f)
   }

@@ -16,6 +16,10 @@ export const MAX_SLOT = 2 ** 48 - 1
 export const MAX_TIMEOUT_MS = 3_600_000
 
 export type MemberEntry = { no: number; id: string; addr: string }
+/** A group key and its epoch (the datagram's KEY_PHASE bit is the epoch's parity). */
+export type EpochKey = { epoch: number; key: Buffer }
+/** Group keys are 32 bytes (lib/seal.ts). */
+export const GROUP_KEY_BYTES = 32
 /** A flush participant that holds the slots (low, have]. */
 export type Source = { no: number; low: number; have: number }
 /** How a group's DATA and ORDER datagrams travel: to its multicast address, or to each member's unicast address. */
@@ -71,6 +75,10 @@ export type ToDirectory =
   | { t: 'suspect'; group: string; viewId: number; no: number; reason?: string }
   /** The member hears the sequencer by unicast but not the group's multicast, in view `viewId`. */
   | { t: 'deaf'; group: string; viewId: number }
+  /** The member applies the `keys` frame `seq` (and every earlier one). Keyed directories only (§3.5). */
+  | { t: 'keyed'; seq: number }
+  /** Start a key rotation to `key` (`dir rotate-key`). Keyed directories only (§3.5). */
+  | { t: 'rotate'; key: Buffer }
 
 export type FromDirectory =
   | { t: 'welcome'; no: number; heartbeatMs: number; timeoutMs: number }
@@ -81,6 +89,10 @@ export type FromDirectory =
   | { t: 'expelled'; group: string; reason: string }
   | { t: 'error'; code: string; message: string }
   | { t: 'status'; groups: GroupStatus[]; next?: string }
+  /** The group keys to open datagrams with (1 or 2, consecutive epochs), and the one to seal with (§3.5). */
+  | { t: 'keys'; seq: number; keys: EpochKey[]; use: number }
+  /** The rotation asked for is done: only the key of `epoch` opens anything now. */
+  | { t: 'rotated'; epoch: number }
 
 /** A frame as the directory sends it: a commit may be a delta (the member's reader makes it whole). */
 export type FromDirectoryWire = FromDirectory | CommitDelta
@@ -198,6 +210,14 @@ class Fields {
     const s = this.string(key)
     if (!(values as readonly string[]).includes(s)) this.fail(this.range, key, `must be one of ${values.join(', ')}`)
     return s as T
+  }
+
+  /** A byte string of exactly `length` bytes (MessagePack bin). */
+  bytes(key: string, length: number): Buffer {
+    const x = this.v[key]
+    if (!(x instanceof Uint8Array)) this.fail(ErrorCodes.FRAME, key, 'must be bytes')
+    if (x.length !== length) this.fail(this.range, key, `must be ${length} bytes`)
+    return Buffer.from(x)
   }
 
   /** The fields of the object in `key`. */
@@ -324,6 +344,10 @@ export function parseToDirectory(f: Frame): ToDirectory {
     }
     case 'deaf':
       return { t: 'deaf', group: r.name('group'), viewId: r.viewId('viewId') }
+    case 'keyed':
+      return { t: 'keyed', seq: r.int('seq', 1, MAX_U32, 'a keys frame number (1 … 2^32-1)') }
+    case 'rotate':
+      return { t: 'rotate', key: r.bytes('key', GROUP_KEY_BYTES) }
     default:
       return r.fail(ErrorCodes.FRAME, 't', `${clip(f.t)} is not a frame a directory reads`)
   }
@@ -371,6 +395,10 @@ export class DirectoryReader {
         if (r.has('next')) s.next = r.name('next')
         return s
       }
+      case 'keys':
+        return readKeys(r)
+      case 'rotated':
+        return { t: 'rotated', epoch: r.int('epoch', 0, MAX_U32, 'a key epoch (0 … 2^32-1)') }
       default:
         return r.fail(ErrorCodes.FRAME, 't', `${clip(f.t)} is not a frame a directory sends`)
     }
@@ -393,6 +421,20 @@ export class DirectoryReader {
     this.last = { viewId: c.viewId, members }
     return { t: 'commit', ...c }
   }
+}
+
+const epochKey = (f: Fields): EpochKey => ({ epoch: f.int('epoch', 0, MAX_U32, 'a key epoch (0 … 2^32-1)'), key: f.bytes('key', GROUP_KEY_BYTES) })
+
+/** One or two keys of consecutive epochs, and `use` among them. */
+function readKeys(r: Fields): FromDirectoryOf<'keys'> {
+  const k: FromDirectoryOf<'keys'> = {
+    t: 'keys', seq: r.int('seq', 1, MAX_U32, 'a keys frame number (1 … 2^32-1)'), keys: r.list('keys', 2, epochKey),
+    use: r.int('use', 0, MAX_U32, 'a key epoch (0 … 2^32-1)'),
+  }
+  if (k.keys.length === 0) r.fail(ErrorCodes.FRAME, 'keys', 'must not be empty')
+  if (k.keys.length === 2 && k.keys[1]!.epoch !== k.keys[0]!.epoch + 1) r.fail(ErrorCodes.FRAME, 'keys[1].epoch', 'must follow keys[0].epoch')
+  if (!k.keys.some((e) => e.epoch === k.use)) r.fail(ErrorCodes.FRAME, 'use', 'must be the epoch of one of the keys')
+  return k
 }
 
 function groupStatus(f: Fields): GroupStatus {

@@ -18,6 +18,7 @@ export const ErrorCodes = {
   FRAME: 'EFRAME',
   MULTICAST_UNREACHABLE: 'ENOMULTICAST',
   AUTH: 'EAUTH',
+  ROTATE: 'EROTATE',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]
@@ -119,6 +120,13 @@ export class AuthError extends SeqcastError {
   }
 }
 
+/** A key rotation was refused: the directory has no key, one is under way, or it cannot store the new key. */
+export class RotateError extends SeqcastError {
+  constructor(message: string) {
+    super(ErrorCodes.ROTATE, message)
+  }
+}
+
 /** Map an `error` frame from the directory to the matching class. */
 export function errorFromCode(code: string, message: string): SeqcastError {
   switch (code) {
@@ -129,6 +137,7 @@ export function errorFromCode(code: string, message: string): SeqcastError {
     case ErrorCodes.FRAME: return new ProtocolError(ErrorCodes.FRAME, message)
     case ErrorCodes.MULTICAST_UNREACHABLE: return new MulticastUnreachableError(message)
     case ErrorCodes.AUTH: return new AuthError(message)
+    case ErrorCodes.ROTATE: return new RotateError(message)
     default: return new ProtocolError(ErrorCodes.PROTOCOL, `${code}: ${message}`)
   }
 }

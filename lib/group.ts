@@ -16,6 +16,7 @@ import { checkMaxMessage, parseJoinOptions, type JoinOptions, type ResolvedJoinO
 import { DirLink } from './dirlink.js'
 import { UdpTransport, type Transport } from './transport.js'
 import { SealedTransport, SEAL_OVERHEAD, type SealStats } from './seal.js'
+import { openLink } from './dirsocket.js'
 import { logger } from './log.js'
 
 const log = logger('group')
@@ -81,10 +82,13 @@ export class Group extends EventEmitter<GroupEvents> {
   private joined!: { resolve: () => void; reject: (e: Error) => void }
   private leftWaiter: { resolve: () => void; reject: (e: Error) => void } | null = null
   private wasJoined = false
+  /** With a key: the group keys the directory link may authenticate with, the one in use first. */
+  private linkKeys: Buffer[] | null
 
   private constructor(readonly name: string, readonly memberId: string, opts: ResolvedJoinOptions, private readonly transport: Transport) {
     super()
     this.opts = opts
+    this.linkKeys = opts.key ? [opts.key] : null
     const now = (): number => performance.now()
     this.link = new DirLink({
       now,
@@ -105,6 +109,12 @@ export class Group extends EventEmitter<GroupEvents> {
       closeWhileLeaving: () => {
         log('%s: directory gone while leaving; closing', memberId)
         this.finishLeave()
+      },
+      keys: (keys, use) => {
+        if (!(this.transport instanceof SealedTransport)) return
+        this.transport.setKeys(keys, use)
+        // The next link authenticates with the key in use; the directory hints which one it holds (§3.4).
+        this.linkKeys = [keys.find((k) => k.epoch === use)!.key, ...keys.filter((k) => k.epoch !== use).map((k) => k.key)]
       },
     }, transport.address)
     this.engine = new Engine(name, memberId, opts, {
@@ -170,24 +180,30 @@ export class Group extends EventEmitter<GroupEvents> {
     }
   }
 
-  /** Opens a TCP connection to the directory for the link; frames read from it go to the link. */
+  /** Opens the link to the directory (TCP, or TLS-PSK with a key: dirsocket.ts); frames read from it go to the link. */
   private connectDirectory(): void {
     const { host, port } = this.opts.directory
-    const sock = net.connect({ host, port })
-    sock.setNoDelay(true)
-    let connected = false
-    sock.once('connect', () => {
-      if (this.closed) return void sock.destroy()
-      connected = true
-      this.conn = sock
-      this.link.connected()
+    let up = false
+    const sock = openLink(host, port, this.linkKeys, {
+      ready: () => {
+        if (this.closed) return void sock.destroy()
+        up = true
+        sock.setNoDelay(true)
+        this.conn = sock
+        this.link.connected()
+      },
+      failed: (why, auth) => {
+        if (this.closed) return
+        // A directory that refuses the key will refuse it again: fail now rather than retry for ever.
+        if (auth) this.abort(new AuthError(`the directory at ${host}:${port} refused ${this.memberId}'s key (${why}): it has another key, or none`))
+        else this.link.connectFailed(`${host}:${port}: ${why}`)
+      },
     })
     sock.on('error', (err) => {
-      if (connected) log('%s: directory connection error %s', this.memberId, err.message)
-      else if (!this.closed) this.link.connectFailed(`${host}:${port}: ${err.message}`)
+      if (up) log('%s: directory connection error %s', this.memberId, err.message)
     })
     const decoder = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
-    sock.on('data', (chunk) => {
+    sock.on('data', (chunk: Buffer) => {
       let frames: Frame[]
       try {
         frames = decoder.push(chunk)
@@ -199,8 +215,8 @@ export class Group extends EventEmitter<GroupEvents> {
       for (const f of frames) if (!this.closed && this.conn === sock) this.link.received(f)
     })
     sock.on('close', () => {
-      // A failed attempt reports through 'error'; only a connection that was up is a loss.
-      if (!connected || this.conn !== sock) return
+      // A failed attempt reports through `failed`; only a connection that was up is a loss.
+      if (!up || this.conn !== sock) return
       this.conn = null
       if (!this.closed) this.link.closed()
     })

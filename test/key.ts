@@ -24,7 +24,7 @@ function keyFile(t: { teardown(f: () => void): void }, name: string): string {
 t.test('a keyed group: a stranger replaying and re-sending what it hears changes nothing, and is counted', { timeout: 120_000 }, async (t) => {
   const key = keyFile(t, 'group.key')
   t.equal(fs.statSync(key).mode & 0o777, 0o600, 'dir keygen writes the key for its owner only')
-  const dir = await startDir(await freePort())
+  const dir = await startDir(await freePort(), ['--key-file', key])
   const N = 1500
   const ids = ['a', 'b', 'c']
   const ms = ids.map((id) => new MemberProc(id, dir.addr, 'keyed', N, ids.length, 'agreed', undefined, { SEQCAST_KEY_FILE: key, SEQCAST_TEST_PAUSE: '10:5' }))
@@ -33,7 +33,7 @@ t.test('a keyed group: a stranger replaying and re-sending what it hears changes
     await dir.stop()
   })
   t.ok(await until(() => ms.every((m) => m.entries.some((e) => e.type === 'view' && e.members.length === 3)), 20_000), 'all three joined')
-  const st = await stranger(dir.addr, 'keyed', 500)
+  const st = await stranger(dir.addr, 'keyed', 500, 20, Buffer.from(fs.readFileSync(key, 'utf8').trim(), 'hex'))
   t.teardown(() => st.close())
   const { heard, targets } = st
   t.ok(await until(() => heard.length >= 20, 20_000), 'the stranger hears the group')
@@ -61,7 +61,7 @@ t.test('a keyed group: a stranger replaying and re-sending what it hears changes
 t.test('a member with another key fails with EAUTH; the group goes on without it', { timeout: 60_000 }, async (t) => {
   const key = keyFile(t, 'right.key')
   const other = keyFile(t, 'wrong.key')
-  const dir = await startDir(await freePort())
+  const dir = await startDir(await freePort(), ['--key-file', key])
   const a = new MemberProc('a', dir.addr, 'keyed2', 0, 1, 'agreed', undefined, { SEQCAST_KEY_FILE: key })
   t.teardown(async () => { a.kill(); await dir.stop() })
   t.ok(await until(() => a.entries.some((e) => e.type === 'view'), 10_000), 'a joined')
