@@ -1,7 +1,8 @@
 /**
  * A seeded frame fuzzer (issue 11): valid frames of every type, mutated field by field — types, ranges, lengths,
  * nesting, huge lists, a wrong `t` — plus random bytes, through the framing into DirectoryCore (which parses with
- * parseToDirectory) and into a member's DirectoryReader. Nothing may throw but ProtocolError; everything the
+ * parseToDirectory) and into a member's DirectoryReader, keyed (odd seeds: keys frames, rotations) or not. Nothing
+ * may throw but ProtocolError (or RotateError, a refused rotation); everything the
  * directory sends must be a frame a member accepts; afterwards the directory still answers `ls` and still gives a
  * join its view. A failure names its seed: SEQCAST_FUZZ_SEED=<seed> npx tap test/fuzz-frames.ts reruns it alone.
  */
@@ -9,7 +10,7 @@ import t from 'tap'
 import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, type ConnId } from '../directory/core.js'
 import { DirectoryReader } from '../lib/dirproto.js'
 import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, MAX_FRAME_TO_DIRECTORY, type Frame } from '../lib/frame.js'
-import { ProtocolError } from '../lib/errors.js'
+import { ProtocolError, RotateError } from '../lib/errors.js'
 import { rng } from './fixtures/sim-rng.js'
 
 const CASES = 10_000
@@ -29,7 +30,9 @@ const commitBody = (r: Rand, group: string) => ({
 
 /** A valid frame to the directory, of a random type; `group`/`viewId`: what the sending member is in. */
 function toDirectory(r: Rand, group: string, viewId: number, self: number): Frame {
-  switch (int(r, 9)) {
+  switch (int(r, 11)) {
+    case 9: return { t: 'keyed', seq: 1 + int(r, 4) }
+    case 10: return { t: 'rotate', key: Buffer.alloc(32, int(r, 256)) }
     case 0: return { t: 'join', proto: 1, group, member: `f${int(r, 1e6)}`, addr: `127.0.0.1:${1 + int(r, 65535)}` }
     case 1: {
       const g = r() < 0.6 ? group : pick(r, ['r1', 'r2'])
@@ -47,7 +50,9 @@ function toDirectory(r: Rand, group: string, viewId: number, self: number): Fram
 
 /** A valid frame from the directory, of a random type. */
 function fromDirectory(r: Rand): Frame {
-  switch (int(r, 9)) {
+  switch (int(r, 11)) {
+    case 9: return { t: 'keys', seq: 3, keys: [{ epoch: 4, key: Buffer.alloc(32, 1) }, { epoch: 5, key: Buffer.alloc(32, 2) }], use: 5 }
+    case 10: return { t: 'rotated', epoch: 5 }
     case 0: return { t: 'welcome', no: 3, heartbeatMs: 500, timeoutMs: 2000 }
     case 1: return { t: 'pong' }
     case 2: return { t: 'prepare', group: 'g', viewId: 8 }
@@ -137,7 +142,9 @@ function fuzz(seed: number): string[] {
   /** Frames to the two honest members, answered after each step (never from inside the core). */
   const inbox: Array<{ conn: ConnId; f: Frame }> = []
   const honest = new Map<ConnId, { have: number }>()
-  const core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, rejoinGraceMs: 0 }, {
+  // Odd seeds: a keyed directory (keys frames to answer, rotations a fuzzed frame may start).
+  const key = seed % 2 === 1 ? Buffer.alloc(32, 0xee) : null
+  const core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, rejoinGraceMs: 0, key }, {
     now: () => now,
     send: (conn, f) => {
       try {
@@ -167,6 +174,7 @@ function fuzz(seed: number): string[] {
         const h = honest.get(conn)
         if (!h) continue
         if (f.t === 'prepare') core.frame(conn, { t: 'prepared', group: 'g', viewId: f.viewId as number, have: h.have, low: 0 })
+        if (f.t === 'keys') core.frame(conn, { t: 'keyed', seq: f.seq as number })
         if (f.t === 'commit') {
           h.have = f.start as number
           core.frame(conn, { t: 'installed', group: 'g', viewId: f.viewId as number })
@@ -213,7 +221,7 @@ function fuzz(seed: number): string[] {
         if (bytes) for (const f of new FrameDecoder(MAX_FRAME_TO_DIRECTORY).push(bytes)) core.frame(c, f)
       }
     } catch (err) {
-      if (!(err instanceof ProtocolError)) fail('threw something other than ProtocolError', err)
+      if (!(err instanceof ProtocolError || err instanceof RotateError)) fail('threw something other than ProtocolError or RotateError', err)
       else closing.push(c) // what the server does on a refused frame
     }
     try {
