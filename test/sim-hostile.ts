@@ -165,3 +165,80 @@ t.test('DATA above a msgId gap, or far past what its sender sent, is held only u
   t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
   t.same(check(sim.logs()), [])
 })
+
+// ---------------------------------------------------------------- forgeries that fit every bound (PROTOCOL.md §4.1)
+// Each is a datagram a member could have sent — right view, right sender, numbers within what the view can hold —
+// but sent by a stranger from its own socket. Without a key the content cannot be told from the real thing; where
+// it comes from can: a member takes a datagram only from the unicast address the view gives its sender.
+
+/** A stranger's socket: on the members' host, but no member's address. */
+const STRANGER = '127.0.0.1:9'
+
+const expelled = (m: SimMember): boolean => (m.error as { code?: string } | undefined)?.code === 'EEXPELLED'
+
+t.test('an ORDER in the sequencer\'s name that places a run at a slot the sequencer has not used yet stalls nobody', async (t) => {
+  const { sim, ms } = group(150)
+  const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+  const views = m2.engine.stats.views
+  // The next slot, for m3's next message: what the sequencer would assign had m3 sent it — but m3 never does.
+  const next = m3.engine.sender(no(m3))!.ordered + 1
+  m2.transport.onDatagram(encodeOrder(header(m2, no(m1)), m2.engine.have + 1, 0, [{ sender: no(m3), firstMsgId: next, count: 1 }]), 'group', STRANGER)
+  for (const m of [m1, m2]) m.send(50)
+  t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
+  t.notOk(expelled(m2), 'the member that got it is not excluded')
+  t.equal(m2.engine.stats.views, views, 'no view change')
+  t.equal(m2.engine.stats.delivered, m1.engine.stats.delivered, 'it delivers what the others deliver')
+  t.same(check(sim.logs()), [])
+})
+
+t.test('an ACK in a lagging member\'s name, within what was ordered, neither frees what it lacks nor hides it', async (t) => {
+  const { sim, ms } = group(151)
+  const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+  sim.filter = (_from, to) => to !== m3
+  for (const m of [m1, m2]) m.send(100)
+  sim.run(sim.now + 30)
+  const lacks = m3.engine.have
+  // @ts-expect-error private: the sequencer's next slot
+  const top = (m1.engine.role.nextSlot as number) - 1
+  t.ok(top > lacks, 'm3 lags')
+  m1.transport.onDatagram(encodeAck(header(m1, no(m3)), top, top, 0), 'direct', STRANGER)
+  sim.run(sim.now + 30)
+  t.ok(m1.engine.stable <= lacks, `the stable slot (${m1.engine.stable}) did not pass what m3 holds (${lacks})`)
+  sim.filter = null
+  t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
+  t.same(check(sim.logs()), [])
+})
+
+t.test('a heartbeat in the sequencer\'s name announcing a stable slot makes nobody free early', async (t) => {
+  const { sim, ms } = group(152)
+  const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+  sim.filter = (_from, to) => to !== m3
+  for (const m of [m1, m2]) m.send(100)
+  sim.run(sim.now + 30)
+  const stable = m2.engine.stable
+  t.ok(m2.engine.have > stable, 'm2 holds slots m3 lacks')
+  m2.transport.onDatagram(encodeOrder(header(m2, no(m1)), m2.engine.have + 1, m2.engine.have, []), 'group', STRANGER)
+  sim.run(sim.now + 1)
+  t.equal(m2.engine.stable, stable, 'm2 did not take the forged stable slot')
+  sim.filter = null
+  t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
+  t.same(check(sim.logs()), [])
+})
+
+t.test('a stranger\'s datagrams in the sequencer\'s name on the multicast address do not mask a deaf member', async (t) => {
+  const sim = new Sim(153)
+  const ms = sim.startGroup(3)
+  const [m1, , m3] = ms as [SimMember, SimMember, SimMember]
+  m3.noMulticastIn = true
+  // The stranger repeats the sequencer's heartbeats on the multicast address, where m3 hears them.
+  const forge = (): void => {
+    if (m3.engine.snapshot().transport === 'unicast') return
+    m3.transport.onDatagram(encodeOrder(header(m3, no(m1)), m3.engine.have + 1, 0, []), 'group', STRANGER)
+    sim.at(sim.now + 20, forge)
+  }
+  forge()
+  for (const m of ms) m.send(20)
+  t.ok(sim.runUntil(() => ms.every((m) => m.engine.snapshot().transport === 'unicast'), 30_000), 'm3 is found deaf: the group moves to unicast')
+  t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
+  t.same(check(sim.logs()), [])
+})
