@@ -88,7 +88,7 @@ class ReplayWindow {
 }
 
 export class SealedTransport implements Transport {
-  onDatagram: (buf: Buffer, via: Via) => void = () => {}
+  onDatagram: (buf: Buffer, via: Via, from: string) => void = () => {}
   readonly stats: SealStats = { opened: 0, rejected: 0, replayed: 0 }
   private readonly keys = new Map<string, Buffer>()
   private readonly windows = new Map<string, ReplayWindow>()
@@ -98,9 +98,9 @@ export class SealedTransport implements Transport {
   /** `key`: the group key, KEY_BYTES random bytes (`dir keygen`). */
   constructor(private readonly inner: Transport, private readonly key: Buffer) {
     if (key.length !== KEY_BYTES) throw new RangeError(`a group key is ${KEY_BYTES} bytes, got ${key.length}`)
-    inner.onDatagram = (buf, via) => {
+    inner.onDatagram = (buf, via, from) => {
       const plain = this.open(buf)
-      if (plain) this.onDatagram(plain, via)
+      if (plain) this.onDatagram(plain, via, from)
     }
   }
 
