@@ -256,3 +256,19 @@ t.test('a stranger\'s datagrams in the sequencer\'s name on the multicast addres
   t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
   t.same(check(sim.logs()), [])
 })
+
+t.test('spoofed: an ORDER in the sequencer\'s name, from its address, at a slot it has not used yet is replaced by its real one', async (t) => {
+  // Only the key tells this forgery from the real thing; but the sequencer's real ORDER for that slot comes later
+  // and stands: the member waits for nobody's message only until the group's next message is ordered.
+  const { sim, ms } = group(154)
+  const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+  const views = m2.engine.stats.views
+  const next = m3.engine.sender(no(m3))!.ordered + 1
+  m2.transport.onDatagram(...spoofed(ms, encodeOrder(header(m2, no(m1)), m2.engine.have + 1, 0, [{ sender: no(m3), firstMsgId: next, count: 1 }]), 'group'))
+  for (const m of [m1, m2]) m.send(50)
+  t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
+  t.notOk(expelled(m2), 'the member that got it is not excluded')
+  t.equal(m2.engine.stats.views, views, 'no view change')
+  t.equal(m2.engine.stats.delivered, m1.engine.stats.delivered, 'it delivers what the others deliver')
+  t.same(check(sim.logs()), [])
+})
