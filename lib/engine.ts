@@ -98,13 +98,8 @@ export class Engine implements SequencerHost {
     this.repair = new Repair(opts, this, this.stats)
   }
 
-  get maxDatagram(): number {
-    return this.opts.maxDatagram
-  }
-
-  get maxUnstableBytes(): number {
-    return this.opts.maxUnstableBytes
-  }
+  get maxDatagram(): number { return this.opts.maxDatagram }
+  get maxUnstableBytes(): number { return this.opts.maxUnstableBytes }
 
   get view(): { viewId: number; members: string[]; sequencer: string } | null {
     const v = this.views.current
@@ -134,13 +129,9 @@ export class Engine implements SequencerHost {
     return this.role !== null
   }
 
-  now(): number {
-    return this.env.now()
-  }
+  now(): number { return this.env.now() }
 
-  sender(no: number): SenderState | undefined {
-    return this.senders.get(no)
-  }
+  sender(no: number): SenderState | undefined { return this.senders.get(no) }
 
   multicast(buf: Buffer): void {
     this.stats.datagramsOut++
@@ -194,8 +185,8 @@ export class Engine implements SequencerHost {
 
   // ---------------------------------------------------------------- receiving
 
-  /** `via`: how it arrived — on the group's multicast address, or addressed to this member (transport.ts). */
-  datagram(buf: Uint8Array, via: Via = 'group'): void {
+  /** `via`: on the group's multicast address, or addressed to this member; `from`: its source "ip:port". */
+  datagram(buf: Uint8Array, via: Via, from: string): void {
     this.stats.datagramsIn++
     if (this.lifecycle === 'left' || this.lifecycle === 'failed' || this.me === 0) return
     const d = decode(buf, this.inc)
@@ -205,7 +196,10 @@ export class Engine implements SequencerHost {
       return
     }
     if (d.sender === this.me) return // our own multicast, looped back
-    if (this.views.knows(d.sender)) this.hearing.heard(via, d.sender === this.views.current?.sequencer)
+    // Only from the socket the views give its sender; DATA also from a repair source asked (PROTOCOL.md §4.1).
+    const src = this.views.noAt(from)
+    if (src !== d.sender && (d.kind !== Kind.DATA || !this.repair.asked(src))) return void this.stats.foreign++
+    this.hearing.heard(via, src === this.views.current?.sequencer)
     if (this.views.current?.excluded && d.kind !== Kind.NACK) return // a leaver past its last slot only serves repairs
     switch (d.kind) {
       case Kind.DATA: this.onData(d); break
@@ -254,11 +248,14 @@ export class Engine implements SequencerHost {
       const to = Math.min(slot + r.count - 1, hi)
       for (let s = from; s <= to; s++) {
         const m = r.firstMsgId + (s - slot)
-        if (this.log.has(s)) {
-          if (this.log.sender(s) !== r.sender || this.log.msgId(s) !== m) this.stats.violations++
-          else this.stats.duplicates++
+        const held = this.log.has(s)
+        if (held && this.log.sender(s) === r.sender && this.log.msgId(s) === m) {
+          this.stats.duplicates++
           continue
         }
+        // Two assignments for a slot not passed yet: no sequencer makes them, the later stands (a forgery at a slot
+        // the sequencer had not used yet came first; PROTOCOL.md §4.1).
+        if (held) this.stats.violations++
         this.log.set(s, r.sender, m, v.viewId)
         if (r.sender === this.me) this.ownOrdered(m)
       }

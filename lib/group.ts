@@ -136,8 +136,8 @@ export class Group extends EventEmitter<GroupEvents> {
       deliveryRoom: () => this.queuedBytes < this.opts.maxQueuedBytes || this.engine.lifecycle === 'leaving',
       lifecycle: (state, err) => this.onLifecycle(state, err),
     })
-    transport.onDatagram = (buf, via) => {
-      this.engine.datagram(buf, via)
+    transport.onDatagram = (buf, via, from) => {
+      this.engine.datagram(buf, via, from)
       this.link.pingIfDue() // a burst of datagrams keeps timers waiting too
     }
   }

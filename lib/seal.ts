@@ -134,7 +134,7 @@ class ReplayWindow {
 }
 
 export class SealedTransport implements Transport {
-  onDatagram: (buf: Buffer, via: Via) => void = () => {}
+  onDatagram: (buf: Buffer, via: Via, from: string) => void = () => {}
   readonly stats: SealStats = { opened: 0, rejected: 0, replayed: 0 }
   /** The group keys held, by phase (epoch mod 2). */
   private readonly held: (Held | null)[] = [null, null]
@@ -149,9 +149,9 @@ export class SealedTransport implements Transport {
   /** `key`: the group key, KEY_BYTES random bytes (`dir keygen`), of epoch `epoch`. */
   constructor(private readonly inner: Transport, key: Uint8Array, epoch = 0) {
     this.setKeys([{ epoch, key }], epoch)
-    inner.onDatagram = (buf, via) => {
+    inner.onDatagram = (buf, via, from) => {
       const plain = this.open(buf)
-      if (plain) this.onDatagram(plain, via)
+      if (plain) this.onDatagram(plain, via, from)
     }
   }
 

@@ -21,8 +21,12 @@ export type Via = 'group' | 'direct'
 export interface Transport {
   /** This member's unicast endpoint "ip:port": what the directory, and through it the others, know it by. */
   readonly address: string
-  /** Where received datagrams go: set once, before any arrives. */
-  onDatagram: (buf: Buffer, via: Via) => void
+  /**
+   * Where received datagrams go: set once, before any arrives. `from`: the source "ip:port" — a member's unicast
+   * socket, multicast included (everything is sent from it, PROTOCOL.md §2.6); the engine takes a datagram only
+   * from the address the view gives its sender (§4.1).
+   */
+  onDatagram: (buf: Buffer, via: Via, from: string) => void
   /** The group's channel, from a commit: the multicast address (listened on in multicast mode) and the mode. */
   channel(mcast: string, mode: GroupTransport): void
   /** Who a send to the group reaches in unicast mode: the installed view's members but this one, "ip:port" each. */
@@ -42,7 +46,7 @@ type Target = { host: string; port: number }
  */
 export abstract class BaseTransport implements Transport {
   abstract readonly address: string
-  onDatagram: (buf: Buffer, via: Via) => void = () => {}
+  onDatagram: (buf: Buffer, via: Via, from: string) => void = () => {}
   mode: GroupTransport = 'multicast'
   protected group: Target | null = null
   private fanout: Target[] = []
@@ -125,7 +129,7 @@ export class UdpTransport extends BaseTransport {
           log('cannot set multicast options on %s: %s', iface, (err as Error).message)
         }
         tuneBuffers(t.uni)
-        t.uni.on('message', (buf) => t.onDatagram(buf, 'direct'))
+        t.uni.on('message', (buf, r) => t.onDatagram(buf, 'direct', `${r.address}:${r.port}`))
         const a = t.uni.address()
         t.address = `${a.address}:${a.port}`
         resolve(t)
@@ -143,7 +147,7 @@ export class UdpTransport extends BaseTransport {
     this.leaveMulticast()
     const s = dgram.createSocket({ type: 'udp4', reuseAddr: true })
     s.on('error', (err) => log('multicast socket %s: %s', mcast, err.message))
-    s.on('message', (buf) => this.onDatagram(buf, 'group'))
+    s.on('message', (buf, r) => this.onDatagram(buf, 'group', `${r.address}:${r.port}`))
     s.bind(port, host, () => {
       try {
         s.addMembership(host, this.iface)

@@ -57,6 +57,8 @@ export class Views {
   private known: ViewRec[] = []
   /** Every member number ever in a view, with its id (numbers are never reused within a group). */
   private readonly names = new Map<number, string>()
+  /** Which member number each unicast address was given to, the latest holder (PROTOCOL.md §4.1). */
+  private readonly at = new Map<string, number>()
 
   /** No view committed yet: the member is joining. */
   get none(): boolean {
@@ -97,7 +99,10 @@ export class Views {
     const before = this.known[this.known.length - 1]
     this.known.push(v)
     this.pending.push(v)
-    for (const m of v.members) this.names.set(m.no, m.id)
+    for (const m of v.members) {
+      this.names.set(m.no, m.id)
+      this.at.set(m.addr, m.no)
+    }
     return before
   }
 
@@ -147,6 +152,14 @@ export class Views {
   /** Whether member number `no` was ever in a view this member heard of. */
   knows(no: number): boolean {
     return this.names.has(no)
+  }
+
+  /**
+   * The member whose unicast address is `addr` ("ip:port", where a datagram came from), or -1: a stranger's socket.
+   * Every datagram leaves its member from that address, multicast included (PROTOCOL.md §2.6).
+   */
+  noAt(addr: string): number {
+    return this.at.get(addr) ?? -1
   }
 
   nameOf(no: number): string | undefined {

@@ -5,14 +5,12 @@
  * and extended datagrams, plus random bytes behind a genuine header — to the multicast address and to every member's
  * unicast port. Afterwards: no process died, and every member delivered the identical, complete stream.
  *
- * Not sent: DATA entries that could pass for a real message — re-numbered into a sender's near future, re-sent in
- * another member's name, or with changed payload bytes (a message still in flight to some member would be taken in
- * that form). Without a key no receiver can tell those from the real message (with one they are rejected:
- * test/key.ts, test/sim-key.ts). So a DATA's msgIds are only mutated far out of range, its count, flags, view,
- * type and length freely, its sender and payload never. The same for an ORDER in the sequencer's name: its runs and
- * first slot are only set far out of range — one that places a run at a plausible slot is a forged ordering, which
- * without a key makes the members that take it wait for a message that never comes until the group excludes them
- * (issue 11, open; the key closes it).
+ * Forgeries included: DATA re-numbered into a sender's near future, re-sent in another member's name, or with
+ * changed payload bytes; ORDER runs moved to plausible slots (the sequencer's next ones) — datagrams no receiver can
+ * tell from real ones by their content without a key. They come from the stranger's own socket, not from the address
+ * the view gives the member they name, and members take a datagram only from that address (PROTOCOL.md §4.1). A
+ * stranger who spoofs the source address (a raw socket on the LAN) is out of this test's reach; the simulator's
+ * fuzzer (test/fuzz-datagrams.ts) sends from the named member's address, and the key stops that one (test/sim-key.ts).
  * SEQCAST_BLAST_SEED=n reruns one seed.
  */
 import t from 'tap'
@@ -29,10 +27,10 @@ function mutate(g: Buffer, r: () => number): Buffer {
   const b = Buffer.from(g)
   const pick = (n: number): number => Math.floor(r() * n)
   const u32 = (): number => [0, 1, 2, 0xffff, 0x7fffffff, 0xffffffff, pick(2 ** 32)][pick(7)]!
-  switch (pick(10)) {
-    case 0: b[3] = 2 + pick(4); break // another type over the same body (never DATA: see below)
+  switch (pick(11)) {
+    case 0: b[3] = 1 + pick(4); break // another type over the same body
     case 1: b.writeUInt32BE(u32(), 12); break // view id
-    case 2: if (b[3] !== 1) b.writeUInt32BE(u32(), 16); break // sender (a DATA re-sent in another's name is a forgery)
+    case 2: b.writeUInt32BE([u32(), 1, 2, 3, 4][pick(5)]!, 16); break // sender: another member's name, or none
     case 3: b[20] = pick(256); break // flags
     case 4: { // a body field: count, slot, stable, length — whatever lies there, set to an extreme (DATA, ORDER: the count)
       if (b.length <= HEADER + 2) break
@@ -53,12 +51,14 @@ function mutate(g: Buffer, r: () => number): Buffer {
       for (let i = 0; i < body.length; i++) body[i] = pick(256)
       return Buffer.concat([b.subarray(0, HEADER), body])
     }
-    case 9: { // flip bytes in the body, but never in a DATA entry or an ORDER run (forgery territory, see above)
-      if (b[3] === 1) { b[HEADER + pick(2)] = pick(256); break } // DATA: only its entry count
-      if (b[3] === 2) { b[HEADER + 12 + pick(2)] = pick(256); break } // ORDER: only its run count
-      for (let k = 0; k < 3 && b.length > HEADER; k++) b[HEADER + pick(b.length - HEADER)] = pick(256)
+    case 9: { // a plausible future: a DATA's first msgId or an ORDER's first slot moved a little ahead
+      const at = b[3] === 1 ? HEADER + 2 : b[3] === 2 ? HEADER : -1
+      if (at >= 0 && b.length >= at + 6) b.writeUIntBE(Math.min(2 ** 48 - 1, b.readUIntBE(at, 6) + 1 + pick(64)), at, 6)
       break
     }
+    case 10: // flip bytes in the body: payloads, runs, ranges
+      for (let k = 0; k < 3 && b.length > HEADER; k++) b[HEADER + pick(b.length - HEADER)] = pick(256)
+      break
   }
   return b
 }

@@ -5,11 +5,15 @@
  * kinds), cut short or lengthened, a real header over random bytes, or random bytes. The incarnation is kept right
  * (but for a few mutations), so they pass the first checks.
  *
+ * Most come from the address of the member they name (a stranger who spoofs the source address), the rest from a
+ * stranger's own socket, which a member takes nothing from (PROTOCOL.md §4.1).
+ *
  * Two modes per seed:
  * - `strict`: afterwards every member is alive, the group settles, and every member delivered the identical
  *   complete stream (test/fixtures/checker.ts). What a member cannot tell from the real thing without a key
- *   (issue 11 Part 2) is not injected in this mode, and only that: DATA in a member's name for a msgId above what the
- *   target has ordered of it (it may be that member's next message: the real one would then be a duplicate); ORDER
+ *   (issue 11 Part 2) is injected in this mode only from a stranger's socket, never from the member's address: DATA
+ *   in a member's name for a msgId above what the target has ordered of it (it may be that member's next message:
+ *   the real one would then be a duplicate); ORDER
  *   in a member's name that assigns a slot differently from the sequencer, announces a slot it did not order or a
  *   stable slot it did not announce (members trust the view's sequencer, and a source they asked for repair); ACK in a
  *   member's name (a member's claim of progress within the bounds is believed).
@@ -31,6 +35,8 @@ import { rng } from './fixtures/sim-rng.js'
 const SEEDS = Number(process.env.SEQCAST_FUZZ_SEEDS ?? 10)
 const FIRST = Number(process.env.SEQCAST_FUZZ_FIRST ?? 7000)
 const CASES = Number(process.env.SEQCAST_FUZZ_CASES ?? 5000)
+/** A stranger's own socket: no member's address. */
+const STRANGER = '127.0.0.1:9'
 const FAULTS: Faults = { drop: 0.05, dup: 0.02, minDelay: 0.05, maxDelay: 1 }
 
 type Mode = 'strict' | 'any'
@@ -211,13 +217,16 @@ function fuzz(seed: number, mode: Mode): Outcome {
       const target = ms[Math.floor(r() * ms.length)]!
       if (!target.alive) continue
       const buf = mutate(r, captured[Math.floor(r() * captured.length)]!, members)
-      if (mode === 'strict' && indistinguishable(decode(buf, target.engine.inc), target, members, sequencer)) {
+      // Mostly from the address of the member it names (a stranger who spoofs the source), else its own socket.
+      const named = buf.length >= HEADER_SIZE ? ms.find((m) => m.engine.me === buf.readUInt32BE(16)) : undefined
+      const from = named && r() < 0.8 ? named.transport.address : STRANGER
+      if (mode === 'strict' && from !== STRANGER && indistinguishable(decode(buf, target.engine.inc), target, members, sequencer)) {
         skipped++
         continue
       }
       injected++
       try {
-        target.transport.onDatagram(buf, r() < 0.5 ? 'group' : 'direct')
+        target.transport.onDatagram(buf, r() < 0.5 ? 'group' : 'direct', from)
       } catch (err) {
         problems.push(`handler threw on ${buf.toString('hex').slice(0, 200)}: ${(err as Error).stack}`)
       }

@@ -401,7 +401,7 @@ t.test('a member whose event loop is busy with frames pings when a ping is due, 
   link.received({ t: 'pong' })
   t.ok(link.lastPingAt > performance.now() - 1000, 'a frame from the directory with a ping due sends it')
   link.lastPingAt = performance.now() - 60_000
-  transport.onDatagram(Buffer.from('not a datagram of ours'), 'direct')
+  transport.onDatagram(Buffer.from('not a datagram of ours'), 'direct', '127.0.0.1:9')
   t.ok(link.lastPingAt > performance.now() - 1000, 'so does a datagram')
   t.ok(await until(() => pings === before + 2, 2000), 'the directory got both pings')
 })

@@ -17,7 +17,7 @@ class Wire extends BaseTransport {
     this.out.push(Buffer.from(buf))
   }
   arrive(buf: Buffer, via: Via = 'group'): void {
-    this.onDatagram(buf, via)
+    this.onDatagram(buf, via, '127.0.0.1:8')
   }
   close(): void {}
 }

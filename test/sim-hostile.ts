@@ -3,6 +3,10 @@
  * real group in the simulator: the datagram is built with the wire encoders, with the group's incarnation and a
  * view id and member numbers it knows, and handed to one member as if it came from the network. Every attack must
  * leave the group delivering the identical complete stream, at a cost per datagram bounded by a constant.
+ *
+ * The bounds are tested with datagrams that come from the address of the member they name (`from(ms, buf)`): a
+ * stranger able to spoof the source, whom only the key stops. From a stranger's own socket a member takes nothing
+ * (the last tests).
  */
 import t from 'tap'
 import { Sim, type SimMember } from './fixtures/sim.js'
@@ -19,6 +23,19 @@ function header(m: SimMember, sender: number, viewId = m.engine.snapshot().viewI
 
 function no(m: SimMember): number {
   return m.engine.me
+}
+
+/** A stranger's socket: on the members' host, but no member's address. */
+const STRANGER = '127.0.0.1:9'
+
+/** `buf` as it arrives `via`, from the member it names. */
+function spoofed(ms: SimMember[], buf: Buffer, via: 'group' | 'direct'): [Buffer, 'group' | 'direct', string] {
+  return [buf, via, from(ms, buf)]
+}
+
+/** The address of the member a datagram names as its sender: where a stranger who spoofs the source sends from. */
+function from(ms: SimMember[], buf: Buffer): string {
+  return ms.find((m) => no(m) === buf.readUInt32BE(16))?.transport.address ?? STRANGER
 }
 
 /** A group of three, m1 the sequencer, that has exchanged a few messages and settled. */
@@ -55,8 +72,8 @@ t.test('an ACK claiming more than was ordered is dropped: nobody frees what a la
   for (const m of [m1, m2]) m.send(100)
   sim.run(sim.now + 30)
   const dropped = m1.engine.stats.dropped
-  m1.transport.onDatagram(encodeAck(header(m1, no(m3)), MAX48, MAX48, 0), 'direct')
-  m1.transport.onDatagram(encodeAck(header(m1, no(m3)), 5, MAX48, 0), 'direct')
+  m1.transport.onDatagram(...spoofed(ms, encodeAck(header(m1, no(m3)), MAX48, MAX48, 0), 'direct'))
+  m1.transport.onDatagram(...spoofed(ms, encodeAck(header(m1, no(m3)), 5, MAX48, 0), 'direct'))
   sim.run(sim.now + 30)
   t.ok(m1.engine.stable < m1.engine.have, 'the stable slot did not pass what m3 holds')
   t.equal(m1.engine.stats.dropped, dropped + 2, 'both ACKs dropped and counted')
@@ -80,7 +97,7 @@ t.test('an ORDER from anyone but the sequencer (or a source asked), or for a sen
       const m2 = ms[1]!
       const counted = (): number => m2.engine.stats.dropped + m2.engine.stats.foreign
       const before = counted()
-      m2.transport.onDatagram(encodeOrder(header(m2, c.from(ms)), m2.engine.have + 1, 0, [c.run(ms)]), 'direct')
+      m2.transport.onDatagram(...spoofed(ms, encodeOrder(header(m2, c.from(ms)), m2.engine.have + 1, 0, [c.run(ms)]), 'direct'))
       t.equal(counted(), before + 1, 'dropped and counted (a non-member\'s as foreign)')
       for (const m of ms) m.send(50)
       t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
@@ -95,7 +112,7 @@ t.test('an ORDER for a huge slot is dropped, and the next view change does not l
     const { sim, ms } = group(120 + runs.length)
     const [m1, m2] = ms as [SimMember, SimMember, SimMember]
     const dropped = m2.engine.stats.dropped
-    m2.transport.onDatagram(encodeOrder(header(m2, no(m1)), MAX48 - 100, 0, runs), 'group')
+    m2.transport.onDatagram(...spoofed(ms, encodeOrder(header(m2, no(m1)), MAX48 - 100, 0, runs), 'group'))
     t.equal(m2.engine.stats.dropped, dropped + 1, `${runs.length} runs: dropped and counted`)
     // @ts-expect-error a private field: how far this member believes the stream goes
     const knownTop = m2.engine.knownTop as number
@@ -117,14 +134,14 @@ t.test('one maximal NACK or ORDER costs a bounded amount of work', async (t) => 
   const data = Array.from({ length: per }, () => ({ sender: no(m2), firstMsgId: 1, n: 0xffff }))
   const slots = Array.from({ length: Math.floor((65_507 - 26) / 9) }, () => ({ firstSlot: 1, n: 0xffff }))
   const out = m1.engine.stats.datagramsOut
-  const nackData = lookups(() => m1.transport.onDatagram(encodeNack(header(m1, no(m3)), [], data), 'direct'))
-  const nackSlots = lookups(() => m1.transport.onDatagram(encodeNack(header(m1, no(m3)), slots, []), 'direct'))
+  const nackData = lookups(() => m1.transport.onDatagram(...spoofed(ms, encodeNack(header(m1, no(m3)), [], data), 'direct')))
+  const nackSlots = lookups(() => m1.transport.onDatagram(...spoofed(ms, encodeNack(header(m1, no(m3)), slots, []), 'direct')))
   t.comment(`maximal NACK for data: ${nackData.calls} lookups, ${nackData.ms.toFixed(1)} ms; for slots: ${nackSlots.calls} lookups, ${nackSlots.ms.toFixed(1)} ms`)
   t.ok(nackData.calls <= 20_000, 'a NACK for data looks up at most a few thousand messages')
   t.ok(nackSlots.calls <= 20_000, 'a NACK for slots looks up at most a few thousand slots')
   t.ok(m1.engine.stats.datagramsOut - out < 200, 'and answers with a bounded number of datagrams')
   const runs = Array.from({ length: runsPerDatagram(65_507) }, (_, i) => ({ sender: no(m3), firstMsgId: 1 + i * 0xffff, count: 0xffff }))
-  const order = lookups(() => m2.transport.onDatagram(encodeOrder(header(m2, no(m1)), m2.engine.have + 1, 0, runs), 'group'))
+  const order = lookups(() => m2.transport.onDatagram(...spoofed(ms, encodeOrder(header(m2, no(m1)), m2.engine.have + 1, 0, runs), 'group')))
   t.comment(`maximal ORDER: ${order.calls} lookups, ${order.ms.toFixed(1)} ms`)
   t.ok(order.calls <= 20_000, 'an ORDER looks up at most a window of slots')
   for (const m of ms) m.send(50)
@@ -139,7 +156,7 @@ t.test('an ORDER in the sequencer\'s name that fits every bound still costs at m
   const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
   const ordered = m2.engine.sender(no(m3))!.ordered
   const runs = Array.from({ length: runsPerDatagram(65_507) }, (_, i) => ({ sender: no(m3), firstMsgId: ordered + 1 + i * 0xffff, count: 0xffff }))
-  const order = lookups(() => m2.transport.onDatagram(encodeOrder(header(m2, no(m1)), m2.engine.have + 1, 0, runs), 'group'))
+  const order = lookups(() => m2.transport.onDatagram(...spoofed(ms, encodeOrder(header(m2, no(m1)), m2.engine.have + 1, 0, runs), 'group')))
   t.comment(`maximal ORDER that fits the bounds: ${order.calls} lookups, ${order.ms.toFixed(1)} ms`)
   t.ok(order.calls <= 32_768, 'at most SEQ_WINDOW slots looked at')
 })
@@ -153,7 +170,7 @@ t.test('DATA above a msgId gap, or far past what its sender sent, is held only u
   for (const id of ids) {
     const p = new DataPacker(header(m2, no(m3)), 65_507)
     p.add(id, true, false, payload)
-    m2.transport.onDatagram(p.finish(), 'group')
+    m2.transport.onDatagram(...spoofed(ms, p.finish(), 'group'))
   }
   const store = m2.engine.sender(no(m3))!.store
   let held = 0
@@ -163,5 +180,95 @@ t.test('DATA above a msgId gap, or far past what its sender sent, is held only u
   // The real messages below the forged ones still get in.
   for (const m of ms) m.send(100)
   t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
+  t.same(check(sim.logs()), [])
+})
+
+// ---------------------------------------------------------------- forgeries that fit every bound (PROTOCOL.md §4.1)
+// Each is a datagram a member could have sent — right view, right sender, numbers within what the view can hold —
+// but sent by a stranger from its own socket. Without a key the content cannot be told from the real thing; where
+// it comes from can: a member takes a datagram only from the unicast address the view gives its sender.
+
+const expelled = (m: SimMember): boolean => (m.error as { code?: string } | undefined)?.code === 'EEXPELLED'
+
+t.test('an ORDER in the sequencer\'s name that places a run at a slot the sequencer has not used yet stalls nobody', async (t) => {
+  const { sim, ms } = group(150)
+  const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+  const views = m2.engine.stats.views
+  // The next slot, for m3's next message: what the sequencer would assign had m3 sent it — but m3 never does.
+  const next = m3.engine.sender(no(m3))!.ordered + 1
+  m2.transport.onDatagram(encodeOrder(header(m2, no(m1)), m2.engine.have + 1, 0, [{ sender: no(m3), firstMsgId: next, count: 1 }]), 'group', STRANGER)
+  for (const m of [m1, m2]) m.send(50)
+  t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
+  t.notOk(expelled(m2), 'the member that got it is not excluded')
+  t.equal(m2.engine.stats.views, views, 'no view change')
+  t.equal(m2.engine.stats.delivered, m1.engine.stats.delivered, 'it delivers what the others deliver')
+  t.same(check(sim.logs()), [])
+})
+
+t.test('an ACK in a lagging member\'s name, within what was ordered, neither frees what it lacks nor hides it', async (t) => {
+  const { sim, ms } = group(151)
+  const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+  sim.filter = (_from, to) => to !== m3
+  for (const m of [m1, m2]) m.send(100)
+  sim.run(sim.now + 30)
+  const lacks = m3.engine.have
+  // @ts-expect-error private: the sequencer's next slot
+  const top = (m1.engine.role.nextSlot as number) - 1
+  t.ok(top > lacks, 'm3 lags')
+  m1.transport.onDatagram(encodeAck(header(m1, no(m3)), top, top, 0), 'direct', STRANGER)
+  sim.run(sim.now + 30)
+  t.ok(m1.engine.stable <= lacks, `the stable slot (${m1.engine.stable}) did not pass what m3 holds (${lacks})`)
+  sim.filter = null
+  t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
+  t.same(check(sim.logs()), [])
+})
+
+t.test('a heartbeat in the sequencer\'s name announcing a stable slot makes nobody free early', async (t) => {
+  const { sim, ms } = group(152)
+  const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+  sim.filter = (_from, to) => to !== m3
+  for (const m of [m1, m2]) m.send(100)
+  sim.run(sim.now + 30)
+  const stable = m2.engine.stable
+  t.ok(m2.engine.have > stable, 'm2 holds slots m3 lacks')
+  m2.transport.onDatagram(encodeOrder(header(m2, no(m1)), m2.engine.have + 1, m2.engine.have, []), 'group', STRANGER)
+  sim.run(sim.now + 1)
+  t.equal(m2.engine.stable, stable, 'm2 did not take the forged stable slot')
+  sim.filter = null
+  t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
+  t.same(check(sim.logs()), [])
+})
+
+t.test('a stranger\'s datagrams in the sequencer\'s name on the multicast address do not mask a deaf member', async (t) => {
+  const sim = new Sim(153)
+  const ms = sim.startGroup(3)
+  const [m1, , m3] = ms as [SimMember, SimMember, SimMember]
+  m3.noMulticastIn = true
+  // The stranger repeats the sequencer's heartbeats on the multicast address, where m3 hears them.
+  const forge = (): void => {
+    if (m3.engine.snapshot().transport === 'unicast') return
+    m3.transport.onDatagram(encodeOrder(header(m3, no(m1)), m3.engine.have + 1, 0, []), 'group', STRANGER)
+    sim.at(sim.now + 20, forge)
+  }
+  forge()
+  for (const m of ms) m.send(20)
+  t.ok(sim.runUntil(() => ms.every((m) => m.engine.snapshot().transport === 'unicast'), 30_000), 'm3 is found deaf: the group moves to unicast')
+  t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
+  t.same(check(sim.logs()), [])
+})
+
+t.test('spoofed: an ORDER in the sequencer\'s name, from its address, at a slot it has not used yet is replaced by its real one', async (t) => {
+  // Only the key tells this forgery from the real thing; but the sequencer's real ORDER for that slot comes later
+  // and stands: the member waits for nobody's message only until the group's next message is ordered.
+  const { sim, ms } = group(154)
+  const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+  const views = m2.engine.stats.views
+  const next = m3.engine.sender(no(m3))!.ordered + 1
+  m2.transport.onDatagram(...spoofed(ms, encodeOrder(header(m2, no(m1)), m2.engine.have + 1, 0, [{ sender: no(m3), firstMsgId: next, count: 1 }]), 'group'))
+  for (const m of [m1, m2]) m.send(50)
+  t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles')
+  t.notOk(expelled(m2), 'the member that got it is not excluded')
+  t.equal(m2.engine.stats.views, views, 'no view change')
+  t.equal(m2.engine.stats.delivered, m1.engine.stats.delivered, 'it delivers what the others deliver')
   t.same(check(sim.logs()), [])
 })

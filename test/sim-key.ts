@@ -26,7 +26,9 @@ function attack(key: Buffer | null): { sim: Sim; ms: SimMember[] } {
   sim.runUntil(() => sim.settled(), 5000)
   // The stranger sends every member a DATA in m2's name with m2's next msgId, before m2 sends it.
   const forged = forgery(m2, m2.engine.view!.viewId)
-  for (const m of [m1, m3]) m.transport.onDatagram(forged, 'group')
+  // From m2's own address: a stranger able to spoof the source (on the LAN, with a raw socket); from its own
+  // socket, members drop it without a key too (test/sim-hostile.ts).
+  for (const m of [m1, m3]) m.transport.onDatagram(forged, 'group', m2.transport.address)
   m2.send(5)
   sim.runUntil(() => sim.settled(), 10_000)
   return { sim, ms }
@@ -51,9 +53,10 @@ t.test('with a key, replaying every datagram a member heard changes nothing and 
   const sim = new Sim(9, { drop: 0.05, dup: 0.05, minDelay: 0.05, maxDelay: 1 })
   sim.key = randomBytes(32)
   const ms = sim.startGroup(3)
-  const captured: Buffer[] = []
-  sim.filter = (_from, to, buf) => {
-    if (to.id === 'm3' && captured.length < 5000) captured.push(Buffer.from(buf))
+  // Each with the address it came from: replayed from there (a spoofed source), the engine would take it.
+  const captured: Array<[Buffer, string]> = []
+  sim.filter = (from, to, buf) => {
+    if (to.id === 'm3' && captured.length < 5000) captured.push([Buffer.from(buf), from.transport.address])
     return true
   }
   for (const m of ms) m.send(100)
@@ -61,12 +64,12 @@ t.test('with a key, replaying every datagram a member heard changes nothing and 
   sim.filter = null
   const before = ms.map((m) => m.log.length)
   // Replayed later, to every member, in the same view and after a view change (a crash and a joiner).
-  for (const m of ms) for (const b of captured) m.transport.onDatagram(b, 'group')
+  for (const m of ms) for (const [b, from] of captured) m.transport.onDatagram(b, 'group', from)
   sim.crash('m1')
   const j = sim.join('j')
   j.send(10)
   t.ok(sim.runUntil(() => sim.settled(), 20_000), 'settles after a crash and a join')
-  for (const m of [ms[1]!, ms[2]!, j]) for (const b of captured) m.transport.onDatagram(b, 'group')
+  for (const m of [ms[1]!, ms[2]!, j]) for (const [b, from] of captured) m.transport.onDatagram(b, 'group', from)
   sim.run(sim.now + 1000)
   t.same(check(sim.logs()), [], 'guarantees hold: nothing delivered twice or out of place')
   t.ok(ms[1]!.log.length > before[1]!, 'the group went on')

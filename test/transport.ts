@@ -1,19 +1,22 @@
 /**
  * The UDP transport (lib/transport.ts) over real sockets on loopback: a send to the group reaches every listener
  * on the multicast address in multicast mode, and each peer by unicast in unicast mode; how each datagram arrived
- * is reported; bad addresses are counted, never thrown.
+ * and from where (the sender's unicast address, multicast included: PROTOCOL.md §2.6, §4.1) is reported; bad
+ * addresses are counted, never thrown.
  */
 import t from 'tap'
 import { UdpTransport, type Via } from '../lib/transport.js'
 
 const IFACE = '127.0.0.1' // always explicit: multicast on lo, nothing leaves the machine
 
-async function members(n: number): Promise<Array<{ t: UdpTransport; got: Array<{ body: string; via: Via }> }>> {
+type Got = { body: string; via: Via; from: string }
+
+async function members(n: number): Promise<Array<{ t: UdpTransport; got: Got[] }>> {
   const out = []
   for (let i = 0; i < n; i++) {
     const tr = await UdpTransport.open(IFACE, 0)
-    const got: Array<{ body: string; via: Via }> = []
-    tr.onDatagram = (buf, via) => got.push({ body: buf.toString(), via })
+    const got: Got[] = []
+    tr.onDatagram = (buf, via, from) => got.push({ body: buf.toString(), via, from })
     out.push({ t: tr, got })
   }
   return out
@@ -30,7 +33,8 @@ t.test('unicast mode: a send to the group is one datagram to each peer, arriving
   a!.t.toGroup(Buffer.from('one'))
   a!.t.toGroup(Buffer.from('two'))
   await settle()
-  for (const m of [b!, c!]) t.same(m.got, [{ body: 'one', via: 'direct' }, { body: 'two', via: 'direct' }])
+  const from = a!.t.address
+  for (const m of [b!, c!]) t.same(m.got, [{ body: 'one', via: 'direct', from }, { body: 'two', via: 'direct', from }])
   t.same(a!.got, [], 'not to itself')
   t.equal(a!.t.sendErrors, 0)
 })
@@ -43,11 +47,12 @@ t.test('multicast mode: one datagram to the group address reaches every listener
   ms[0]!.t.peers([ms[1]!.t.address]) // the peer list is not used in multicast mode
   ms[0]!.t.toGroup(Buffer.from('hello'))
   await settle()
-  for (const m of ms.slice(1)) t.same(m.got, [{ body: 'hello', via: 'group' }])
-  t.same(ms[0]!.got, [{ body: 'hello', via: 'group' }], 'the sender hears its own (loopback on): the engine drops it by sender number')
+  const from = ms[0]!.t.address
+  for (const m of ms.slice(1)) t.same(m.got, [{ body: 'hello', via: 'group', from }], 'from the sender\'s unicast socket')
+  t.same(ms[0]!.got, [{ body: 'hello', via: 'group', from }], 'the sender hears its own (loopback on): the engine drops it by sender number')
   ms[1]!.t.toMember(ms[2]!.t.address, Buffer.from('just you'))
   await settle()
-  t.same(ms[2]!.got.at(-1), { body: 'just you', via: 'direct' })
+  t.same(ms[2]!.got.at(-1), { body: 'just you', via: 'direct', from: ms[1]!.t.address })
 })
 
 t.test('switching to unicast stops listening on the multicast address', async (t) => {
@@ -72,7 +77,7 @@ t.test('bad addresses are counted, never thrown; a closed transport sends nothin
   t.equal(a!.t.sendErrors, 4, 'a multicast or port-0 address for one member')
   a!.t.toGroup(Buffer.from('still works'))
   await settle()
-  t.same(b!.got, [{ body: 'still works', via: 'direct' }], 'the good peer is reached')
+  t.same(b!.got, [{ body: 'still works', via: 'direct', from: a!.t.address }], 'the good peer is reached')
   a!.t.close()
   a!.t.close()
   a!.t.toGroup(Buffer.from('closed'))

@@ -148,3 +148,16 @@ t.test('the highest view id seen only grows', async (t) => {
   views.saw(5)
   t.equal(views.seenViewId, 5)
 })
+
+t.test('who sent a datagram: the member an address was given to, the latest holder; anyone else is a stranger', async (t) => {
+  const views = new Views()
+  views.add(viewOf(commit(1, [1, 2], 0), 1))
+  t.equal(views.noAt('10.0.0.2:1'), 2)
+  t.equal(views.noAt('10.0.0.2:2'), -1, 'a port no view gives: a stranger')
+  t.equal(views.noAt('10.0.0.9:1'), -1, 'an address no view gives')
+  // Member 3 gets the address member 2 had (the operating system reuses ports): datagrams from it are 3's.
+  const f = commit(2, [1, 3], 5)
+  f.members[1]!.addr = '10.0.0.2:1'
+  views.add(viewOf(f, 1))
+  t.equal(views.noAt('10.0.0.2:1'), 3)
+})
