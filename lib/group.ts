@@ -1,7 +1,8 @@
 /**
  * `Group`: one member of one group — the API front. It wires the protocol engine (engine.ts) to its transport
  * (transport.ts, UDP) and its directory client (dirlink.ts, over a TCP connection opened here), runs the one
- * periodic timer, and turns deliveries into events, a pull queue (`receive`) with its byte bound, and async iteration.
+ * periodic timer, and hands deliveries (inbox.ts) to events, a pull queue (`receive`) with its byte bound, and async
+ * iteration.
  */
 import { EventEmitter } from 'eventemitter3'
 import fs from 'node:fs'
@@ -17,6 +18,7 @@ import { DirLink } from './dirlink.js'
 import { UdpTransport, type Transport } from './transport.js'
 import { SealedTransport, SEAL_OVERHEAD, type SealStats } from './seal.js'
 import { openLink } from './dirsocket.js'
+import { Inbox, type Taker } from './inbox.js'
 import { logger } from './log.js'
 
 const log = logger('group')
@@ -72,10 +74,8 @@ export class Group extends EventEmitter<GroupEvents> {
   private conn: net.Socket | null = null
   private ticker: NodeJS.Timeout | null = null
   private flushQueued = false
-  private readonly queue: Delivery[] = []
-  /** Bytes held by `queue` (data plus a fixed overhead per delivery), bounded by maxQueuedBytes. */
-  private queuedBytes = 0
-  private readonly takers: Array<{ resolve: (d: Delivery | null) => void; reject: (e: Error) => void; timer?: NodeJS.Timeout }> = []
+  /** Deliveries on their way to the application: receive(), events, or the bounded queue. */
+  private readonly inbox: Inbox
   private readonly senders: Array<{ data: Uint8Array; resolve: () => void; reject: (e: Error) => void }> = []
   private closed = false
   private failure: SeqcastError | null = null
@@ -88,6 +88,13 @@ export class Group extends EventEmitter<GroupEvents> {
   private constructor(readonly name: string, readonly memberId: string, opts: ResolvedJoinOptions, private readonly transport: Transport) {
     super()
     this.opts = opts
+    this.inbox = new Inbox({
+      maxQueuedBytes: opts.maxQueuedBytes,
+      listening: () => this.listenerCount('message') + this.listenerCount('view') > 0,
+      emit: (d) => (d.type === 'message' ? this.emit('message', d) : this.emit('view', d)),
+      handing: () => {},
+      room: () => setImmediate(() => !this.closed && this.engine.flush()),
+    })
     this.linkKeys = opts.key ? [opts.key] : null
     const now = (): number => performance.now()
     this.link = new DirLink({
@@ -121,7 +128,7 @@ export class Group extends EventEmitter<GroupEvents> {
       now,
       transport,
       toDirectory: (f) => this.link.send(f),
-      deliver: (d) => this.onDelivery(d),
+      deliver: (d) => this.inbox.push(d),
       scheduleFlush: () => {
         if (this.flushQueued) return
         this.flushQueued = true
@@ -133,7 +140,7 @@ export class Group extends EventEmitter<GroupEvents> {
       windowOpened: () => this.pumpSends(),
       leaseValid: () => this.link.leaseValid(),
       // A leaving member drains regardless: its own messages must become stable for the leave to complete.
-      deliveryRoom: () => this.queuedBytes < this.opts.maxQueuedBytes || this.engine.lifecycle === 'leaving',
+      deliveryRoom: () => this.inbox.hasRoom() || this.engine.lifecycle === 'leaving',
       lifecycle: (state, err) => this.onLifecycle(state, err),
     })
     transport.onDatagram = (buf, via, from) => {
@@ -244,31 +251,6 @@ export class Group extends EventEmitter<GroupEvents> {
     else if (state === 'failed' && err) this.abort(err)
   }
 
-  private onDelivery(d: Delivery): void {
-    const taker = this.takers.shift()
-    if (taker) {
-      if (taker.timer) clearTimeout(taker.timer)
-      taker.resolve(d)
-    } else if (this.listenerCount('message') + this.listenerCount('view') > 0) {
-      if (d.type === 'message') this.emit('message', d)
-      else this.emit('view', d)
-    } else {
-      this.queue.push(d)
-      this.queuedBytes += queuedSize(d)
-    }
-  }
-
-  /** Takes the oldest queued delivery; if that made room in a full queue, delivery resumes. */
-  private dequeue(): Delivery | undefined {
-    const d = this.queue.shift()
-    if (d) {
-      const full = this.queuedBytes >= this.opts.maxQueuedBytes
-      this.queuedBytes -= queuedSize(d)
-      if (full && this.queuedBytes < this.opts.maxQueuedBytes && !this.closed) setImmediate(() => !this.closed && this.engine.flush())
-    }
-    return d
-  }
-
   /** Multicasts `data` to the group; resolves once accepted for sending (waits while the send window is full). */
   send(data: Uint8Array | string): Promise<void> {
     if (typeof data === 'string') data = Buffer.from(data, 'utf8')
@@ -307,26 +289,35 @@ export class Group extends EventEmitter<GroupEvents> {
     if (timeoutMs !== undefined && (typeof timeoutMs !== 'number' || !(timeoutMs >= 0))) {
       return Promise.reject(new ArgumentError('timeoutMs must be a non-negative number'))
     }
-    const queued = this.dequeue()
+    const queued = this.inbox.take()
     if (queued) return Promise.resolve(queued)
     if (this.failure) return Promise.reject(this.failure)
     if (this.closed) return Promise.reject(new NotJoinedError())
     return new Promise((resolve, reject) => {
-      const taker: (typeof this.takers)[number] = { resolve, reject }
+      let timer: NodeJS.Timeout | undefined
+      const taker: Taker = {
+        resolve: (d) => {
+          clearTimeout(timer)
+          resolve(d)
+        },
+        reject: (e) => {
+          clearTimeout(timer)
+          reject(e)
+        },
+      }
       if (timeoutMs !== undefined) {
-        taker.timer = setTimeout(() => {
-          const i = this.takers.indexOf(taker)
-          if (i >= 0) this.takers.splice(i, 1)
+        timer = setTimeout(() => {
+          this.inbox.cancel(taker)
           resolve(null)
         }, timeoutMs)
       }
-      this.takers.push(taker)
+      this.inbox.wait(taker)
     })
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Delivery> {
     for (;;) {
-      if (this.closed && this.queue.length === 0) return
+      if (this.closed && this.inbox.length === 0) return
       let d: Delivery | null
       try {
         d = await this.receive()
@@ -345,7 +336,7 @@ export class Group extends EventEmitter<GroupEvents> {
 
   stats(): GroupStats {
     const seal: SealStats = this.transport instanceof SealedTransport ? this.transport.stats : { opened: 0, rejected: 0, replayed: 0 }
-    return { ...this.engine.snapshot(), sendErrors: this.transport.sendErrors, rejected: seal.rejected, replayed: seal.replayed, queued: this.queue.length, queuedBytes: this.queuedBytes }
+    return { ...this.engine.snapshot(), sendErrors: this.transport.sendErrors, rejected: seal.rejected, replayed: seal.replayed, queued: this.inbox.length, queuedBytes: this.inbox.bytes }
   }
 
   /** Announces the leave, waits until this member's messages are delivered everywhere, then closes. */
@@ -402,11 +393,7 @@ export class Group extends EventEmitter<GroupEvents> {
     this.conn?.destroy()
     this.transport.close()
     const err = this.failure ?? new NotJoinedError()
-    for (const t of this.takers.splice(0)) {
-      if (t.timer) clearTimeout(t.timer)
-      if (this.failure) t.reject(err)
-      else t.resolve(null)
-    }
+    this.inbox.close(this.failure)
     for (const s of this.senders.splice(0)) s.reject(err)
   }
 }
@@ -429,9 +416,4 @@ export function datagramSizeFor(iface: string): number | undefined {
     }
   }
   return undefined
-}
-
-/** What a queued delivery counts against maxQueuedBytes: its data and a fixed share for the object around it. */
-function queuedSize(d: Delivery): number {
-  return (d.type === 'message' ? d.data.length : 0) + 64
 }
