@@ -29,6 +29,7 @@ export const DEFAULT_JOIN_TIMEOUT_MS = 10_000
 export const DEFAULT_LEAVE_TIMEOUT_MS = 5_000
 export const DEFAULT_MAX_QUEUED_BYTES = 16 * 1024 * 1024
 export const DEFAULT_MCAST_TTL = 1
+export const DEFAULT_STATE_TIMEOUT_MS = 60_000
 
 export type DeliveryMode = 'agreed' | 'safe'
 
@@ -69,6 +70,22 @@ export interface JoinOptions extends Partial<EngineOptions> {
    * same key. Default: none.
    */
   key?: Uint8Array | string
+  /**
+   * The application's state, for members that join later or come back (PROTOCOL.md §8, docs/API.md "State
+   * transfer"): `snapshot()` is called on one member (the donor) at the moment its application takes the view that
+   * adds a joiner, and must capture the state then — return the bytes, or an async iterable of chunks over a capture
+   * that later messages do not change; `restore(chunks)` builds the joiner's state from nothing (it may be called
+   * again, from the first byte, if the donor fails: the previous stream then ends with an `ESTATE` error). The join
+   * resolves once `restore` has; the joiner's first delivery is the view its state was taken at. Default: none.
+   */
+  state?: StateHooks
+  /** A joiner that has not restored the state this long after its first view fails its join with ESTATE. */
+  stateTimeoutMs?: number
+}
+
+export interface StateHooks {
+  snapshot(): Uint8Array | AsyncIterable<Uint8Array>
+  restore(state: AsyncIterable<Uint8Array>): Promise<void> | void
 }
 
 export interface ResolvedJoinOptions extends EngineOptions {
@@ -80,6 +97,8 @@ export interface ResolvedJoinOptions extends EngineOptions {
   leaveTimeoutMs: number
   maxQueuedBytes: number
   key: Buffer | null
+  state: StateHooks | null
+  stateTimeoutMs: number
 }
 
 export const DEFAULT_ENGINE_OPTIONS: EngineOptions = {
@@ -128,6 +147,14 @@ export function parseMulticastAddr(value: unknown): { host: string; port: number
   return a && a.first >= 224 && a.first <= 239 ? { host: a.host, port: a.port } : null
 }
 
+function stateHooks(v: unknown): StateHooks {
+  const h = v as Partial<StateHooks> | null
+  if (typeof h !== 'object' || h === null || typeof h.snapshot !== 'function' || typeof h.restore !== 'function') {
+    throw new ArgumentError('option state must be an object with functions snapshot() and restore(chunks)')
+  }
+  return h as StateHooks
+}
+
 function int(opts: Record<string, unknown>, name: string, def: number, min: number, max: number): number {
   const v = opts[name]
   if (v === undefined) return def
@@ -143,7 +170,7 @@ const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/
 export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
   if (typeof opts !== 'object' || opts === null) throw new ArgumentError('options must be an object')
   const o = opts as Record<string, unknown>
-  const known = new Set(['directory', 'iface', 'ttl', 'tickMs', 'joinTimeoutMs', 'leaveTimeoutMs', 'maxQueuedBytes', 'key', ...Object.keys(DEFAULT_ENGINE_OPTIONS)])
+  const known = new Set(['directory', 'iface', 'ttl', 'tickMs', 'joinTimeoutMs', 'leaveTimeoutMs', 'maxQueuedBytes', 'key', 'state', 'stateTimeoutMs', ...Object.keys(DEFAULT_ENGINE_OPTIONS)])
   for (const k of Object.keys(o)) if (!known.has(k)) throw new ArgumentError(`unknown option ${k}`)
   if (o.directory !== undefined && typeof o.directory !== 'string') throw new ArgumentError('option directory must be a string "host:port"')
   const directory = parseHostPort((o.directory as string | undefined) ?? DEFAULT_DIRECTORY, 'option directory')
@@ -164,6 +191,8 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
     leaveTimeoutMs: int(o, 'leaveTimeoutMs', DEFAULT_LEAVE_TIMEOUT_MS, 1, 600_000),
     maxQueuedBytes: int(o, 'maxQueuedBytes', DEFAULT_MAX_QUEUED_BYTES, 1024, 1 << 30),
     key: o.key === undefined ? null : readKey(o.key as Uint8Array | string),
+    state: o.state === undefined ? null : stateHooks(o.state),
+    stateTimeoutMs: int(o, 'stateTimeoutMs', DEFAULT_STATE_TIMEOUT_MS, 1, 24 * 3_600_000),
     delivery: (o.delivery as DeliveryMode | undefined) ?? 'agreed',
     maxDatagram,
     maxMessage: int(o, 'maxMessage', DEFAULT_MAX_MESSAGE, 1, MAX_MESSAGE_LIMIT),
