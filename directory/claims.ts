@@ -60,8 +60,8 @@ export function implausibleRejoin(f: ToDirectoryOf<'rejoin'>, range: McastRange,
   return null
 }
 
-/** A commit's content, for comparing two claims about one view. */
+/** A commit's content, for comparing two claims about one view (members' state flags included: data of the view). */
 function commitKey(c: Commit): string {
   return JSON.stringify([c.group, c.viewId, c.inc, c.mcast, c.transport, c.sequencer, c.cut, c.start, c.holder, c.nextNo,
-    c.members.map((m) => [m.no, m.id, m.addr]), c.sources.map((s) => [s.no, s.low, s.have])])
+    c.members.map((m) => [m.no, m.id, m.addr, m.state ?? null]), c.sources.map((s) => [s.no, s.low, s.have])])
 }

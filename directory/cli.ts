@@ -71,10 +71,15 @@ function keyFrom(file: string, flag: string): Buffer {
   }
 }
 
+/** Members waiting for the group's state (PROTOCOL.md §8.1), or '-'. */
+function needing(g: GroupStatus): string {
+  return g.members.filter((m) => m.state === 'needs').map((m) => m.id).join(',') || '-'
+}
+
 function table(groups: GroupStatus[]): string {
   if (groups.length === 0) return '(no groups)'
-  const rows = [['GROUP', 'VIEW', 'SEQUENCER', 'MEMBERS', 'MULTICAST', 'TRANSPORT', 'STATE'],
-    ...groups.map((g) => [g.name, String(g.viewId), g.sequencer, g.members.map((m) => m.id).join(','), g.mcast, g.transport, g.state])]
+  const rows = [['GROUP', 'VIEW', 'SEQUENCER', 'MEMBERS', 'NEEDS-STATE', 'MULTICAST', 'TRANSPORT', 'STATE'],
+    ...groups.map((g) => [g.name, String(g.viewId), g.sequencer, g.members.map((m) => m.id).join(','), needing(g), g.mcast, g.transport, g.state])]
   const w = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)))
   return rows.map((r) => r.map((c, i) => c.padEnd(w[i]!)).join('  ').trimEnd()).join('\n')
 }
@@ -124,7 +129,10 @@ async function main(argv: string[]): Promise<number> {
     if (values.json) console.log(JSON.stringify(g, null, 2))
     else {
       console.log(`group ${g.name}: view ${g.viewId}, ${g.state}, multicast ${g.mcast}, transport ${g.transport}, sequencer ${g.sequencer}`)
-      for (const m of g.members) console.log(`  ${String(m.no).padStart(4)}  ${m.id.padEnd(20)} ${m.addr}${m.id === g.sequencer ? '  (sequencer)' : ''}`)
+      for (const m of g.members) {
+        const notes = [m.id === g.sequencer ? 'sequencer' : '', m.state ? `${m.state} state` : ''].filter((n) => n !== '')
+        console.log(`  ${String(m.no).padStart(4)}  ${m.id.padEnd(20)} ${m.addr}${notes.length > 0 ? `  (${notes.join(', ')})` : ''}`)
+      }
     }
     return 0
   }

@@ -48,13 +48,16 @@ function coverFrom(pool: Report[], head: Report): Report[] {
   return chosen
 }
 
-/** A commit's members as a change from the previous commit's (PROTOCOL.md §3.2): `added` also lists changed entries. */
+/**
+ * A commit's members as a change from the previous commit's (PROTOCOL.md §3.2): `added` also lists changed entries —
+ * a new address, or a new state flag (a member that became `holds`, §8.1).
+ */
 export function commitDelta(base: CommitFrame, list: MemberEntry[]): { base: number; added: MemberEntry[]; removed: number[] } {
   const before = new Map(base.members.map((e) => [e.no, e]))
   const now = new Set(list.map((e) => e.no))
   return {
     base: base.viewId,
-    added: list.filter((e) => { const b = before.get(e.no); return !b || b.id !== e.id || b.addr !== e.addr }),
+    added: list.filter((e) => { const b = before.get(e.no); return !b || b.id !== e.id || b.addr !== e.addr || b.state !== e.state }),
     removed: [...before.keys()].filter((no) => !now.has(no)),
   }
 }

@@ -15,7 +15,7 @@ import { randomBytes } from 'node:crypto'
 import { ErrorCodes, ProtocolError, RotateError } from '../lib/errors.js'
 import {
   MAX_TIMEOUT_MS, parseToDirectory, type Commit, type CommitDelta, type CommitFrame, type FromDirectoryWire,
-  type GroupStatus, type GroupTransport, type MemberEntry, type ToDirectoryOf,
+  type GroupStatus, type GroupTransport, type MemberState, type ToDirectoryOf,
 } from '../lib/dirproto.js'
 import { MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
@@ -24,6 +24,7 @@ import { commitDelta, sourcesCovering } from './commits.js'
 import { haveBound, implausibleRejoin, UNKNOWN_COMMIT_SLOTS } from './claims.js'
 import { mcastAddress, parseRange, type McastRange } from './mcast.js'
 import { statusPage } from './status.js'
+import { adoptedState, entryOf, joinState, markReady, settleJoiners } from './state.js'
 import { KeyRing } from './keys.js'
 
 const log = logger('dir')
@@ -104,6 +105,8 @@ interface Member {
   leaving: boolean
   /** View id of the latest commit this member holds (after a directory restart: as its rejoin said). */
   commitSeen: number
+  /** Its state-transfer flag (state.ts); undefined: no state hooks. */
+  state: MemberState | undefined
 }
 
 interface Flush {
@@ -268,6 +271,9 @@ export class DirectoryCore {
         return this.onSuspect(g, m, f)
       case 'deaf':
         return this.onDeaf(conn, g, m, f)
+      case 'ready':
+        if (markReady(g.members, m)) log('%s: %s (no %d) holds the state from the next commit on', g.name, m.id, m.no)
+        return
     }
   }
 
@@ -314,7 +320,7 @@ export class DirectoryCore {
     return {
       name: g.name,
       viewId: g.viewId,
-      members: g.members.filter((m) => !m.dead).map((m) => ({ no: m.no, id: m.id, addr: m.addr })),
+      members: g.members.filter((m) => !m.dead).map(entryOf),
       sequencer: g.members.find((m) => m.no === g.sequencer)?.id ?? '',
       mcast: g.mcast,
       // What the members use: the latest commit's, until the next commit carries a change.
@@ -346,7 +352,7 @@ export class DirectoryCore {
       const graceEnd = this.startedAt + this.opts.rejoinGraceMs
       if (this.hooks.now() < graceEnd) g.recovering = { deadline: graceEnd }
     }
-    const m: Member = { no: g.nextNo++, id, addr, conn, dead: false, leaving: false, commitSeen: 0 }
+    const m: Member = { no: g.nextNo++, id, addr, conn, dead: false, leaving: false, commitSeen: 0, state: joinState(f.state) }
     c.group = g.name
     c.member = m
     g.joiners.push(m)
@@ -412,7 +418,11 @@ export class DirectoryCore {
   private adopt(g: Group, commit: Commit): void {
     const members = commit.members
     const attached = new Map(g.members.filter((m) => m.conn !== null).map((m) => [m.no, m]))
-    g.members = members.map((m) => attached.get(m.no) ?? { no: m.no, id: m.id, addr: m.addr, conn: null, dead: false, leaving: false, commitSeen: 0 })
+    g.members = members.map((e) => {
+      const m = attached.get(e.no) ?? { no: e.no, id: e.id, addr: e.addr, conn: null, dead: false, leaving: false, commitSeen: 0, state: undefined }
+      m.state = adoptedState(m.state, e.state)
+      return m
+    })
     g.viewId = commit.viewId
     g.viewCounter = Math.max(g.viewCounter, g.viewId)
     g.sequencer = commit.sequencer
@@ -644,7 +654,8 @@ export class DirectoryCore {
     const joiners = g.joiners.filter((m) => !m.dead)
     const members = [...staying, ...joiners].sort((a, b) => a.no - b.no)
     const excluded = g.members.filter((m) => !m.dead && m.leaving && m.conn !== null)
-    const list: MemberEntry[] = members.map((m) => ({ no: m.no, id: m.id, addr: m.addr }))
+    settleJoiners(staying, joiners)
+    const list = members.map(entryOf)
     const common = {
       t: 'commit' as const, group: g.name, viewId, sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast, inc: g.inc,
       nextNo: g.nextNo, transport: g.transport,

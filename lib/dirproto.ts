@@ -15,7 +15,13 @@ export const MAX_SLOT = 2 ** 48 - 1
 /** The longest heartbeat and timeout a directory may announce in `welcome` (an hour). */
 export const MAX_TIMEOUT_MS = 3_600_000
 
-export type MemberEntry = { no: number; id: string; addr: string }
+/**
+ * A member's part in state transfer (PROTOCOL.md §8.1): `holds` — its application has the group's state; `needs` —
+ * it waits for it. Absent: the member gave no state hooks and takes no part.
+ */
+export type MemberState = 'holds' | 'needs'
+export const MEMBER_STATES: readonly MemberState[] = ['holds', 'needs']
+export type MemberEntry = { no: number; id: string; addr: string; state?: MemberState }
 /** A group key and its epoch (the datagram's KEY_PHASE bit is the epoch's parity). */
 export type EpochKey = { epoch: number; key: Buffer }
 /** Group keys are 32 bytes (lib/seal.ts). */
@@ -65,7 +71,8 @@ export type GroupStatus = {
 }
 
 export type ToDirectory =
-  | { t: 'join'; proto: 1; group: string; member: string; addr: string }
+  /** `state`: the member has state hooks (it takes part in state transfer, §8). */
+  | { t: 'join'; proto: 1; group: string; member: string; addr: string; state?: boolean }
   | { t: 'rejoin'; proto: 1; group: string; member: string; no: number; addr: string; seenViewId: number; leaving?: boolean; commit: Commit }
   | { t: 'ping' }
   | { t: 'ls'; after?: string; group?: string }
@@ -79,6 +86,8 @@ export type ToDirectory =
   | { t: 'keyed'; seq: number }
   /** Start a key rotation to `key` (`dir rotate-key`). Keyed directories only (§3.5). */
   | { t: 'rotate'; key: Buffer }
+  /** The member restored the group's state: it holds it from the next commit on (§8.1). */
+  | { t: 'ready'; group: string }
 
 export type FromDirectory =
   | { t: 'welcome'; no: number; heartbeatMs: number; timeoutMs: number }
@@ -263,7 +272,11 @@ function rememberUnicast(a: string): boolean {
   return true
 }
 
-const memberEntry = (f: Fields): MemberEntry => ({ no: f.memberNo('no'), id: f.name('id'), addr: f.unicastAddr('addr') })
+function memberEntry(f: Fields): MemberEntry {
+  const e: MemberEntry = { no: f.memberNo('no'), id: f.name('id'), addr: f.unicastAddr('addr') }
+  if (f.has('state')) e.state = f.oneOf('state', MEMBER_STATES)
+  return e
+}
 const source = (f: Fields): Source => ({ no: f.memberNo('no'), low: f.slot('low'), have: f.slot('have') })
 
 /** Everything of a commit but its members (which a delta gives as a change). */
@@ -313,8 +326,11 @@ export function parseToDirectory(f: Frame): ToDirectory {
       if (r.has('group')) ls.group = r.name('group')
       return ls
     }
-    case 'join':
-      return { t: 'join', proto: proto(r), group: r.name('group'), member: r.name('member'), addr: r.unicastAddr('addr') }
+    case 'join': {
+      const join: ToDirectoryOf<'join'> = { t: 'join', proto: proto(r), group: r.name('group'), member: r.name('member'), addr: r.unicastAddr('addr') }
+      if (r.has('state')) join.state = r.bool('state')
+      return join
+    }
     case 'rejoin': {
       const rejoin: ToDirectoryOf<'rejoin'> = {
         t: 'rejoin', proto: proto(r), group: r.name('group'), member: r.name('member'), no: r.memberNo('no'), addr: r.unicastAddr('addr'),
@@ -348,6 +364,8 @@ export function parseToDirectory(f: Frame): ToDirectory {
       return { t: 'keyed', seq: r.int('seq', 1, MAX_U32, 'a keys frame number (1 … 2^32-1)') }
     case 'rotate':
       return { t: 'rotate', key: r.bytes('key', GROUP_KEY_BYTES) }
+    case 'ready':
+      return { t: 'ready', group: r.name('group') }
     default:
       return r.fail(ErrorCodes.FRAME, 't', `${clip(f.t)} is not a frame a directory reads`)
   }

@@ -100,6 +100,7 @@ export class Engine implements SequencerHost {
 
   get maxDatagram(): number { return this.opts.maxDatagram }
   get maxUnstableBytes(): number { return this.opts.maxUnstableBytes }
+  stateOf(viewId: number): ReturnType<Views['stateOf']> { return this.views.stateOf(viewId) } // PROTOCOL.md §8.1
 
   get view(): { viewId: number; members: string[]; sequencer: string } | null {
     const v = this.views.current

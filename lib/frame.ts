@@ -14,14 +14,16 @@ export const MAX_GROUP_MEMBERS = 1024
 
 /**
  * The longest frame a directory accepts: the largest a member sends is a `rejoin` carrying its latest commit back,
- * 150 KB for MAX_GROUP_MEMBERS members with 64-byte ids and as many sources (test/limits.ts encodes it). Kept to
- * what members need, since a directory buffers up to this much for any connection, a stranger's too.
+ * 161 KB for MAX_GROUP_MEMBERS members with 64-byte ids, a state flag each and as many sources (test/limits.ts
+ * encodes it). Kept to what members need, since a directory buffers up to this much for any connection, a
+ * stranger's too.
  */
 export const MAX_FRAME_TO_DIRECTORY = 192 * 1024
 
 /**
  * The longest frame a member (or `dir ls`) accepts: a `commit` of MAX_GROUP_MEMBERS members with 64-byte ids and as
- * many flush sources is 149 KB; a `status` page is filled up to it (test/limits.ts encodes both).
+ * many flush sources is 161 KB with a state flag on every member; a `status` page is filled up to it (test/limits.ts
+ * encodes both).
  */
 export const MAX_FRAME_FROM_DIRECTORY = 256 * 1024
 

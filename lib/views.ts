@@ -6,12 +6,15 @@
  * (install), `toDeliver` until `delivered` passes its boundary, and `known` for as long as its slots may be in the log
  * (DATA and ORDER name their view; repairs are served for any of them).
  */
-import type { CommitFrame, GroupTransport } from './dirproto.js'
+import type { CommitFrame, GroupTransport, MemberState } from './dirproto.js'
+import { donorOf, needersOf } from './stateview.js'
 
 export interface MemberRec {
   no: number
   id: string
   addr: string
+  /** Its state-transfer flag in this view (PROTOCOL.md §8.1); absent: no state hooks. */
+  state?: MemberState
 }
 
 export interface ViewRec {
@@ -34,7 +37,7 @@ export interface ViewRec {
 
 /** The view a commit announces, as member `me` sees it. */
 export function viewOf(f: CommitFrame, me: number): ViewRec {
-  const members = f.members.map((m) => ({ no: m.no, id: m.id, addr: m.addr }))
+  const members = f.members.map((m): MemberRec => m.state === undefined ? { no: m.no, id: m.id, addr: m.addr } : { no: m.no, id: m.id, addr: m.addr, state: m.state })
   const byNo = new Map(members.map((m) => [m.no, m]))
   return {
     viewId: f.viewId, members, byNo, sequencer: f.sequencer, cut: f.cut, start: f.start, holder: f.holder,
@@ -164,5 +167,15 @@ export class Views {
 
   nameOf(no: number): string | undefined {
     return this.names.get(no)
+  }
+
+  /**
+   * State transfer in the known view `viewId` (PROTOCOL.md §8.1), from its commit's flags: its donor (NO_DONOR when
+   * no member holds the state) and the members that need the state. Undefined for a view this member does not know.
+   * Each member's own flag is `byId(viewId).byNo.get(no).state`.
+   */
+  stateOf(viewId: number): { donor: number; needs: number[] } | undefined {
+    const v = this.byId(viewId)
+    return v && { donor: donorOf(v.members), needs: needersOf(v.members) }
   }
 }

@@ -5,56 +5,13 @@
 import t from 'tap'
 import net from 'node:net'
 import { spawn, spawnSync } from 'node:child_process'
-import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, SEQ_WINDOW, type ConnId, type DirectoryOptions } from '../directory/core.js'
+import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, SEQ_WINDOW } from '../directory/core.js'
 import { DirectoryServer, queryStatus } from '../directory/server.js'
-import { DirectoryReader } from '../lib/dirproto.js'
 import { encodeFrame, FrameDecoder, type Frame } from '../lib/frame.js'
 import { ErrorCodes, errorFromCode } from '../lib/errors.js'
 import { DIR_CLI, freePort } from './fixtures/procs.js'
 import { commit7, INC, rejoin } from './fixtures/rejoin.js'
-
-function harness(opts: Partial<DirectoryOptions> = {}) {
-  let now = 0
-  const out: Array<{ conn: ConnId; f: Frame }> = []
-  const closed: ConnId[] = []
-  let incs = 0
-  const infos: string[] = []
-  // Each connection reads its frames as a member does: delta commits come out whole.
-  const readers = new Map<ConnId, DirectoryReader>()
-  const read = (conn: ConnId, f: Frame): Frame => {
-    if (!readers.has(conn)) readers.set(conn, new DirectoryReader())
-    return readers.get(conn)!.read(f)
-  }
-  const core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, rejoinGraceMs: 0, ...opts }, {
-    now: () => now,
-    send: (conn, f) => out.push({ conn, f: read(conn, f) }),
-    close: (conn) => closed.push(conn),
-    randomIncarnation: () => `00000001${(incs++).toString(16).padStart(8, '0')}`, // the first group's address: 239.255.0.1
-    info: (message) => infos.push(message),
-  })
-  const take = (conn: ConnId, t?: string): Frame[] => {
-    const mine = out.filter((o) => o.conn === conn && (t === undefined || o.f.t === t)).map((o) => o.f)
-    for (let i = out.length - 1; i >= 0; i--) if (out[i]!.conn === conn && (t === undefined || out[i]!.f.t === t)) out.splice(i, 1)
-    return mine
-  }
-  const join = (conn: ConnId, member: string): void => {
-    core.opened(conn)
-    core.frame(conn, { t: 'join', proto: 1, group: 'g', member, addr: `127.0.0.1:${9000 + conn}` })
-  }
-  /** a, b and c join one after the other; every flush answered: view 3 holds all three. */
-  const three = (): void => {
-    join(1, 'a')
-    join(2, 'b')
-    core.frame(1, { t: 'prepared', group: 'g', viewId: 2, have: 1, low: 0 })
-    join(3, 'c')
-    for (const c of [1, 2]) core.frame(c, { t: 'prepared', group: 'g', viewId: 3, have: 2, low: 0 })
-  }
-  /** Every member answers the prepare it got: have 9, low 0. */
-  const flush = (conns: ConnId[]): void => {
-    for (const c of conns) for (const p of take(c, 'prepare')) core.frame(c, { t: 'prepared', group: 'g', viewId: p.viewId, have: 9, low: 0 })
-  }
-  return { core, take, join, three, flush, closed, infos, advance: (ms: number) => { now += ms; core.tick() } }
-}
+import { harness } from './fixtures/dirharness.js'
 
 t.test('first member: welcome and a commit with itself as sequencer', async (t) => {
   const h = harness()
@@ -514,13 +471,27 @@ t.test('dir CLI: help, usage errors, unreachable daemon, serve, ls (--json), sho
   t.equal(empty.status, 0)
   t.same(JSON.parse(empty.stdout), [])
   t.equal(run('show', 'nope', '--dir', `127.0.0.1:${port}`).status, 1)
+  // ann (state hooks: the first view, so it holds the state) answers prepares; bob joins with hooks and needs it.
   const member = net.connect(port, '127.0.0.1')
-  member.write(encodeFrame({ t: 'join', proto: 1, group: 'lobby', member: 'ann', addr: '127.0.0.1:9999' }))
-  for (let i = 0; i < 250 && (await queryStatus(`127.0.0.1:${port}`)).length === 0; i++) await new Promise((r) => setTimeout(r, 20))
+  const annFrames = new FrameDecoder()
+  member.on('data', (buf: Buffer) => {
+    for (const f of annFrames.push(buf)) if (f.t === 'prepare') member.write(encodeFrame({ t: 'prepared', group: 'lobby', viewId: f.viewId, have: 1, low: 0 }))
+  })
+  member.write(encodeFrame({ t: 'join', proto: 1, group: 'lobby', member: 'ann', addr: '127.0.0.1:9999', state: true }))
+  const lobby = async (n: number): Promise<void> => {
+    for (let i = 0; i < 250 && ((await queryStatus(`127.0.0.1:${port}`))[0]?.members.length ?? 0) < n; i++) await new Promise((r) => setTimeout(r, 20))
+  }
+  await lobby(1)
   const ls = run('ls', '--dir', `127.0.0.1:${port}`)
-  t.match(ls.stdout, /^GROUP +VIEW +SEQUENCER +MEMBERS +MULTICAST +TRANSPORT +STATE\nlobby +\d+ +\S* +ann +239\.255\.\d+\.\d+:46100 +unicast +\w+\n$/, 'dir ls has a TRANSPORT column')
-  t.match(JSON.parse(run('ls', '--dir', `127.0.0.1:${port}`, '--json').stdout), [{ name: 'lobby', transport: 'unicast' }])
-  t.match(run('show', 'lobby', '--dir', `127.0.0.1:${port}`).stdout, /^group lobby: view \d+, \w+, multicast 239\.255\.\d+\.\d+:46100, transport unicast, sequencer/)
+  t.match(ls.stdout, /^GROUP +VIEW +SEQUENCER +MEMBERS +NEEDS-STATE +MULTICAST +TRANSPORT +STATE\nlobby +\d+ +\S* +ann +- +239\.255\.\d+\.\d+:46100 +unicast +\w+\n$/, 'dir ls has TRANSPORT and NEEDS-STATE columns')
+  t.match(JSON.parse(run('ls', '--dir', `127.0.0.1:${port}`, '--json').stdout), [{ name: 'lobby', transport: 'unicast', members: [{ id: 'ann', state: 'holds' }] }])
+  t.match(run('show', 'lobby', '--dir', `127.0.0.1:${port}`).stdout, /^group lobby: view \d+, \w+, multicast 239\.255\.\d+\.\d+:46100, transport unicast, sequencer ann\n +1 +ann +127\.0\.0\.1:9999 +\(sequencer, holds state\)\n/)
+  const bob = net.connect(port, '127.0.0.1')
+  bob.write(encodeFrame({ t: 'join', proto: 1, group: 'lobby', member: 'bob', addr: '127.0.0.1:9998', state: true }))
+  await lobby(2)
+  t.match(run('ls', '--dir', `127.0.0.1:${port}`).stdout, /\nlobby +\d+ +ann +ann,bob +bob +239\./, 'bob waits for the state')
+  t.match(run('show', 'lobby', '--dir', `127.0.0.1:${port}`).stdout, /\n +2 +bob +127\.0\.0\.1:9998 +\(needs state\)\n/)
+  bob.destroy()
   member.destroy()
   const code = await new Promise((res) => { d.on('exit', res); d.kill('SIGTERM') })
   t.equal(code, 0, 'SIGTERM stops it cleanly')

@@ -1,7 +1,8 @@
 /**
  * A seeded frame fuzzer (issue 11): valid frames of every type, mutated field by field — types, ranges, lengths,
  * nesting, huge lists, a wrong `t` — plus random bytes, through the framing into DirectoryCore (which parses with
- * parseToDirectory) and into a member's DirectoryReader, keyed (odd seeds: keys frames, rotations) or not. Nothing
+ * parseToDirectory) and into a member's DirectoryReader, keyed (odd seeds: keys frames, rotations) or not; state
+ * flags, `join` `state` and `ready` frames (§8.1) among them. Nothing
  * may throw but ProtocolError (or RotateError, a refused rotation); everything the
  * directory sends must be a frame a member accepts; afterwards the directory still answers `ls` and still gives a
  * join its view. A failure names its seed: SEQCAST_FUZZ_SEED=<seed> npx tap test/fuzz-frames.ts reruns it alone.
@@ -20,20 +21,22 @@ type Rand = () => number
 const int = (r: Rand, n: number): number => Math.floor(r() * n)
 const pick = <T>(r: Rand, xs: readonly T[]): T => xs[int(r, xs.length)]!
 
-const member = (no: number, id = `m${no}`) => ({ no, id, addr: `127.0.0.1:${9000 + no}` })
+const member = (no: number, id = `m${no}`, state?: 'holds' | 'needs') => ({ no, id, addr: `127.0.0.1:${9000 + no}`, ...(state ? { state } : {}) })
 /** Mostly the incarnation and address of the directory's own group g (its harness fixes the incarnation). */
 const commitBody = (r: Rand, group: string) => ({
   group, viewId: 7, inc: r() < 0.8 ? '0000000100000000' : 'c0ffee0000000007', mcast: r() < 0.8 ? '239.255.0.1:46100' : '239.255.0.9:46100',
-  transport: pick(r, ['multicast', 'unicast']), members: [member(1, 'a'), member(2, 'b'), member(3)], sequencer: 1, cut: 499, start: 500,
+  transport: pick(r, ['multicast', 'unicast']), members: [member(1, 'a', pick(r, ['holds', undefined])), member(2, 'b', pick(r, ['holds', 'needs', undefined])), member(3)],
+  sequencer: 1, cut: 499, start: 500,
   holder: 1, sources: [{ no: 1, low: 0, have: 499 }], nextNo: 5,
 })
 
 /** A valid frame to the directory, of a random type; `group`/`viewId`: what the sending member is in. */
 function toDirectory(r: Rand, group: string, viewId: number, self: number): Frame {
-  switch (int(r, 11)) {
+  switch (int(r, 12)) {
     case 9: return { t: 'keyed', seq: 1 + int(r, 4) }
     case 10: return { t: 'rotate', key: Buffer.alloc(32, int(r, 256)) }
-    case 0: return { t: 'join', proto: 1, group, member: `f${int(r, 1e6)}`, addr: `127.0.0.1:${1 + int(r, 65535)}` }
+    case 11: return { t: 'ready', group }
+    case 0: return { t: 'join', proto: 1, group, member: `f${int(r, 1e6)}`, addr: `127.0.0.1:${1 + int(r, 65535)}`, ...(r() < 0.5 ? { state: true } : {}) }
     case 1: {
       const g = r() < 0.6 ? group : pick(r, ['r1', 'r2'])
       return { t: 'rejoin', proto: 1, group: g, member: pick(r, ['a', 'b', 'm3']), no: 1 + int(r, 3), addr: '127.0.0.1:9001', seenViewId: 7 + int(r, 3), leaving: r() < 0.2, commit: commitBody(r, g) }
@@ -59,12 +62,12 @@ function fromDirectory(r: Rand): Frame {
     case 3: return { t: 'commit', ...commitBody(r, 'g') }
     case 4: {
       const { members: _m, ...rest } = commitBody(r, 'g')
-      return { t: 'commit', ...rest, viewId: 8, base: 7, added: [member(4)], removed: [3] }
+      return { t: 'commit', ...rest, viewId: 8, base: 7, added: [member(2, 'b', 'holds'), member(4, 'm4', 'needs')], removed: [3] }
     }
     case 5: return { t: 'released', group: 'g' }
     case 6: return { t: 'expelled', group: 'g', reason: 'fuzz' }
     case 7: return { t: 'error', code: 'EGROUP_FULL', message: 'full' }
-    default: return { t: 'status', groups: [{ name: 'g', viewId: 7, members: [member(1)], sequencer: 'm1', mcast: '239.255.0.9:46100', transport: 'multicast', state: 'stable' }], next: 'g' }
+    default: return { t: 'status', groups: [{ name: 'g', viewId: 7, members: [member(1, 'm1', 'holds'), member(2, 'm2', 'needs'), member(3)], sequencer: 'm1', mcast: '239.255.0.9:46100', transport: 'multicast', state: 'stable' }], next: 'g' }
   }
 }
 
@@ -74,6 +77,7 @@ function oddValue(r: Rand): unknown {
     () => -1, () => 0, () => 1, () => 2 ** 32, () => 2 ** 32 - 1, () => 2 ** 48, () => 2 ** 53 + 2, () => 1e308, () => -0.5, () => 1.5,
     () => Number.NaN, () => Infinity, () => int(r, 2 ** 32), () => '', () => 'x'.repeat(65), () => 'é'.repeat(40), () => 'y'.repeat(60_000),
     () => '\u0000', () => '239.255.0.1:46100', () => '127.0.0.1:99999', () => '127.0.0.1:0', () => 'g', () => 'commit', () => true, () => null,
+    () => 'holds', () => 'needs', () => 'ready', () => false,
     () => [], () => ({}), () => [1, 2, 3], () => Array(40_000).fill(7), () => Array.from({ length: 1100 }, (_, i) => member(i + 1)),
     () => ({ no: 1, id: 'a', addr: '127.0.0.1:1' }), () => [[[[[[[[[[[]]]]]]]]]]], () => ({ a: { b: { c: { d: [{ t: 'ping' }] } } } }),
     () => Buffer.from('bytes'), () => BigInt('18446744073709551615'),
@@ -178,6 +182,8 @@ function fuzz(seed: number): string[] {
         if (f.t === 'commit') {
           h.have = f.start as number
           core.frame(conn, { t: 'installed', group: 'g', viewId: f.viewId as number })
+          // As if it restored the state at once; ignored unless the commit marked it needs.
+          core.frame(conn, { t: 'ready', group: 'g' })
         }
       }
     }
@@ -185,7 +191,7 @@ function fuzz(seed: number): string[] {
   const honestJoin = (conn: ConnId, id: string): void => {
     honest.set(conn, { have: 0 })
     core.opened(conn)
-    core.frame(conn, { t: 'join', proto: 1, group: 'g', member: id, addr: `127.0.0.1:${8000 + conn}` })
+    core.frame(conn, { t: 'join', proto: 1, group: 'g', member: id, addr: `127.0.0.1:${8000 + conn}`, state: true })
     step()
   }
   honestJoin(1, 'a')
@@ -247,6 +253,8 @@ function fuzz(seed: number): string[] {
     honestJoin(3, 'z')
     const g = core.status().find((x) => x.name === 'g')
     if (!g || g.state !== 'stable' || !g.members.some((m) => m.id === 'z')) fail('a join after the fuzz gets no view', JSON.stringify(g))
+    // The honest members (state hooks, each `ready` at its commit) hold the state whatever the fuzz sent.
+    else if (!g.members.filter((m) => ['a', 'b', 'z'].includes(m.id)).every((m) => m.state === 'holds')) fail('an honest member lost its flag', JSON.stringify(g.members))
   } catch (err) {
     fail('the directory broke after the fuzz', err)
   }

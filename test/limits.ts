@@ -197,9 +197,10 @@ t.test('over TCP: 1 024 members with 64-byte ids all get the commit; the 1 025th
   for (const m of ms) m.s.destroy()
 })
 
-t.test('the largest frames fit their limits: a commit and a rejoin of MAX_GROUP_MEMBERS, a status page', async (t) => {
+t.test('the largest frames fit their limits: a commit and a rejoin of MAX_GROUP_MEMBERS with state flags, a status page', async (t) => {
   const slot = 2 ** 48 - 1
-  const members = Array.from({ length: MAX_GROUP_MEMBERS }, (_, i) => ({ no: 0xffff_ffff - MAX_GROUP_MEMBERS + 1 + i, id: id64(i), addr: '127.255.255.254:65535' }))
+  // Every member with a state flag (PROTOCOL.md §8.1), the longer one: 12 bytes each.
+  const members = Array.from({ length: MAX_GROUP_MEMBERS }, (_, i) => ({ no: 0xffff_ffff - MAX_GROUP_MEMBERS + 1 + i, id: id64(i), addr: '127.255.255.254:65535', state: 'needs' }))
   const sources = members.map((m) => ({ no: m.no, low: slot, have: slot }))
   const group = 'g'.repeat(64)
   const commit: Frame = {
@@ -225,7 +226,7 @@ t.test('the largest frames fit their limits: a commit and a rejoin of MAX_GROUP_
   t.throws(() => new FrameDecoder(MAX_FRAME_TO_DIRECTORY).push(tooLong), { code: ErrorCodes.FRAME }, 'a directory refuses a longer frame from its length alone')
 })
 
-/** The core with `groups` full groups of members with 64-byte ids (joins answered at once). */
+/** The core with `groups` full groups of members with 64-byte ids and state hooks (joins answered at once). */
 function fullDirectory(groups: number, size = MAX_GROUP_MEMBERS) {
   const out: Array<{ conn: number; f: Frame }> = []
   const core = new DirectoryCore({ ...DEFAULT_DIRECTORY_OPTIONS, rejoinGraceMs: 0 }, { now: () => 0, send: (conn, f) => out.push({ conn, f }), close: () => {} })
@@ -235,7 +236,7 @@ function fullDirectory(groups: number, size = MAX_GROUP_MEMBERS) {
     for (let i = 0; i < size; i++) {
       if (i > 0) ++conn
       core.opened(conn)
-      core.frame(conn, { t: 'join', proto: 1, group: `group-${g}`.padEnd(64, '.'), member: id64(i), addr: `127.0.0.1:${1 + (conn % 65535)}` })
+      core.frame(conn, { t: 'join', proto: 1, group: `group-${g}`.padEnd(64, '.'), member: id64(i), addr: `127.0.0.1:${1 + (conn % 65535)}`, state: true })
     }
     const prepare = out.find((o) => o.conn === first && o.f.t === 'prepare')
     if (prepare) core.frame(first, { t: 'prepared', group: `group-${g}`.padEnd(64, '.'), viewId: prepare.f.viewId, have: 1, low: 0 })
@@ -246,7 +247,8 @@ function fullDirectory(groups: number, size = MAX_GROUP_MEMBERS) {
 
 t.test('dir ls pages: every status frame fits, and paging lists every group once', async (t) => {
   const { core, out, conns } = fullDirectory(5)
-  t.equal(core.status().every((g) => g.members.length === MAX_GROUP_MEMBERS), true, '5 full groups')
+  t.equal(core.status().every((g) => g.members.length === MAX_GROUP_MEMBERS && g.members.every((m) => m.state !== undefined)), true, '5 full groups, every member flagged')
+  t.comment(`one full group's status: ${encodeFrame({ t: 'status', groups: [core.status()[0]!] }, MAX_FRAME_FROM_DIRECTORY).length} bytes`)
   const ls = conns + 1
   core.opened(ls)
   const names: string[] = []

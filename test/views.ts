@@ -161,3 +161,27 @@ t.test('who sent a datagram: the member an address was given to, the latest hold
   views.add(viewOf(f, 1))
   t.equal(views.noAt('10.0.0.2:1'), 3)
 })
+
+t.test('state transfer per known view: each member\'s flag, the donor and who needs the state (PROTOCOL.md §8.1)', async (t) => {
+  const views = new Views()
+  const f1 = commit(1, [1, 2, 3], 0)
+  f1.members[1]!.state = 'holds'
+  f1.members[2]!.state = 'needs'
+  views.add(viewOf(f1, 1))
+  t.same(views.stateOf(1), { donor: 2, needs: [3] }, 'member 1 has no hooks: member 2 is the lowest holder')
+  t.equal(views.byId(1)!.byNo.get(3)!.state, 'needs')
+  t.notOk('state' in views.byId(1)!.byNo.get(1)!, 'no hooks, no flag')
+  // Member 2 left; member 3 became ready: view 2's donor is 3, and nobody needs anything.
+  const f2 = commit(2, [1, 3, 4], 10)
+  f2.members[1]!.state = 'holds'
+  f2.members[2]!.state = 'needs'
+  views.add(viewOf(f2, 1))
+  t.same(views.stateOf(2), { donor: 3, needs: [4] })
+  t.same(views.stateOf(1), { donor: 2, needs: [3] }, 'view 1 as its commit said')
+  t.same(viewOf(commit(3, [1], 0), 1).members.map((m) => m.state), [undefined])
+  const v3 = commit(3, [4], 20)
+  v3.members[0]!.state = 'needs'
+  views.add(viewOf(v3, 4))
+  t.same(views.stateOf(3), { donor: 0, needs: [4] }, 'no holder: no donor (NO_DONOR)')
+  t.equal(views.stateOf(9), undefined, 'a view this member does not know')
+})
