@@ -24,12 +24,10 @@ const ASK_STEP = STATE_WINDOW / 4
 /** Requests one retry sends at most, one per missing range, lowest first. */
 export const RETRY_ASKS = 64
 /**
- * Pieces a joiner holds above a gap, at most (a 4 MiB window of 512-byte datagrams is about 8 000). A piece that
- * would be one more is dropped, and asked again once the gap filled — except the piece that fills it.
+ * Pieces a joiner holds above a gap, at most (a 4 MiB window of 512-byte datagrams is about 8 700). Bytes that
+ * would make one more are dropped, and asked again once the gap filled; the bytes at the gap always get in.
  */
 export const MAX_AHEAD = 8192
-/** Pieces smaller than this are joined before they reach `restore`: tiny datagrams cannot make its queue long. */
-const JOIN_BELOW = 256
 
 export interface StateOptions {
   /** The largest datagram this member sends: a STATE carries at most maxDatagram − 31 bytes of state. */
@@ -358,7 +356,7 @@ const EMPTY = new Uint8Array(0)
 
 /** A copy of bytes [from, to): never a view (Buffer's slice is one), so a datagram is not kept alive by a piece of it. */
 function copyOf(bytes: Uint8Array, from: number, to: number): Uint8Array {
-  const c = new Uint8Array(to - from)
+  const c = Buffer.allocUnsafe(to - from)
   c.set(bytes.subarray(from, to))
   return c
 }
@@ -459,7 +457,8 @@ export class StateJoiner {
   /** A STATE datagram from `d.sender` at its view address (the caller checked). */
   onState(d: StateData): void {
     if (d.sender !== this.donor || d.viewId !== this.viewId || this.state === 'idle') return void this.counters.dropped++
-    if (this.state === 'done') return this.sendDone(false) // the donor did not hear "done"
+    // Bytes after "done": the donor did not hear it (NONE: it forgot us anyway).
+    if (this.state === 'done') return d.none ? undefined : this.sendDone(false)
     if (this.state !== 'running') return
     if (d.none) {
       this.counters.none++
@@ -537,12 +536,30 @@ export class StateJoiner {
   }
 
   /**
-   * Files bytes [from, to) of a datagram whose first byte is at `offset`, copied (a datagram is not kept alive by a
-   * piece of it), into the gaps between the pieces held; moves `acked` over what is now contiguous. True if any
-   * byte was new.
+   * Takes bytes [from, to) of a datagram whose first byte is at `offset`. Bytes at `acked` go to the stream (copied
+   * into its pages) with the pieces held above them that are now contiguous; bytes above a gap are copied into
+   * pieces (a datagram is never kept alive by a piece of it) filling the gaps between those held. True if any byte
+   * was new.
    */
   private insert(bytes: Uint8Array, offset: number, from: number, to: number): boolean {
     const ahead = this.ahead
+    if (from === this.acked) {
+      const ready = [bytes.subarray(from - offset, to - offset)]
+      this.acked = to
+      let n = 0
+      for (; n < ahead.length && ahead[n]!.offset <= this.acked; n++) {
+        const p = ahead[n]!
+        const end = p.offset + p.bytes.length
+        if (end > this.acked) {
+          ready.push(p.bytes.subarray(this.acked - p.offset))
+          this.acked = end
+        }
+      }
+      if (n > 0) ahead.splice(0, n)
+      // Last, with acked settled: handing bytes to a waiting reader may ask for more, or finish.
+      for (const r of ready) this.stream!.write(r)
+      return true
+    }
     let lo = 0
     let hi = ahead.length
     while (lo < hi) {
@@ -551,30 +568,27 @@ export class StateJoiner {
       if (p.offset + p.bytes.length <= from) lo = mid + 1
       else hi = mid
     }
+    // One pass over the pieces this range covers, one splice: a datagram over many tiny gaps costs O(pieces held).
+    const merged: Piece[] = []
+    let room = MAX_AHEAD - ahead.length
     let i = lo
     let cur = from
-    let added = false
     while (cur < to) {
       const p = ahead[i]
       if (p && p.offset <= cur) {
+        merged.push(p)
         cur = p.offset + p.bytes.length
         i++
         continue
       }
+      if (room-- <= 0) break
       const gapEnd = p ? Math.min(to, p.offset) : to
-      // Past the bound only the piece that fills the gap at `acked` gets in: it drains at once.
-      if (ahead.length >= MAX_AHEAD && cur !== this.acked) break
-      ahead.splice(i, 0, { offset: cur, bytes: copyOf(bytes, cur - offset, gapEnd - offset) })
-      added = true
-      i++
+      merged.push({ offset: cur, bytes: copyOf(bytes, cur - offset, gapEnd - offset) })
       cur = gapEnd
     }
-    let n = 0
-    while (n < ahead.length && ahead[n]!.offset === this.acked) this.acked += ahead[n++]!.bytes.length
-    const ready = ahead.splice(0, n)
-    // Last: handing a chunk to a waiting reader may ask for more, or finish.
-    for (const p of ready) this.stream!.push(p.bytes)
-    return added
+    if (merged.length === i - lo) return false
+    ahead.splice(lo, i - lo, ...merged)
+    return true
   }
 
   /** `restore` took `n` bytes from the stream. */
@@ -616,13 +630,22 @@ export class StateJoiner {
   }
 }
 
+/** The stream copies the state into pages of this size: few, large chunks for `restore`, one copy of each byte. */
+const PAGE = 64 * 1024
+
 /**
- * The bytes of one transfer, as `restore` reads them: one reader, chunks in order. `taken` reports each chunk
- * handed out (the joiner's flow control), `stopped` a reader that quit early.
+ * The bytes of one transfer, as `restore` reads them: one reader, chunks in order. Bytes written are copied into
+ * pages; a reader gets what is queued (full pages, then the filled part of the current one — the rest of that page
+ * is filled later, never under what the reader holds). `taken` reports each chunk handed out (the joiner's flow
+ * control), `stopped` a reader that quit early.
  */
 class StateStream implements AsyncIterableIterator<Uint8Array> {
   private queue: Uint8Array[] = []
   private head = 0
+  private page: Buffer | null = null
+  /** The current page's bytes [start, fill) are written and not yet queued. */
+  private start = 0
+  private fill = 0
   private ended = false
   private error: StateError | null = null
   private waiter: { resolve: (r: IteratorResult<Uint8Array>) => void; reject: (e: unknown) => void } | null = null
@@ -633,46 +656,49 @@ class StateStream implements AsyncIterableIterator<Uint8Array> {
     return this
   }
 
-  /** A chunk, in order. Small chunks are joined to the previous one not yet read, so tiny datagrams make few chunks. */
-  push(c: Uint8Array): void {
+  /** The next bytes of the state, in order (copied). */
+  write(src: Uint8Array): void {
     if (this.ended || this.error) return
-    if (this.waiter) return this.handOut(c)
-    const last = this.queue.length > this.head ? this.queue[this.queue.length - 1]! : null
-    if (last && (last.length < JOIN_BELOW || c.length < JOIN_BELOW) && last.length + c.length <= 16 * JOIN_BELOW) {
-      const joined = new Uint8Array(last.length + c.length)
-      joined.set(last)
-      joined.set(c, last.length)
-      this.queue[this.queue.length - 1] = joined
-    } else {
-      this.queue.push(c)
+    for (let o = 0; o < src.length;) {
+      if (!this.page || this.fill === this.page.length) {
+        this.cut()
+        this.page = Buffer.allocUnsafeSlow(PAGE)
+        this.start = this.fill = 0
+      }
+      const n = Math.min(src.length - o, this.page.length - this.fill)
+      this.page.set(src.subarray(o, o + n), this.fill)
+      this.fill += n
+      o += n
+    }
+    if (this.waiter) {
+      const c = this.shift()
+      if (!c) return
+      const w = this.waiter
+      this.waiter = null
+      w.resolve({ value: c, done: false })
+      this.taken(c.length)
     }
   }
 
-  /** No more chunks after those queued. */
+  /** No more bytes after those written. */
   end(): void {
     this.ended = true
     this.settle()
   }
 
-  /** The transfer is over without its end: the reader gets `err`, queued chunks are dropped. */
+  /** The transfer is over without its end: the reader gets `err`, bytes not read are dropped. */
   fail(err: StateError): void {
     if (this.ended || this.error) return
     this.error = err
-    this.queue = []
-    this.head = 0
+    this.drop()
     this.settle()
   }
 
   next(): Promise<IteratorResult<Uint8Array>> {
     if (this.error) return Promise.reject(this.error)
     if (this.waiter) return Promise.reject(new StateError('the state has one reader: next() called before the previous one resolved'))
-    if (this.head < this.queue.length) {
-      const c = this.queue[this.head]!
-      this.queue[this.head++] = EMPTY
-      if (this.head === this.queue.length) {
-        this.queue = []
-        this.head = 0
-      }
+    const c = this.shift()
+    if (c) {
       this.taken(c.length)
       return Promise.resolve({ value: c, done: false })
     }
@@ -683,17 +709,37 @@ class StateStream implements AsyncIterableIterator<Uint8Array> {
   return(): Promise<IteratorResult<Uint8Array>> {
     if (!this.ended && !this.error) {
       this.error = new StateError('the reader stopped')
-      this.queue = []
+      this.drop()
       this.stopped()
     }
     return Promise.resolve({ value: undefined, done: true })
   }
 
-  private handOut(c: Uint8Array): void {
-    const w = this.waiter!
-    this.waiter = null
-    w.resolve({ value: c, done: false })
-    this.taken(c.length)
+  /** Queues the written part of the current page. */
+  private cut(): void {
+    if (this.page && this.fill > this.start) {
+      this.queue.push(this.page.subarray(this.start, this.fill))
+      this.start = this.fill
+    }
+  }
+
+  private shift(): Uint8Array | undefined {
+    if (this.head === this.queue.length) this.cut()
+    if (this.head === this.queue.length) return undefined
+    const c = this.queue[this.head]!
+    this.queue[this.head++] = EMPTY
+    if (this.head === this.queue.length) {
+      this.queue = []
+      this.head = 0
+    }
+    return c
+  }
+
+  private drop(): void {
+    this.queue = []
+    this.head = 0
+    this.page = null
+    this.start = this.fill = 0
   }
 
   private settle(): void {

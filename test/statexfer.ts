@@ -331,6 +331,10 @@ t.test('a done joiner says "done" again when its donor goes on sending', async (
   j.joiner.onState(st(5, 1, 0, stateBytes(10)))
   await w.step()
   t.equal(donor.snapshots, 0, 'the second "done" got through')
+  const asked = w.requests.length
+  await w.run(() => false, STATE_RETRY_MS)
+  j.joiner.onState(st(5, 1, 0, new Uint8Array(0), false, true))
+  t.equal(w.requests.length, asked, 'NONE after "done" is not answered')
 })
 
 t.test('throughput: 100 MB from a Uint8Array through the pure units, no loss', async (t) => {
