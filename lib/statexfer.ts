@@ -395,6 +395,7 @@ interface Piece {
  *                    │  ▲ start with another donor: the stream restarts from byte 0 (the old one errors)
  *                    └──┘
  *   running ──stateTimeoutMs after the first start, or restore stops reading──▶ failed
+ *   any ──close──▶ closed (a stream under way errors)
  */
 export class StateJoiner {
   state: JoinerState = 'idle'
