@@ -19,6 +19,7 @@ export const ErrorCodes = {
   MULTICAST_UNREACHABLE: 'ENOMULTICAST',
   AUTH: 'EAUTH',
   ROTATE: 'EROTATE',
+  STATE: 'ESTATE',
 } as const
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes]
@@ -124,6 +125,16 @@ export class AuthError extends SeqcastError {
 export class RotateError extends SeqcastError {
   constructor(message: string) {
     super(ErrorCodes.ROTATE, message)
+  }
+}
+
+/**
+ * The state could not be transferred (PROTOCOL.md §8): no member holds it, none was received within
+ * `stateTimeoutMs`, or — on the stream handed to `restore` — the transfer restarted from another donor.
+ */
+export class StateError extends SeqcastError {
+  constructor(message: string, cause?: unknown) {
+    super(ErrorCodes.STATE, message, { cause })
   }
 }
 

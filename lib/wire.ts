@@ -16,7 +16,7 @@ export const MAX_MESSAGE = 1 << 30
 /** The largest slot or msgId (48 bits). */
 export const MAX_U48 = 2 ** 48 - 1
 
-export const Kind = { DATA: 1, ORDER: 2, ACK: 3, NACK: 4 } as const
+export const Kind = { DATA: 1, ORDER: 2, ACK: 3, NACK: 4, STATEREQ: 5, STATE: 6 } as const
 export type Kind = (typeof Kind)[keyof typeof Kind]
 
 export const DATA_ENTRY_OVERHEAD = 11 // u48 msgId, u8 flags, u32 length
@@ -28,6 +28,17 @@ const NACK_SLOTS_SIZE = 9 // u8 kind, u48 firstSlot, u16 n
 const NACK_DATA_SIZE = 13 // u8 kind, u32 sender, u48 firstMsgId, u16 n
 const FLAG_MORE = 1
 const FLAG_FIRST = 2
+const STATEREQ_BODY_SIZE = 16 // u48 acked, u48 from, u32 length
+/** What a STATE datagram carries besides its bytes: the header, u48 offset, u8 flags. */
+export const STATE_OVERHEAD = HEADER_SIZE + 7
+const STATE_LAST = 1
+const STATE_NONE = 2
+
+/**
+ * How far past `acked` a joiner may ask for state, and how much a request may ask (PROTOCOL.md §8.3): what the
+ * joiner holds of the state not yet restored, and what one request may cost the donor in sends.
+ */
+export const STATE_WINDOW = 4 * 1024 * 1024
 
 /**
  * A group's incarnation: 64 random bits the directory draws when it creates the group (PROTOCOL.md §1), as two
@@ -94,6 +105,25 @@ export type Datagram =
   | (Received & { kind: typeof Kind.ORDER; firstSlot: number; stable: number; runs: Run[] })
   | (Received & { kind: typeof Kind.ACK; have: number; acked: number; stable: number })
   | (Received & { kind: typeof Kind.NACK; slots: SlotRange[]; data: DataRange[] })
+  | StateReq
+  | StateData
+
+/** Joiner → donor: "I hold every byte below `acked`; send me [from, from + length)". Checked: acked ≤ from, within the window. */
+export interface StateReq extends Received {
+  kind: typeof Kind.STATEREQ
+  acked: number
+  from: number
+  length: number
+}
+
+/** Donor → joiner: bytes of the state at `offset`; `last`: they end the state; `none`: no snapshot here (no bytes). */
+export interface StateData extends Received {
+  kind: typeof Kind.STATE
+  offset: number
+  last: boolean
+  none: boolean
+  bytes: Uint8Array
+}
 
 export interface Malformed {
   kind: 0
@@ -260,6 +290,45 @@ export function encodeNack(h: Header, slots: readonly SlotRange[], data: readonl
   return buf
 }
 
+/**
+ * A state request (PROTOCOL.md §8.3): `acked` ≤ `from`, `from + length` ≤ `acked + STATE_WINDOW`. `length` 0 with
+ * `acked` = the state's size says "done". viewId = the state point, sender = the joiner.
+ */
+export function encodeStateReq(h: Header, acked: number, from: number, length: number): Buffer {
+  const buf = Buffer.allocUnsafe(HEADER_SIZE + STATEREQ_BODY_SIZE)
+  writeHeader(buf, Kind.STATEREQ, h)
+  buf.writeUIntBE(acked, HEADER_SIZE, 6)
+  buf.writeUIntBE(from, HEADER_SIZE + 6, 6)
+  buf.writeUInt32BE(length >>> 0, HEADER_SIZE + 12)
+  return buf
+}
+
+/**
+ * Bytes of the state from `offset`, gathered from `parts` (a datagram may span the snapshot's chunks); `last`: they
+ * end the state. viewId = the state point, sender = the donor.
+ */
+export function encodeState(h: Header, offset: number, last: boolean, parts: readonly Uint8Array[] = []): Buffer {
+  let n = 0
+  for (const p of parts) n += p.length
+  const buf = Buffer.allocUnsafe(STATE_OVERHEAD + n)
+  writeHeader(buf, Kind.STATE, h)
+  buf.writeUIntBE(offset, HEADER_SIZE, 6)
+  buf[HEADER_SIZE + 6] = last ? STATE_LAST : 0
+  let o = STATE_OVERHEAD
+  for (const p of parts) {
+    buf.set(p, o)
+    o += p.length
+  }
+  return buf
+}
+
+/** "I hold no snapshot of this view for you": offset 0, no bytes. */
+export function encodeStateNone(h: Header): Buffer {
+  const buf = encodeState(h, 0, false)
+  buf[HEADER_SIZE + 6] = STATE_NONE
+  return buf
+}
+
 /** The most NACK items that fit in one datagram of `maxDatagram` bytes. */
 export function nackItemsPerDatagram(maxDatagram: number): number {
   return Math.min(0xffff, Math.floor((maxDatagram - HEADER_SIZE - 2) / NACK_DATA_SIZE))
@@ -353,6 +422,26 @@ export function decode(buf: Uint8Array, inc: Incarnation): Datagram | Malformed 
       }
       if (o !== len) return bad('trailing bytes')
       return { kind: Kind.NACK, ...h, slots, data }
+    }
+    case Kind.STATEREQ: {
+      if (len !== o + STATEREQ_BODY_SIZE) return bad('STATEREQ length mismatch')
+      const acked = b.readUIntBE(o, 6)
+      const from = b.readUIntBE(o + 6, 6)
+      const length = b.readUInt32BE(o + 12)
+      // No honest joiner asks below what it holds, or past its window: such a request is garbage whoever sends it.
+      if (from < acked || from + length > acked + STATE_WINDOW) return bad('STATEREQ outside its window')
+      return { kind: Kind.STATEREQ, ...h, acked, from, length }
+    }
+    case Kind.STATE: {
+      if (len < STATE_OVERHEAD) return bad('short STATE')
+      const offset = b.readUIntBE(o, 6)
+      const flags = b[o + 6]!
+      const bytes = b.subarray(STATE_OVERHEAD)
+      if (flags & ~(STATE_LAST | STATE_NONE)) return bad('unknown STATE flags')
+      const none = (flags & STATE_NONE) !== 0
+      if (none && (flags !== STATE_NONE || offset !== 0 || bytes.length > 0)) return bad('NONE with an offset, bytes or LAST')
+      if (offset + bytes.length > MAX_U48) return bad('state past 2^48')
+      return { kind: Kind.STATE, ...h, offset, last: (flags & STATE_LAST) !== 0, none, bytes }
     }
     default:
       return bad(`unknown type ${kind}`)

@@ -1,7 +1,7 @@
 import t from 'tap'
 import {
-  DataPacker, decode, encodeAck, encodeNack, encodeOrder, FOREIGN, formatIncarnation, fragmentRoom, HEADER_SIZE, Kind,
-  parseIncarnation, runsPerDatagram, VERSION,
+  DataPacker, decode, encodeAck, encodeNack, encodeOrder, encodeState, encodeStateNone, encodeStateReq, FOREIGN, formatIncarnation,
+  fragmentRoom, HEADER_SIZE, Kind, MAX_U48, parseIncarnation, runsPerDatagram, STATE_OVERHEAD, STATE_WINDOW, VERSION,
 } from '../lib/wire.js'
 import { rng } from './fixtures/sim-rng.js'
 import { SlotLog } from '../lib/slotlog.js'
@@ -98,6 +98,45 @@ t.test('NACK round trip', async (t) => {
   t.same(decode(encodeNack(H, slots, data), G), { kind: Kind.NACK, ...R, slots, data })
 })
 
+t.test('STATEREQ layout, byte by byte, and its window', async (t) => {
+  const buf = encodeStateReq(H, 0x010203040506, 0x010203040507, 0x003fffff)
+  t.equal(buf.toString('hex'), '5343' + '03' + '05' + '0123abcd' + 'fedc0042' + '00000007' + '00000003' + '00000000' +
+    '010203040506' + '010203040507' + '003fffff')
+  t.same(decode(buf, G), { kind: Kind.STATEREQ, ...R, acked: 0x010203040506, from: 0x010203040507, length: 0x3fffff })
+  t.same(decode(encodeStateReq(H, 9, 9, 0), G), { kind: Kind.STATEREQ, ...R, acked: 9, from: 9, length: 0 }, '"done"')
+  t.same(decode(encodeStateReq(H, 0, STATE_WINDOW - 1, 1), G), { kind: Kind.STATEREQ, ...R, acked: 0, from: STATE_WINDOW - 1, length: 1 }, 'up to the window\'s end')
+  const refused = [
+    [10, 9, 1, 'from below acked'], [0, 0, STATE_WINDOW + 1, 'longer than the window'], [0, 1, STATE_WINDOW, 'past the window'],
+    [0, 0, 2 ** 32 - 1, 'length 2^32 − 1'], [MAX_U48, MAX_U48, 2 ** 32 - 1, 'at 2^48 − 1'],
+  ] as const
+  for (const [acked, from, length, what] of refused) {
+    t.match(decode(encodeStateReq(H, acked, from, length), G), { kind: 0, reason: 'STATEREQ outside its window' }, what)
+  }
+  t.match(decode(buf.subarray(0, buf.length - 1), G), { kind: 0, reason: 'STATEREQ length mismatch' }, 'short')
+  t.match(decode(Buffer.concat([buf, Buffer.from([0])]), G), { kind: 0, reason: 'STATEREQ length mismatch' }, 'trailing byte')
+})
+
+t.test('STATE layout, LAST, NONE, gathered parts', async (t) => {
+  const buf = encodeState(H, 0x0a0b0c0d0e0f, true, [Buffer.from('ab'), Buffer.alloc(0), Buffer.from('c')])
+  t.equal(buf.length, STATE_OVERHEAD + 3)
+  t.equal(buf.toString('hex'), '5343' + '03' + '06' + '0123abcd' + 'fedc0042' + '00000007' + '00000003' + '00000000' +
+    '0a0b0c0d0e0f' + '01' + '616263')
+  const d = decode(buf, G)
+  if (d.kind !== Kind.STATE) throw new Error('not STATE')
+  t.same([d.offset, d.last, d.none, Buffer.from(d.bytes).toString()], [0x0a0b0c0d0e0f, true, false, 'abc'])
+  t.same(decode(encodeState(H, 5, false), G), { kind: Kind.STATE, ...R, offset: 5, last: false, none: false, bytes: Buffer.alloc(0) }, 'empty, not LAST')
+  t.same(decode(encodeStateNone(H), G), { kind: Kind.STATE, ...R, offset: 0, last: false, none: true, bytes: Buffer.alloc(0) }, 'NONE')
+  const flag = (f: number, body = encodeState(H, 0, false)): Buffer => { const b = Buffer.from(body); b[HEADER_SIZE + 6] = f; return b }
+  t.match(decode(flag(4), G), { kind: 0, reason: 'unknown STATE flags' })
+  t.match(decode(flag(0x80), G), { kind: 0, reason: 'unknown STATE flags' })
+  t.match(decode(flag(3), G), { kind: 0, reason: 'NONE with an offset, bytes or LAST' }, 'NONE and LAST')
+  t.match(decode(flag(2, encodeState(H, 0, false, [Buffer.from('x')])), G), { kind: 0, reason: 'NONE with an offset, bytes or LAST' }, 'NONE with bytes')
+  t.match(decode(flag(2, encodeState(H, 1, false)), G), { kind: 0, reason: 'NONE with an offset, bytes or LAST' }, 'NONE with an offset')
+  t.match(decode(encodeState(H, MAX_U48, false, [Buffer.from('x')]), G), { kind: 0, reason: 'state past 2^48' })
+  t.match(decode(encodeState(H, MAX_U48, true), G), { kind: Kind.STATE, offset: MAX_U48 }, 'an empty LAST at 2^48 − 1')
+  for (let n = 0; n < STATE_OVERHEAD; n++) t.equal(decode(buf.subarray(0, n), G).kind, 0, `truncated to ${n}`)
+})
+
 t.test('rejects, never throws: foreign, truncated, trailing, garbage', async (t) => {
   const good = encodeOrder(H, 5, 4, [{ sender: 1, firstMsgId: 1, count: 2 }])
   t.equal((decode(good, { ...G, lo: G.lo + 1 }) as { reason: string }).reason, FOREIGN, 'another incarnation (low half)')
@@ -122,7 +161,7 @@ t.test('rejects, never throws: foreign, truncated, trailing, garbage', async (t)
     const len = Math.floor(r() * 80)
     const buf = Buffer.alloc(len)
     for (let k = 0; k < len; k++) buf[k] = Math.floor(r() * 256)
-    if (len >= HEADER_SIZE && r() < 0.5) { buf.writeUInt16BE(0x5343, 0); buf[2] = VERSION; buf[3] = 1 + Math.floor(r() * 4); buf.writeUInt32BE(G.hi, 4); buf.writeUInt32BE(G.lo, 8); buf.writeUInt32BE(0, 20) }
+    if (len >= HEADER_SIZE && r() < 0.5) { buf.writeUInt16BE(0x5343, 0); buf[2] = VERSION; buf[3] = 1 + Math.floor(r() * 6); buf.writeUInt32BE(G.hi, 4); buf.writeUInt32BE(G.lo, 8); buf.writeUInt32BE(0, 20) }
     const d = decode(buf, G)
     if (d.kind !== 0) ok++
   }
