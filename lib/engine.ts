@@ -207,6 +207,7 @@ export class Engine implements SequencerHost {
       case Kind.ORDER: this.onOrder(d); break
       case Kind.ACK: this.onAck(d); break
       case Kind.NACK: this.serveNack(d); break
+      case Kind.STATEREQ: case Kind.STATE: this.env.state?.(d); break
     }
     this.env.scheduleFlush()
   }

@@ -12,13 +12,14 @@ import { Engine } from './engine.js'
 import type { Delivery, EngineStats, Lifecycle } from './host.js'
 import { ArgumentError, AuthError, ErrorCodes, JoinTimeoutError, LeaveTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
 import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
-import type { GroupTransport, ToDirectory } from './dirproto.js'
+import type { GroupTransport, ToDirectory, ToDirectoryOf } from './dirproto.js'
 import { checkMaxMessage, parseJoinOptions, type JoinOptions, type ResolvedJoinOptions } from './options.js'
 import { DirLink } from './dirlink.js'
 import { UdpTransport, type Transport } from './transport.js'
 import { SealedTransport, SEAL_OVERHEAD, type SealStats } from './seal.js'
 import { openLink } from './dirsocket.js'
 import { Inbox, type Taker } from './inbox.js'
+import { StateMember } from './statemember.js'
 import { logger } from './log.js'
 
 const log = logger('group')
@@ -76,6 +77,10 @@ export class Group extends EventEmitter<GroupEvents> {
   private flushQueued = false
   /** Deliveries on their way to the application: receive(), events, or the bounded queue. */
   private readonly inbox: Inbox
+  /** With state hooks: the state transfer this member takes part in (PROTOCOL.md §8). */
+  private readonly state: StateMember | null = null
+  private readySent = false
+  private joinTimer: NodeJS.Timeout | undefined
   private readonly senders: Array<{ data: Uint8Array; resolve: () => void; reject: (e: Error) => void }> = []
   private closed = false
   private failure: SeqcastError | null = null
@@ -92,7 +97,7 @@ export class Group extends EventEmitter<GroupEvents> {
       maxQueuedBytes: opts.maxQueuedBytes,
       listening: () => this.listenerCount('message') + this.listenerCount('view') > 0,
       emit: (d) => (d.type === 'message' ? this.emit('message', d) : this.emit('view', d)),
-      handing: () => {},
+      handing: (d) => this.state?.handing(d),
       room: () => setImmediate(() => !this.closed && this.engine.flush()),
     })
     this.linkKeys = opts.key ? [opts.key] : null
@@ -106,6 +111,8 @@ export class Group extends EventEmitter<GroupEvents> {
       rejoin: (addr) => this.engine.rejoinFrame(addr),
       directory: (state) => {
         log('%s: directory connection %s', memberId, state === 'lost' ? 'lost; data path continues, reconnecting' : 'restored')
+        // A `ready` the lost directory never read is sent again (PROTOCOL.md §8.1); a holder's is ignored.
+        if (state === 'restored' && this.readySent) this.sendReady()
         this.emit('directory', state)
       },
       leaseRenewed: () => this.engine.flush(),
@@ -128,7 +135,11 @@ export class Group extends EventEmitter<GroupEvents> {
       now,
       transport,
       toDirectory: (f) => this.link.send(f),
-      deliver: (d) => this.inbox.push(d),
+      deliver: (d) => {
+        if (d.type === 'view') this.state?.view(d)
+        this.inbox.push(d)
+      },
+      state: (d) => this.state?.datagram(d),
       scheduleFlush: () => {
         if (this.flushQueued) return
         this.flushQueued = true
@@ -143,6 +154,24 @@ export class Group extends EventEmitter<GroupEvents> {
       deliveryRoom: () => this.inbox.hasRoom() || this.engine.lifecycle === 'leaving',
       lifecycle: (state, err) => this.onLifecycle(state, err),
     })
+    if (opts.state) {
+      this.state = new StateMember(opts.state, {
+        me: () => this.engine.me,
+        inc: () => this.engine.inc,
+        now,
+        maxDatagram: opts.maxDatagram,
+        stateTimeoutMs: opts.stateTimeoutMs,
+        send: (no, buf) => this.engine.unicast(buf, no),
+        stateOf: (viewId) => this.engine.stateOf(viewId),
+        inbox: this.inbox,
+        ready: (sendReady) => {
+          if (sendReady) this.sendReady()
+          this.joinedNow()
+        },
+        fail: (err) => this.abort(err),
+        log: (fmt, ...args) => log(`%s: ${fmt}`, memberId, ...args),
+      })
+    }
     transport.onDatagram = (buf, via, from) => {
       this.engine.datagram(buf, via, from)
       this.link.pingIfDue() // a burst of datagrams keeps timers waiting too
@@ -171,19 +200,23 @@ export class Group extends EventEmitter<GroupEvents> {
 
   private async start(): Promise<void> {
     const done = new Promise<void>((resolve, reject) => (this.joined = { resolve, reject }))
-    const timer = setTimeout(() => this.abort(new JoinTimeoutError(`no view for ${this.memberId} in group ${this.name} after ${this.opts.joinTimeoutMs} ms`)), this.opts.joinTimeoutMs)
+    // Until the first view; the state transfer after it has its own bound (stateTimeoutMs).
+    this.joinTimer = setTimeout(() => this.abort(new JoinTimeoutError(`no view for ${this.memberId} in group ${this.name} after ${this.opts.joinTimeoutMs} ms`)), this.opts.joinTimeoutMs)
     this.ticker = setInterval(() => {
       this.engine.tick()
       this.link.tick()
+      this.state?.tick()
       if (this.transport instanceof SealedTransport && this.transport.wrongKey()) {
         this.abort(new AuthError(`the datagrams of group ${this.name} fail authentication at ${this.memberId}: its key is not the group's, or the group has none`))
       }
     }, this.opts.tickMs)
-    this.link.start({ t: 'join', proto: 1, group: this.name, member: this.memberId, addr: this.transport.address })
+    const join: ToDirectoryOf<'join'> = { t: 'join', proto: 1, group: this.name, member: this.memberId, addr: this.transport.address }
+    if (this.state) join.state = true
+    this.link.start(join)
     try {
       await done
     } finally {
-      clearTimeout(timer)
+      clearTimeout(this.joinTimer)
     }
   }
 
@@ -242,10 +275,22 @@ export class Group extends EventEmitter<GroupEvents> {
     this.conn.write(bytes)
   }
 
+  /** In a view, with the group's state if it has hooks: the join resolves; from now on failures are events. */
+  private joinedNow(): void {
+    this.wasJoined = true
+    this.joined.resolve()
+  }
+
+  private sendReady(): void {
+    this.readySent = true
+    this.link.send({ t: 'ready', group: this.name })
+  }
+
   private onLifecycle(state: Lifecycle, err?: SeqcastError): void {
     if (state === 'joined') {
-      this.wasJoined = true
-      this.joined.resolve()
+      clearTimeout(this.joinTimer)
+      // With state hooks the join completes once the state is restored (StateMember calls joinedNow).
+      if (!this.state) this.joinedNow()
     }
     else if (state === 'left') this.finishLeave()
     else if (state === 'failed' && err) this.abort(err)
@@ -390,6 +435,7 @@ export class Group extends EventEmitter<GroupEvents> {
     this.closed = true
     if (this.ticker) clearInterval(this.ticker)
     this.link.close()
+    this.state?.close()
     this.conn?.destroy()
     this.transport.close()
     const err = this.failure ?? new NotJoinedError()

@@ -2,6 +2,7 @@
  * The engine's host (lib/group.ts, or the simulator in test/fixtures): what the engine needs of it (`EngineEnv`) and
  * what it hands it — deliveries, lifecycle changes, counters.
  */
+import type { StateData, StateReq } from './wire.js'
 import type { ToDirectory } from './dirproto.js'
 import type { SeqcastError } from './errors.js'
 import type { Transport } from './transport.js'
@@ -19,6 +20,8 @@ export interface EngineEnv {
   readonly transport: Transport
   toDirectory(frame: ToDirectory): void
   deliver(d: Delivery): void
+  /** A STATEREQ or STATE datagram from the member it names, at its view address (PROTOCOL.md §8.3). */
+  state?(d: StateReq | StateData): void
   /** Ask for `flush()` at the end of the current event-loop turn. */
   scheduleFlush(): void
   /** The send window has room again. */

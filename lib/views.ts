@@ -171,11 +171,11 @@ export class Views {
 
   /**
    * State transfer in the known view `viewId` (PROTOCOL.md §8.1), from its commit's flags: its donor (NO_DONOR when
-   * no member holds the state) and the members that need the state. Undefined for a view this member does not know.
-   * Each member's own flag is `byId(viewId).byNo.get(no).state`.
+   * no member holds the state), the members that need the state, and every member's number. Undefined for a view
+   * this member does not know. Each member's own flag is `byId(viewId).byNo.get(no).state`.
    */
-  stateOf(viewId: number): { donor: number; needs: number[] } | undefined {
+  stateOf(viewId: number): { donor: number; needs: number[]; members: number[] } | undefined {
     const v = this.byId(viewId)
-    return v && { donor: donorOf(v.members), needs: needersOf(v.members) }
+    return v && { donor: donorOf(v.members), needs: needersOf(v.members), members: v.members.map((m) => m.no) }
   }
 }
