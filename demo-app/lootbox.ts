@@ -12,43 +12,18 @@
  * numbers drawn are distinct and that every replica ends in the same state.
  */
 import { fork } from 'node:child_process'
-import { createHash } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { Group } from '../lib/index.js'
 import { DirectoryServer } from '../directory/server.js'
 import { readKey } from '../lib/seal.js'
-
-const SIZE = 100_000
-
-/** The same shuffle everywhere: Fisher–Yates driven by a fixed-seed PRNG. */
-function shuffled(seed: number): Uint32Array {
-  const a = new Uint32Array(SIZE)
-  for (let i = 0; i < SIZE; i++) a[i] = i + 1
-  let s = seed >>> 0
-  const rnd = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0
-    let t = Math.imul(s ^ (s >>> 15), s | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-  for (let i = SIZE - 1; i > 0; i--) {
-    const j = Math.floor(rnd() * (i + 1))
-    const x = a[i]!
-    a[i] = a[j]!
-    a[j] = x
-  }
-  return a
-}
+import { drawMessage, LootBox } from './lootstate.js'
 
 interface Report { name: string; got: number[]; counter: number; applied: number; state: string }
 
 async function replica(name: string, dir: string, clients: number, draws: number): Promise<Report> {
-  const box = shuffled(42)
-  let counter = 0
-  let applied = 0
+  const box = new LootBox()
   const got: number[] = []
-  const log = createHash('sha256')
   const g = await Group.join('lootbox', name, { directory: dir, iface: '127.0.0.1', key: process.env.SEQCAST_KEY_FILE || undefined })
 
   // The state machine: one loop applies every delivery in the total order (others' draws may arrive before our
@@ -56,26 +31,20 @@ async function replica(name: string, dir: string, clients: number, draws: number
   const apply = (async () => {
     for await (const d of g) {
       if (d.type !== 'message') continue
-      const m = /^draw (\d+)$/.exec(Buffer.from(d.data).toString())
-      if (!m) continue
-      const n = Math.min(Number(m[1]), SIZE - counter)
-      const numbers = Array.from(box.subarray(counter, counter + n))
-      counter += n
-      applied++
-      log.update(`${d.seq} ${d.sender} ${numbers.join(',')};`)
-      if (d.sender === name) got.push(...numbers)
-      if (applied === clients * draws) return
+      const r = box.apply(Buffer.from(d.data).toString())
+      if (r && d.sender === name) got.push(...r.numbers)
+      if (box.applied === clients * draws) return
     }
   })()
 
   while ((g.view?.members.length ?? 0) < clients) await new Promise((r) => setTimeout(r, 5))
   for (let i = 0; i < draws; i++) {
-    await g.send(`draw ${1 + Math.floor(Math.random() * 5)}`)
+    await g.send(drawMessage(1 + Math.floor(Math.random() * 5)))
     if (Math.random() < 0.3) await new Promise((r) => setTimeout(r, Math.random() * 3))
   }
   await apply
   await g.leave()
-  return { name, got, counter, applied, state: log.digest('hex').slice(0, 16) }
+  return { name, got, counter: box.counter, applied: box.applied, state: box.state }
 }
 
 const { values } = parseArgs({

@@ -4,10 +4,11 @@ export { Group, type GroupEvents, type GroupStats, type MessageDelivery, type Vi
 export type { Delivery } from './host.js'
 export {
   DEFAULT_DIRECTORY, DEFAULT_IFACE, DEFAULT_MAX_DATAGRAM, DEFAULT_MAX_MESSAGE, DEFAULT_SEND_WINDOW, type DeliveryMode,
-  type JoinOptions,
+  type JoinOptions, type StateHooks,
 } from './options.js'
 export { MAX_GROUP_MEMBERS } from './frame.js'
 export {
   ArgumentError, DirectoryError, DuplicateMemberError, ErrorCodes, ExpelledError, GroupFullError, JoinTimeoutError,
-  LeaveTimeoutError, MessageTooLargeError, NotJoinedError, ProtocolError, SeqcastError, type ErrorCode,
+  LeaveTimeoutError, MessageTooLargeError, NotJoinedError, ProtocolError, SeqcastError, AuthError, RotateError, StateError,
+  MulticastUnreachableError, type ErrorCode,
 } from './errors.js'
