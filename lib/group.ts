@@ -166,7 +166,9 @@ export class Group extends EventEmitter<GroupEvents> {
         inbox: this.inbox,
         ready: (sendReady) => {
           if (sendReady) this.sendReady()
-          this.joinedNow()
+          // The state can be restored before the engine works in a view: its first view was superseded before it
+          // installed it, and it delivers that view while it moves on to the next. Sending waits for 'joined'.
+          if (this.engine.lifecycle === 'joined') this.joinedNow()
         },
         fail: (err) => this.abort(err),
         log: (fmt, ...args) => log(`%s: ${fmt}`, memberId, ...args),
@@ -289,8 +291,8 @@ export class Group extends EventEmitter<GroupEvents> {
   private onLifecycle(state: Lifecycle, err?: SeqcastError): void {
     if (state === 'joined') {
       clearTimeout(this.joinTimer)
-      // With state hooks the join completes once the state is restored (StateMember calls joinedNow).
-      if (!this.state) this.joinedNow()
+      // With state hooks the join completes once the state is restored too (StateMember's ready).
+      if (!this.state || this.state.phase === 'ready') this.joinedNow()
     }
     else if (state === 'left') this.finishLeave()
     else if (state === 'failed' && err) this.abort(err)

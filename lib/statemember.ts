@@ -82,20 +82,21 @@ export class StateMember {
     for (const no of this.members) if (!now.has(no)) this.donor.left(no)
     this.members = now
     const me = this.env.me()
+    this.env.log('state: view %d (%s): donor %d, needs %o', d.viewId, this.phase, s.donor, s.needs)
+    if (this.phase === 'waiting' && !s.needs.includes(me)) {
+      // Not marked needs in its first view: a first member of the group, whose state is the initial one. That view
+      // may already add joiners (its join view was superseded before it installed it): it is then their donor.
+      this.phase = 'ready'
+      this.env.inbox.release()
+      this.env.ready(false)
+    }
     if (this.phase === 'ready') {
       if (s.donor === me && s.needs.length > 0) this.toSnapshot.set(d.viewId, s.needs)
       return
     }
     if (this.phase === 'failed') return
-    if (!s.needs.includes(me)) {
-      // Not marked needs in its first view: a first member of the group, whose state is the initial one.
-      if (this.phase === 'waiting') {
-        this.phase = 'ready'
-        this.env.inbox.release()
-        this.env.ready(false)
-      }
-      return
-    }
+    // A joiner under way that a view does not mark needs (none is marked holds before its `ready`): nothing changes.
+    if (!s.needs.includes(me)) return
     if (s.donor === NO_DONOR) return this.failWith(new StateError(`no member of the group holds its state (view ${d.viewId}): every member that had it left`))
     const stream = this.joiner.start(d.viewId, s.donor)
     if (!stream) return // the same donor: the transfer goes on
