@@ -6,10 +6,12 @@
  *   npm run chat -- --name alice [--group lobby]... [--dir host:port] [--iface 127.0.0.1]
  *
  * With no --dir, it uses the directory at 127.0.0.1:4720, and starts one inside this process if none answers.
+ * A chat that joins a room with history first shows the room's last 20 lines (state transfer: the state is those
+ * lines), then the live ones: the seam between them loses no line and shows none twice.
  */
 import readline from 'node:readline'
 import { parseArgs } from 'node:util'
-import { Group, type SeqcastError, type ViewDelivery } from '../lib/index.js'
+import { Group, type SeqcastError, type StateHooks, type ViewDelivery } from '../lib/index.js'
 import { DirectoryServer, DEFAULT_DIRECTORY_PORT, queryStatus } from '../directory/server.js'
 import { readKey } from '../lib/seal.js'
 
@@ -85,6 +87,40 @@ function describe(v: ViewDelivery): string {
   return `${v.members.length} member${v.members.length === 1 ? '' : 's'}, sequencer ${v.sequencer}`
 }
 
+/** Lines of history a joiner is shown (the state of a room). */
+const HISTORY = 20
+/** The longest text a history line keeps (longer lines are cut in the history), and the most a history may weigh. */
+const MAX_LINE = 64 * 1024
+const MAX_HISTORY_BYTES = 16 << 20
+
+function line(name: string, sender: string, text: string): string {
+  return `<<<${sender}->GROUP<${name}>: ${text}>>>`
+}
+
+/**
+ * A room's last lines, [sender, text], as this chat showed them: its state. The snapshot is taken when the screen
+ * takes the view that adds a joiner (show() takes deliveries one at a time), so it holds exactly the lines before it.
+ */
+function historyHooks(history: Array<[string, string]>): StateHooks {
+  return {
+    snapshot: () => Buffer.from(JSON.stringify(history)),
+    restore: async (chunks) => {
+      const parts: Buffer[] = []
+      let n = 0
+      for await (const c of chunks) {
+        n += c.length
+        if (n > MAX_HISTORY_BYTES) throw new Error(`a history larger than ${MAX_HISTORY_BYTES} bytes`)
+        parts.push(Buffer.from(c))
+      }
+      const got: unknown = JSON.parse(Buffer.concat(parts).toString('utf8'))
+      const ok = Array.isArray(got) && got.length <= HISTORY &&
+        got.every((e) => Array.isArray(e) && e.length === 2 && e.every((x) => typeof x === 'string' && x.length <= MAX_LINE))
+      if (!ok) throw new Error('not a history of chat lines')
+      history.splice(0, history.length, ...(got as Array<[string, string]>))
+    },
+  }
+}
+
 const groups = new Map<string, Group>()
 let embedded: DirectoryServer | undefined
 let quitting = false
@@ -108,14 +144,22 @@ process.on('SIGTERM', () => void quit())
  * Shows one group's deliveries — views and messages in the one order the group delivers them. `shown` resolves once
  * the joining view is on screen: typed input waits for it, so "you joined" comes before any answer to a command.
  */
-async function show(name: string, g: Group, shown: () => void): Promise<void> {
+async function show(name: string, g: Group, history: Array<[string, string]>, shown: () => void): Promise<void> {
   let last: string[] | null = null
   try {
     for await (const d of g) {
       if (d.type === 'message') {
-        say(`<<<${d.sender}->GROUP<${name}>: ${Buffer.from(d.data).toString('utf8')}>>>`)
+        const text = Buffer.from(d.data).toString('utf8')
+        say(line(name, d.sender, text))
+        history.push([d.sender, text.slice(0, MAX_LINE)])
+        if (history.length > HISTORY) history.shift()
       } else if (last === null) {
         say(`*** you joined ${name} (${d.members.length} member${d.members.length === 1 ? '' : 's'}: ${d.members.join(', ')}; sequencer ${d.sequencer})`)
+        // What the room said before this view (restored from another member), set apart from the live lines.
+        if (history.length > 0) {
+          say(`*** the last ${history.length} line${history.length === 1 ? '' : 's'} in ${name}:`)
+          for (const [sender, text] of history) say(`  ${line(name, sender, text)}`)
+        }
       } else {
         for (const m of d.members) if (!last.includes(m)) say(`*** ${m} joined ${name} (${describe(d)})`)
         for (const m of last) if (!d.members.includes(m)) say(`*** ${m} left ${name} (${describe(d)})`)
@@ -134,8 +178,12 @@ const found = await directoryAddress()
 embedded = found.embedded
 for (const name of groupNames) {
   let g: Group
+  const history: Array<[string, string]> = []
   try {
-    g = await Group.join(name, me, { directory: found.addr, iface: values.iface ?? '127.0.0.1', delivery: values.safe ? 'safe' : 'agreed', key: groupKey ?? undefined })
+    g = await Group.join(name, me, {
+      directory: found.addr, iface: values.iface ?? '127.0.0.1', delivery: values.safe ? 'safe' : 'agreed', key: groupKey ?? undefined,
+      state: historyHooks(history),
+    })
   } catch (err) {
     fail(`cannot join ${name}: ${(err as SeqcastError).code ?? ''} ${(err as Error).message}`, 1)
   }
@@ -144,7 +192,7 @@ for (const name of groupNames) {
   g.on('directory', (state) => say(`*** ${name}: directory connection ${state}`))
   // Deliveries are pulled, never also taken by 'message'/'view' listeners: one path, so one order. The joining
   // view is the first of them.
-  onScreen.push(new Promise((resolve) => void show(name, g, resolve)))
+  onScreen.push(new Promise((resolve) => void show(name, g, history, resolve)))
 }
 
 async function quit(): Promise<void> {

@@ -2,7 +2,9 @@
  * The chat demo end to end: three processes over pipes against one directory. Each types lines the moment it starts
  * (before it has joined) and carol joins while alice and bob are talking: every line typed must show, in the order
  * typed, on every screen in the group when it was sent, and every screen must show the same lines in the same
- * order from the view in which it joined on (the one ordered stream).
+ * order from the view in which it joined on (the one ordered stream). A chat that joins shows the room's last 20
+ * lines first (state transfer): exactly those before its join on the others' screens, so that history and live lines
+ * together are one stretch of the stream — none lost, none twice at the seam.
  */
 import t from 'tap'
 import { spawn, type ChildProcess } from 'node:child_process'
@@ -44,6 +46,21 @@ class Chat {
   private counted = 0
   messages(): string[] {
     return this.out.split('\n').filter((l) => l.startsWith('<<<'))
+  }
+  /** The history shown on joining: the lines under "*** the last N lines in lobby:", as live lines look. */
+  history(): string[] {
+    const lines = this.out.split('\n')
+    const at = lines.findIndex((l) => /^\*\*\* the last \d+ lines? in lobby:$/.test(l))
+    if (at < 0) return []
+    const n = Number(/the last (\d+)/.exec(lines[at]!)![1])
+    const shown = lines.slice(at + 1, at + 1 + n)
+    return shown.every((l) => l.startsWith('  <<<')) ? shown.map((l) => l.slice(2)) : []
+  }
+  /** The message lines shown before the view in which `other` joined. */
+  messagesBefore(other: string): string[] {
+    const lines = this.out.split('\n')
+    const at = lines.findIndex((l) => l.startsWith(`*** ${other} joined lobby`))
+    return at < 0 ? [] : lines.slice(0, at).filter((l) => l.startsWith('<<<'))
   }
   /** The message lines shown after the view in which `other` joined. */
   messagesSince(other: string): string[] {
@@ -108,6 +125,20 @@ t.test('three chats see the same lines in the same order', async (t) => {
   t.same(carol.messages(), alice.messagesSince('carol'), 'carol = alice since carol joined')
   t.same(carol.messages(), bob.messagesSince('carol'), 'carol = bob since carol joined')
   t.match(alice.messages()[0], /^<<<alice->GROUP<lobby>: alice early 0>>>$/)
+
+  // The seam: a joiner's history is the last 20 lines before its join on the others' screens, then the live lines.
+  t.same(alice.history(), [], 'alice, the first member, has no history')
+  const before = alice.messagesBefore('carol')
+  t.ok(before.length > 20, `the room had ${before.length} lines when carol joined`)
+  t.same(carol.history(), before.slice(-20), "carol's history: the last 20 lines before her join, on alice's screen")
+  t.same(carol.history(), bob.messagesBefore('carol').slice(-20), 'and on bob\'s')
+  t.same([...carol.history(), ...carol.messages()], alice.messages().slice(before.length - 20),
+    'history then live lines: one stretch of the stream, none lost or twice at the seam')
+  const screen = carol.out.split('\n')
+  const firstLive = screen.findIndex((l) => l.startsWith('<<<'))
+  t.ok(screen.findIndex((l) => l.startsWith('*** the last 20 lines in lobby:')) > screen.findIndex((l) => l.startsWith('*** you joined lobby')) &&
+    screen.findIndex((l) => l.startsWith('*** the last 20 lines in lobby:')) < firstLive, 'carol: "you joined", the history, then live lines')
+  t.same(bob.history(), alice.messagesBefore('bob').slice(-20), `bob's history: the ${bob.history().length} lines before his join`)
 
   alice.type('/who')
   t.ok(await until(() => /lobby: alice, bob, carol \(sequencer alice/.test(alice.out), 15_000), '/who')
