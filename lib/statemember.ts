@@ -137,7 +137,8 @@ export class StateMember {
       this.donor.take(d.viewId, this.hooks.snapshot(), needs)
       this.env.log('state: took the snapshot of view %d for %o', d.viewId, needs)
     } catch (err) {
-      // Its joiners get NONE and move to the next donor at the next view, or fail at their bound.
+      // Its joiners get NONE and move to the snapshot of the next view (this member's or the next donor's), or fail
+      // at their bound.
       this.env.log('state: snapshot() threw at view %d: %s', d.viewId, (err as Error)?.message ?? err)
     }
   }

@@ -415,16 +415,20 @@ export class StateJoiner {
   /** Pieces received above a gap, sorted by offset and disjoint, all within [acked, asked). */
   private ahead: Piece[] = []
   private lastError = ''
+  /** The donor's latest word was NONE (no bytes since): it holds nothing for this state point. */
+  private refused = false
 
   constructor(private readonly opts: Pick<StateOptions, 'stateTimeoutMs'>, private readonly env: StateJoinerEnv) {}
 
   /**
    * Pulls the snapshot of view `viewId` from member `donorNo`; returns the bytes for `restore`, or null when nothing
    * changes: a transfer from this donor is under way (a later view with the same donor), or the state is complete
-   * or failed. A transfer from another donor ends (its stream errors with ESTATE) and this one starts from byte 0.
+   * or failed. A transfer from another donor — or from the same one whose latest answer was NONE (its snapshot
+   * failed, or it forgot this joiner; at `viewId` it takes a new one) — ends (its stream errors with ESTATE) and
+   * this one starts from byte 0.
    */
   start(viewId: number, donorNo: number): AsyncIterable<Uint8Array> | null {
-    if (this.state === 'running' && donorNo === this.donor) return null
+    if (this.state === 'running' && donorNo === this.donor && !this.refused) return null
     if (this.state !== 'idle' && this.state !== 'running') return null
     const now = this.env.now()
     if (this.state === 'idle') this.startedAt = now
@@ -436,6 +440,7 @@ export class StateJoiner {
     this.size = -1
     this.ahead = []
     this.lastError = ''
+    this.refused = false
     this.progressAt = now
     const stream: StateStream = new StateStream((n) => this.taken(stream, n), () => this.stopped(stream))
     this.stream = stream
@@ -463,6 +468,7 @@ export class StateJoiner {
     if (this.state !== 'running') return
     if (d.none) {
       this.counters.none++
+      this.refused = true
       this.lastError = ` (member ${this.donor} holds no snapshot of view ${this.viewId} for it)`
       return
     }
@@ -477,7 +483,10 @@ export class StateJoiner {
     const from = Math.max(d.offset, this.acked)
     const to = Math.min(end, limit)
     if (d.bytes.length > 0 && (d.offset >= limit || end <= this.acked)) return void this.counters.dropped++
-    if (from < to && this.insert(d.bytes, d.offset, from, to)) this.progressAt = this.env.now()
+    if (from < to && this.insert(d.bytes, d.offset, from, to)) {
+      this.progressAt = this.env.now()
+      this.refused = false
+    }
     if (this.state !== 'running') return
     if (this.size >= 0 && this.consumed === this.size) return this.finish()
     this.ask()

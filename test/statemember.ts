@@ -6,7 +6,7 @@ import t from 'tap'
 import { Inbox } from '../lib/inbox.js'
 import type { Delivery } from '../lib/host.js'
 import { StateMember } from '../lib/statemember.js'
-import { decode } from '../lib/wire.js'
+import { decode, encodeState, encodeStateNone, type StateData, type StateReq } from '../lib/wire.js'
 
 const INC = { hi: 1, lo: 2 }
 const view = (viewId: number): Extract<Delivery, { type: 'view' }> =>
@@ -27,13 +27,17 @@ function member(me: number, views: Record<number, { donor: number; needs: number
     room: () => {},
   })
   let lastView = 0
+  let restores = 0
   sm = new StateMember(
     {
       snapshot: () => {
         snapshots.push(lastView)
         return Buffer.from('state')
       },
-      restore: async () => {},
+      restore: async (chunks) => {
+        restores++
+        for await (const _ of chunks) void _
+      },
     },
     {
       me: () => me,
@@ -55,7 +59,9 @@ function member(me: number, views: Record<number, { donor: number; needs: number
     sm.view(d)
     inbox.push(d)
   }
-  return { sm, deliver, snapshots, sent, ready, handed }
+  /** STATEREQs sent so far, decoded. */
+  const requests = (): StateReq[] => sent.map((x) => decode(x.buf, INC) as StateReq)
+  return { sm, deliver, snapshots, sent, ready, handed, requests, restores: () => restores }
 }
 
 t.test('a first member whose first view already adds joiners gives them the state at that view', async (t) => {
@@ -87,4 +93,41 @@ t.test('a joiner is not a donor of the view it needs the state at', async (t) =>
   t.same(m.handed, [], 'held until restored')
   t.equal(m.sm.phase, 'pulling')
   t.ok(m.sent.length > 0 && m.sent.every((s) => s.to === 1 && (decode(s.buf, INC) as { kind?: number }).kind === 5), 'it asks the donor')
+})
+
+t.test('a joiner its donor answers NONE moves to the snapshot the same donor takes at a later view', async (t) => {
+  // The donor's snapshot() threw at view 2 (or it forgot the joiner): it holds nothing for it there. At view 3,
+  // where it is the donor again and the joiner still needs the state, it takes a snapshot for it.
+  const m = member(2, {
+    2: { donor: 1, needs: [2], members: [1, 2] },
+    3: { donor: 1, needs: [2, 3], members: [1, 2, 3] },
+  })
+  m.deliver(2)
+  t.ok(m.requests().every((r) => r.viewId === 2), 'it asks for the snapshot of view 2')
+  m.sm.datagram(decode(encodeStateNone({ inc: INC, viewId: 2, sender: 1 }), INC) as StateData)
+  m.deliver(3)
+  t.ok(m.requests().some((r) => r.viewId === 3), 'then for the snapshot of view 3, from the same donor')
+  t.equal(m.restores(), 2, 'restore is called again for the new state point')
+  m.sm.datagram(decode(encodeState({ inc: INC, viewId: 3, sender: 1 }, 0, true, [Buffer.from('state')]), INC) as StateData)
+  await new Promise((r) => setTimeout(r, 10))
+  t.equal(m.sm.phase, 'ready', 'restored from the snapshot of view 3')
+  t.same(m.handed, ['v3'], 'its first delivery is view 3, the state point')
+})
+
+t.test('a joiner whose donor is sending goes on at a later view with the same donor', async (t) => {
+  const m = member(2, {
+    2: { donor: 1, needs: [2], members: [1, 2] },
+    3: { donor: 1, needs: [2, 3], members: [1, 2, 3] },
+  })
+  m.deliver(2)
+  // A NONE first (the donor's application had not taken view 2 yet), then bytes: the transfer is under way.
+  m.sm.datagram(decode(encodeStateNone({ inc: INC, viewId: 2, sender: 1 }), INC) as StateData)
+  m.sm.datagram(decode(encodeState({ inc: INC, viewId: 2, sender: 1 }, 0, false, [Buffer.from('sta')]), INC) as StateData)
+  m.deliver(3)
+  t.ok(m.requests().every((r) => r.viewId === 2), 'still the snapshot of view 2')
+  t.equal(m.restores(), 1)
+  m.sm.datagram(decode(encodeState({ inc: INC, viewId: 2, sender: 1 }, 3, true, [Buffer.from('te')]), INC) as StateData)
+  await new Promise((r) => setTimeout(r, 10))
+  t.equal(m.sm.phase, 'ready')
+  t.same(m.handed, ['v2', 'v3'], 'view 2 first (the state point), then view 3')
 })
