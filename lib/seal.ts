@@ -100,7 +100,8 @@ export interface GroupKey {
 interface Held {
   epoch: number
   key: Buffer
-  derived: Map<string, Buffer>
+  /** Newest first, at most MAX_KEYS: looked up by the incarnation's two 32-bit halves (no string per datagram). */
+  derived: { hi: number; lo: number; key: Buffer }[]
 }
 
 export interface SealStats {
@@ -117,6 +118,17 @@ export interface SealStats {
 class ReplayWindow {
   private top = -1
   private readonly seen = new Uint8Array(REPLAY_WINDOW)
+  /** Another window whose identity hashes alike (Windows). */
+  next: ReplayWindow | null = null
+
+  constructor(
+    readonly hash: number,
+    readonly incHi: number,
+    readonly incLo: number,
+    readonly sender: number,
+    readonly pfxHi: number,
+    readonly pfxLo: number,
+  ) {}
 
   /** True the first time `counter` is offered within the window; false for a repeat or one too old. */
   accept(counter: number): boolean {
@@ -133,6 +145,46 @@ class ReplayWindow {
   }
 }
 
+/**
+ * The replay windows, found by numbers read from the datagram (a string built per datagram cost more than the
+ * window itself): a map from 53 bits of the random nonce prefix to a chain of windows, each compared on its whole
+ * identity. At most MAX_WINDOWS, the oldest created forgotten first.
+ */
+class Windows {
+  private readonly byHash = new Map<number, ReplayWindow>()
+  private readonly order: ReplayWindow[] = []
+  private oldest = 0
+
+  /** The window of this identity, created if new. */
+  get(incHi: number, incLo: number, sender: number, pfxHi: number, pfxLo: number): ReplayWindow {
+    const hash = pfxHi * 0x20_0000 + (pfxLo >>> 11)
+    const first = this.byHash.get(hash)
+    for (let w: ReplayWindow | null | undefined = first; w; w = w.next) {
+      if (w.pfxLo === pfxLo && w.sender === sender && w.incLo === incLo && w.incHi === incHi && w.pfxHi === pfxHi) return w
+    }
+    const w = new ReplayWindow(hash, incHi, incLo, sender, pfxHi, pfxLo)
+    if (this.order.length < MAX_WINDOWS) this.order.push(w)
+    else {
+      this.forget(this.order[this.oldest]!)
+      this.order[this.oldest] = w
+      this.oldest = (this.oldest + 1) % MAX_WINDOWS
+    }
+    w.next = this.byHash.get(hash) ?? null
+    this.byHash.set(hash, w)
+    return w
+  }
+
+  private forget(old: ReplayWindow): void {
+    let w: ReplayWindow | null | undefined = this.byHash.get(old.hash)
+    if (w === old) {
+      if (old.next) this.byHash.set(old.hash, old.next)
+      else this.byHash.delete(old.hash)
+      return
+    }
+    for (; w; w = w.next) if (w.next === old) w.next = old.next
+  }
+}
+
 export class SealedTransport implements Transport {
   onDatagram: (buf: Buffer, via: Via) => void = () => {}
   readonly stats: SealStats = { opened: 0, rejected: 0, replayed: 0 }
@@ -142,8 +194,12 @@ export class SealedTransport implements Transport {
   private use = 0
   /** Rejected for a reason other than a phase with no key held: what wrongKey() counts. */
   private failed = 0
-  private readonly windows = new Map<string, ReplayWindow>()
+  private readonly windows = new Windows()
   private prefix = randomBytes(8)
+  private pfxHi = this.prefix.readUInt32BE(0)
+  private pfxLo = this.prefix.readUInt32BE(4)
+  /** This sender life's datagrams come back to it (multicast loopback): which of them did (see open()). */
+  private ownSeen = new ReplayWindow(0, 0, 0, 0, 0, 0)
   private counter = 0
 
   /** `key`: the group key, KEY_BYTES random bytes (`dir keygen`), of epoch `epoch`. */
@@ -173,7 +229,7 @@ export class SealedTransport implements Transport {
     for (const { epoch, key } of keys) {
       const was = this.held[epoch % 2]
       // The same key again keeps its derived keys.
-      next[epoch % 2] = was && was.epoch === epoch && was.key.equals(key) ? was : { epoch, key: Buffer.from(key), derived: new Map() }
+      next[epoch % 2] = was && was.epoch === epoch && was.key.equals(key) ? was : { epoch, key: Buffer.from(key), derived: [] }
     }
     this.held[0] = next[0]!
     this.held[1] = next[1]!
@@ -220,14 +276,13 @@ export class SealedTransport implements Transport {
 
   /** The datagram key of group key `g` for the incarnation in header bytes 4–11. */
   private keyFor(g: Held, header: Buffer): Buffer {
-    const inc = header.toString('hex', 4, 12)
-    let k = g.derived.get(inc)
-    if (!k) {
-      k = Buffer.from(hkdfSync('sha256', g.key, header.subarray(4, 12), INFO, KEY_BYTES))
-      if (g.derived.size >= MAX_KEYS) g.derived.delete(g.derived.keys().next().value!)
-      g.derived.set(inc, k)
-    }
-    return k
+    const hi = header.readUInt32BE(4)
+    const lo = header.readUInt32BE(8)
+    for (const d of g.derived) if (d.lo === lo && d.hi === hi) return d.key
+    const key = Buffer.from(hkdfSync('sha256', g.key, header.subarray(4, 12), INFO, KEY_BYTES))
+    g.derived.unshift({ hi, lo, key })
+    if (g.derived.length > MAX_KEYS) g.derived.pop()
+    return key
   }
 
   seal(plain: Buffer): Buffer {
@@ -238,21 +293,25 @@ export class SealedTransport implements Transport {
     // exact: an old-key datagram replayed after the switch is a counter already seen.
     if (this.counter === 0xffff_ffff) {
       this.prefix = randomBytes(8)
+      this.pfxHi = this.prefix.readUInt32BE(0)
+      this.pfxLo = this.prefix.readUInt32BE(4)
+      this.ownSeen = new ReplayWindow(0, 0, 0, 0, 0, 0)
       this.counter = 0
     }
-    const nonce = Buffer.allocUnsafe(NONCE)
-    this.prefix.copy(nonce, 0)
-    nonce.writeUInt32BE(this.counter++, 8)
+    // Header, then the body enciphered, then the nonce and the tag, in one buffer: the nonce is written in place and
+    // given to the cipher from there.
     const out = Buffer.allocUnsafe(plain.length + SEAL_OVERHEAD)
     plain.copy(out, 0, 0, HEADER)
     out[20] = (out[20]! & ~PHASE_FLAG) | AUTH_FLAG | (this.use << 1)
+    const at = plain.length
+    this.prefix.copy(out, at)
+    out.writeUInt32BE(this.counter++, at + 8)
     const header = out.subarray(0, HEADER)
-    const c = createCipheriv('aes-256-gcm', this.keyFor(this.held[this.use]!, header), nonce)
+    const c = createCipheriv('aes-256-gcm', this.keyFor(this.held[this.use]!, header), out.subarray(at, at + NONCE))
     c.setAAD(header)
-    const n = c.update(plain.subarray(HEADER)).copy(out, HEADER)
+    c.update(plain.subarray(HEADER)).copy(out, HEADER) // GCM enciphers byte for byte: as long as the body
     c.final()
-    nonce.copy(out, HEADER + n)
-    c.getAuthTag().copy(out, HEADER + n + NONCE)
+    c.getAuthTag().copy(out, at + NONCE)
     return out
   }
 
@@ -263,13 +322,22 @@ export class SealedTransport implements Transport {
       this.failed++
       return null
     }
+    const end = buf.length - SEAL_OVERHEAD
+    // This member's own datagrams, back by multicast loopback (a third of what each member of a 3-member group
+    // receives), are dropped unopened: the engine drops any datagram of its own sender number unread, and a datagram
+    // with this life's nonce prefix was sealed here (or forged: dropped either way). A counter back a second time is
+    // a replay, and counted. Not before anything opened: until then, its own datagrams opening are what tells a
+    // lone member's wrongKey() that its key is sound.
+    if (this.stats.opened > 0 && buf.readUInt32BE(end) === this.pfxHi && buf.readUInt32BE(end + 4) === this.pfxLo) {
+      if (!this.ownSeen.accept(buf.readUInt32BE(end + 8))) this.stats.replayed++
+      return null
+    }
     const g = this.held[(buf[20]! & PHASE_FLAG) >> 1]
     if (!g) {
       this.stats.rejected++ // a phase this member holds no key for: not counted by wrongKey()
       return null
     }
     const header = buf.subarray(0, HEADER)
-    const end = buf.length - SEAL_OVERHEAD
     const nonce = buf.subarray(end, end + NONCE)
     let plain: Buffer
     try {
@@ -284,14 +352,8 @@ export class SealedTransport implements Transport {
       this.failed++
       return null
     }
-    const id = `${header.toString('hex', 4, 12)}:${header.readUInt32BE(16)}:${nonce.toString('hex', 0, 8)}`
-    let w = this.windows.get(id)
-    if (!w) {
-      if (this.windows.size >= MAX_WINDOWS) this.windows.delete(this.windows.keys().next().value!)
-      w = new ReplayWindow()
-      this.windows.set(id, w)
-    }
-    if (!w.accept(nonce.readUInt32BE(8))) {
+    const w = this.windows.get(buf.readUInt32BE(4), buf.readUInt32BE(8), buf.readUInt32BE(16), buf.readUInt32BE(end), buf.readUInt32BE(end + 4))
+    if (!w.accept(buf.readUInt32BE(end + 8))) {
       this.stats.replayed++
       return null
     }
