@@ -350,3 +350,33 @@ t.test('replay windows: one per sender life, even when two prefixes share the bi
   w.arrive(l1.out[0]!)
   t.equal(got, 6 + 4095 + 1, "the oldest window was forgotten: its sender life's datagram opens again")
 })
+
+t.test('deciphers made ahead for a sender\'s next counter are used only for exactly that counter and key', async (t) => {
+  const k0 = randomBytes(32)
+  const k1 = randomBytes(32)
+  const { a, b, wa, wb, got } = pair(k0)
+  for (let i = 0; i < 4; i++) a.toGroup(ack(i + 1))
+  const s = wa.out
+  wb.arrive(s[0]!) // made ahead: counter 1
+  wb.arrive(s[2]!) // counter 2 instead
+  wb.arrive(s[1]!) // then 1, late
+  t.same(got, [ack(1), ack(3), ack(2)], 'out of order: each opens')
+  const bad = Buffer.from(s[3]!)
+  bad[bad.length - 1] = bad[bad.length - 1]! ^ 1
+  wb.arrive(bad) // the predicted counter, forged: rejected, and the one made ahead is spent
+  wb.arrive(s[3]!)
+  t.equal(got.length, 4, 'the genuine one still opens')
+  t.equal(b.stats.rejected, 1)
+  // A sender switches key between two consecutive counters (seal() alone makes nothing ahead, so its counters
+  // follow): the decipher made ahead under the old key is not used for the new one.
+  const c = new SealedTransport(new Wire(), k0)
+  const both = [{ epoch: 0, key: k0 }, { epoch: 1, key: k1 }]
+  b.setKeys(both, 0)
+  wb.arrive(c.seal(ack(5)))
+  c.setKeys(both, 1)
+  const next = c.seal(ack(6))
+  t.equal(next.readUInt32BE(next.length - 20), 1, 'counter 1, right after 0')
+  wb.arrive(next)
+  t.same(got.slice(4), [ack(5), ack(6)], 'the next counter under the new key opens')
+  t.equal(b.stats.rejected, 1)
+})
