@@ -17,6 +17,11 @@
  * sealed datagram is its key's epoch mod 2. A member holds one or two group keys (epochs consecutive, the old and
  * the new: setKeys) and seals with one of them; a receiver opens with the key of the datagram's phase, so datagrams
  * in flight under the old key still open while both are held, and none does once the old one is dropped.
+ *
+ * Cost (docs/PERFORMANCE.md, "Keyed groups"): per datagram, mostly the OpenSSL context, which Node cannot reuse
+ * under a new nonce. So a member does not open its own datagrams coming back by loopback, finds windows and keys by
+ * numbers, and makes the next contexts ahead while its code is hot (`ready`, `speculate`): made cold, after an idle,
+ * a context costs several times more, on the latency path.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes, type CipherGCM, type DecipherGCM } from 'node:crypto'
 import fs from 'node:fs'
