@@ -58,7 +58,7 @@ for (const size of [200, 1500, 16384]) {
         for (let i = 0; i < 3; i++) {
           const m = st.members[i]!
           m.s.toGroup(st.plains[i]!)
-          for (const o of st.members) o.w.onDatagram(m.w.last!, 'group')
+          for (const o of st.members) o.w.onDatagram(m.w.last!, 'group', '127.0.0.1:1')
         }
       }
       const c = process.cpuUsage(t0)
@@ -96,7 +96,7 @@ for (let i = 0; i < 800; i++) {
     c.seal.push(Number(c.sent() - t0) / 1000)
     await idle()
     const t1 = process.hrtime.bigint()
-    c.into.onDatagram(c.out.last!, 'group')
+    c.into.onDatagram(c.out.last!, 'group', '127.0.0.1:1')
     c.open.push(Number(c.got() - t1) / 1000)
   }
 }
