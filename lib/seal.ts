@@ -26,6 +26,12 @@ const TAG = 16
 export const SEAL_OVERHEAD = NONCE + TAG
 export const KEY_BYTES = 32
 const AUTH_FLAG = 1
+/**
+ * Flag bit 2: sealed for one member, whose address ("ip:port") is authenticated after the header. A sender's
+ * counter runs across all it sends, so the other members' replay windows have gaps where its unicast went:
+ * without this, a NACK replayed to a member it was not sent to would open there and be served.
+ */
+const TO_MEMBER_FLAG = 4
 const REPLAY_WINDOW = 1024
 const MAX_WINDOWS = 4096
 const MAX_KEYS = 8
@@ -133,7 +139,7 @@ export class SealedTransport implements Transport {
   }
 
   toMember(addr: string, buf: Buffer): void {
-    this.inner.toMember(addr, this.seal(buf))
+    this.inner.toMember(addr, this.seal(buf, addr))
   }
 
   close(): void {
@@ -152,7 +158,8 @@ export class SealedTransport implements Transport {
     return k
   }
 
-  seal(plain: Buffer): Buffer {
+  /** `to`: the member address it is sealed for (none: the group). */
+  seal(plain: Buffer, to?: string): Buffer {
     if (plain.length < HEADER) return plain // not a datagram of ours; the engine never sends one
     if (this.counter === 0xffff_ffff) {
       this.prefix = randomBytes(8)
@@ -163,10 +170,10 @@ export class SealedTransport implements Transport {
     nonce.writeUInt32BE(this.counter++, 8)
     const out = Buffer.allocUnsafe(plain.length + SEAL_OVERHEAD)
     plain.copy(out, 0, 0, HEADER)
-    out[20] = out[20]! | AUTH_FLAG
+    out[20] = out[20]! | AUTH_FLAG | (to === undefined ? 0 : TO_MEMBER_FLAG)
     const header = out.subarray(0, HEADER)
     const c = createCipheriv('aes-256-gcm', this.keyFor(header), nonce)
-    c.setAAD(header)
+    c.setAAD(to === undefined ? header : Buffer.concat([header, Buffer.from(to)]))
     const n = c.update(plain.subarray(HEADER)).copy(out, HEADER)
     c.final()
     nonce.copy(out, HEADER + n)
@@ -186,7 +193,7 @@ export class SealedTransport implements Transport {
     let plain: Buffer
     try {
       const d = createDecipheriv('aes-256-gcm', this.keyFor(header), nonce)
-      d.setAAD(header)
+      d.setAAD(buf[20]! & TO_MEMBER_FLAG ? Buffer.concat([header, Buffer.from(this.inner.address)]) : header)
       d.setAuthTag(buf.subarray(end + NONCE))
       // GCM deciphers in update(); final() only checks the tag (and throws if it does not match).
       plain = Buffer.concat([header, d.update(buf.subarray(HEADER, end))])
@@ -207,7 +214,7 @@ export class SealedTransport implements Transport {
       return null
     }
     this.stats.opened++
-    plain[20] = plain[20]! & ~AUTH_FLAG
+    plain[20] = plain[20]! & ~(AUTH_FLAG | TO_MEMBER_FLAG)
     return plain
   }
 }
