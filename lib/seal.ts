@@ -11,7 +11,9 @@
  *
  * Replays: per (incarnation, sender, nonce prefix) a window of the last REPLAY_WINDOW counters; a datagram whose
  * counter was seen, or is older than the window, is dropped and counted. At most MAX_WINDOWS windows are kept
- * (the oldest forgotten first); only authentic datagrams create one.
+ * (the one silent longest forgotten first); only authentic datagrams create one. A datagram sent to one member is
+ * sealed for it (its address authenticated too): the sender's counter runs over all it sends, so the others'
+ * windows have gaps where its unicast went.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto'
 import fs from 'node:fs'
@@ -203,12 +205,15 @@ export class SealedTransport implements Transport {
       return null
     }
     const id = `${header.toString('hex', 4, 12)}:${header.readUInt32BE(16)}:${nonce.toString('hex', 0, 8)}`
+    // The map is kept in order of use, so the window forgotten when one more is needed is the one silent longest —
+    // not a busy sender's, whose old datagrams would then open again.
     let w = this.windows.get(id)
-    if (!w) {
+    if (w) this.windows.delete(id)
+    else {
       if (this.windows.size >= MAX_WINDOWS) this.windows.delete(this.windows.keys().next().value!)
       w = new ReplayWindow()
-      this.windows.set(id, w)
     }
+    this.windows.set(id, w)
     if (!w.accept(nonce.readUInt32BE(8))) {
       this.stats.replayed++
       return null
