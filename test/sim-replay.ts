@@ -42,6 +42,8 @@ interface Run {
   carried: number
   /** Datagrams replayed, per member id. */
   injected: Map<string, number>
+  /** Of them, the member's own, replayed to it the first time (not counted: see the test). */
+  ownFirst: Map<string, number>
   /** Replays that opened (passed the seal). */
   opened: Opened[]
   steps: string[]
@@ -53,9 +55,11 @@ function run(key: Buffer, replay: boolean): Run {
   const sim = new Sim(SEED, { drop: 0, dup: 0, minDelay: 0.05, maxDelay: 0.8 })
   sim.key = key
   const captured: Buffer[] = []
+  const sealedBy = new Map<Buffer, SimMember>()
   let capturing = true
   let carried = 0
   const injected = new Map<string, number>()
+  const ownFirst = new Map<string, number>()
   const opened: Opened[] = []
   const steps: string[] = []
   const ms = sim.startGroup(3)
@@ -66,7 +70,10 @@ function run(key: Buffer, replay: boolean): Run {
   sim.filter = (from, to, buf) => {
     if (capturing && to === m2 && from === m3 && buf[3] === 1 && missed < 3) return (missed++, false)
     if (!capturing) carried++
-    else if (captured.at(-1) !== buf) captured.push(buf) // a multicast reaches each listener as one buffer
+    else if (captured.at(-1) !== buf) { // a multicast reaches each listener as one buffer
+      captured.push(buf)
+      sealedBy.set(buf, from)
+    }
     return true
   }
   for (const m of ms) m.send(60)
@@ -84,6 +91,7 @@ function run(key: Buffer, replay: boolean): Run {
       }
       for (const b of captured) m.transport.onDatagram(b, 'group')
       m.net.onDatagram = inner
+      if (!injected.has(m.id)) ownFirst.set(m.id, captured.filter((b) => sealedBy.get(b) === m).length)
       injected.set(m.id, (injected.get(m.id) ?? 0) + captured.length)
     }
   }
@@ -118,7 +126,7 @@ function run(key: Buffer, replay: boolean): Run {
   settle(60_000)
   again('after the directory restarted')
   settle(60_000)
-  return { sim, carried, injected, opened, steps, kinds: [...new Set(captured.map((b) => KINDS[b[3]!]!))].sort() }
+  return { sim, carried, injected, ownFirst, opened, steps, kinds: [...new Set(captured.map((b) => KINDS[b[3]!]!))].sort() }
 }
 
 t.test(`a keyed group: datagrams captured early and replayed minutes later, after view changes and restarts, change nothing and are counted (seed ${SEED})`, async (t) => {
@@ -144,7 +152,11 @@ t.test(`a keyed group: datagrams captured early and replayed minutes later, afte
     const q = quiet.sim.alive().find((x) => x.id === m.id)!
     const byEngine = loud.opened.filter((o) => o.member === m.id).length
     const bySeal = seal(m).replayed + seal(m).rejected - seal(q).replayed - seal(q).rejected
-    t.equal(bySeal + byEngine, loud.injected.get(m.id) ?? 0, `${m.id}: ${loud.injected.get(m.id) ?? 0} replayed to it, ${bySeal} counted by the seal (replayed +${seal(m).replayed - seal(q).replayed}, rejected +${seal(m).rejected - seal(q).rejected}), ${byEngine} opened`)
+    // A member's own datagrams, the first time they come back, may also be dropped unopened and uncounted: a
+    // transport that drops its own (multicast loopback) cannot tell a replay of one from its first return.
+    const all = loud.injected.get(m.id) ?? 0
+    const own = loud.ownFirst.get(m.id) ?? 0
+    t.ok(bySeal + byEngine >= all - own && bySeal + byEngine <= all, `${m.id}: ${all} replayed to it (${own} its own, the first time), ${bySeal} counted by the seal (replayed +${seal(m).replayed - seal(q).replayed}, rejected +${seal(m).rejected - seal(q).rejected}), ${byEngine} opened`)
   }
   t.same(loud.kinds, ['ACK', 'DATA', 'NACK', 'ORDER'], 'every kind of datagram was captured and replayed')
 })
