@@ -11,7 +11,7 @@
  *
  * Replays: per (incarnation, sender, nonce prefix) a window of the last REPLAY_WINDOW counters; a datagram whose
  * counter was seen, or is older than the window, is dropped and counted. At most MAX_WINDOWS windows are kept
- * (the oldest forgotten first); only authentic datagrams create one.
+ * (the one unused longest forgotten first); only authentic datagrams create one.
  *
  * Key phases, for rotation (like QUIC's key phase bit): each group key has an epoch, and flag bit 1 (KEY_PHASE) of a
  * sealed datagram is its key's epoch mod 2. A member holds one or two group keys (epochs consecutive, the old and
@@ -38,6 +38,12 @@ export const KEY_BYTES = 32
 const AUTH_FLAG = 1
 /** Flag bit 1: the epoch of the group key that sealed the datagram, mod 2. */
 const PHASE_FLAG = 2
+/**
+ * Flag bit 2: sealed for one member, whose address ("ip:port") is authenticated after the header. A sender's
+ * counter runs across all it sends, so the other members' replay windows have gaps where its unicast went:
+ * without this, a NACK replayed to a member it was not sent to would open there and be served.
+ */
+const TO_MEMBER_FLAG = 4
 const REPLAY_WINDOW = 1024
 const MAX_WINDOWS = 4096
 const MAX_KEYS = 8
@@ -127,6 +133,8 @@ class ReplayWindow {
   next: ReplayWindow | null = null
   /** A decipher made ahead for this sender's next counter (SealedTransport.speculate). */
   ahead: { counter: number; key: Buffer; d: DecipherGCM } | null = null
+  /** When an authentic datagram last used it (Windows' clock): the one unused longest is forgotten first. */
+  used = 0
 
   constructor(
     readonly hash: number,
@@ -155,12 +163,18 @@ class ReplayWindow {
 /**
  * The replay windows, found by numbers read from the datagram (a string built per datagram cost more than the
  * window itself): a map from 53 bits of the random nonce prefix to a chain of windows, each compared on its whole
- * identity. At most MAX_WINDOWS, the oldest created forgotten first.
+ * identity. At most MAX_WINDOWS, the one unused longest forgotten first — not a busy sender's (often the
+ * sequencer's), whose captured datagrams would then open again (test/seal-replay.ts).
  */
 class Windows {
   private readonly byHash = new Map<number, ReplayWindow>()
-  private readonly order: ReplayWindow[] = []
-  private oldest = 0
+  private readonly all: ReplayWindow[] = []
+  private clock = 0
+
+  /** An authentic datagram used window `w`. */
+  touch(w: ReplayWindow): void {
+    w.used = ++this.clock
+  }
 
   /** The window of this identity, if there is one. */
   find(incHi: number, incLo: number, sender: number, pfxHi: number, pfxLo: number): ReplayWindow | undefined {
@@ -176,11 +190,13 @@ class Windows {
     if (found) return found
     const hash = pfxHi * 0x20_0000 + (pfxLo >>> 11)
     const w = new ReplayWindow(hash, incHi, incLo, sender, pfxHi, pfxLo)
-    if (this.order.length < MAX_WINDOWS) this.order.push(w)
+    if (this.all.length < MAX_WINDOWS) this.all.push(w)
     else {
-      this.forget(this.order[this.oldest]!)
-      this.order[this.oldest] = w
-      this.oldest = (this.oldest + 1) % MAX_WINDOWS
+      // One scan of MAX_WINDOWS per new sender life once full (only authentic datagrams make one).
+      let lru = 0
+      for (let i = 1; i < this.all.length; i++) if (this.all[i]!.used < this.all[lru]!.used) lru = i
+      this.forget(this.all[lru]!)
+      this.all[lru] = w
     }
     w.next = this.byHash.get(hash) ?? null
     this.byHash.set(hash, w)
@@ -293,7 +309,7 @@ export class SealedTransport implements Transport {
   }
 
   toMember(addr: string, buf: Buffer): void {
-    this.inner.toMember(addr, this.seal(buf))
+    this.inner.toMember(addr, this.seal(buf, addr))
     this.prepare()
   }
 
@@ -340,12 +356,13 @@ export class SealedTransport implements Transport {
     return key
   }
 
-  seal(plain: Buffer): Buffer {
+  /** `to`: the member address it is sealed for (none: the group). */
+  seal(plain: Buffer, to?: string): Buffer {
     if (plain.length < HEADER) return plain // not a datagram of ours; the engine never sends one
     // Header, then the body enciphered, then the nonce and the tag, in one buffer.
     const out = Buffer.allocUnsafe(plain.length + SEAL_OVERHEAD)
     plain.copy(out, 0, 0, HEADER)
-    out[20] = (out[20]! & ~PHASE_FLAG) | AUTH_FLAG | (this.use << 1)
+    out[20] = (out[20]! & ~PHASE_FLAG) | AUTH_FLAG | (this.use << 1) | (to === undefined ? 0 : TO_MEMBER_FLAG)
     const header = out.subarray(0, HEADER)
     const key = this.keyFor(this.held[this.use]!, header)
     let r = this.ready
@@ -357,7 +374,7 @@ export class SealedTransport implements Transport {
     this.lastKey = key
     const { c, nonce } = r
     const at = plain.length
-    c.setAAD(header)
+    c.setAAD(to === undefined ? header : Buffer.concat([header, Buffer.from(to)]))
     c.update(plain.subarray(HEADER)).copy(out, HEADER) // GCM enciphers byte for byte: as long as the body
     c.final()
     nonce.copy(out, at)
@@ -380,6 +397,12 @@ export class SealedTransport implements Transport {
     nonce.writeUInt32BE(o.w.pfxLo, 4)
     nonce.writeUInt32BE(o.counter + 1, 8)
     o.w.ahead = { counter: o.counter + 1, key: o.key, d: createDecipheriv('aes-256-gcm', o.key, nonce) }
+  }
+
+  private self: Buffer | null = null
+  /** This member's address as TO_MEMBER datagrams authenticate it (the transport's, fixed once open). */
+  private selfAddress(): Buffer {
+    return (this.self ??= Buffer.from(this.inner.address))
   }
 
   /** The plain datagram, or null (counted) if it is not authentic or was seen before. Never throws. */
@@ -413,7 +436,7 @@ export class SealedTransport implements Transport {
     let plain: Buffer
     try {
       const d = ahead && ahead.counter === counter && ahead.key === key ? ahead.d : createDecipheriv('aes-256-gcm', key, buf.subarray(end, end + NONCE))
-      d.setAAD(header)
+      d.setAAD(buf[20]! & TO_MEMBER_FLAG ? Buffer.concat([header, this.selfAddress()]) : header)
       d.setAuthTag(buf.subarray(end + NONCE))
       // GCM deciphers in update(); final() only checks the tag (and throws if it does not match).
       plain = Buffer.concat([header, d.update(buf.subarray(HEADER, end))])
@@ -428,9 +451,10 @@ export class SealedTransport implements Transport {
       this.stats.replayed++
       return null
     }
+    this.windows.touch(w)
     this.opened = { w, key, counter }
     this.stats.opened++
-    plain[20] = plain[20]! & ~(AUTH_FLAG | PHASE_FLAG)
+    plain[20] = plain[20]! & ~(AUTH_FLAG | PHASE_FLAG | TO_MEMBER_FLAG)
     return plain
   }
 }
