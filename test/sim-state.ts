@@ -284,3 +284,21 @@ t.test('a transfer longer than stateTimeoutMs: ESTATE; the donor forgets the joi
   }
 })
 
+t.test('the donor crashes while the joiner\'s held deliveries are full: the joiner moves to the next donor', async (t) => {
+  for (const seed of [61, 62]) {
+    const sim = new Sim(seed, { drop: 0.05, dup: 0.05, minDelay: 0.05, maxDelay: 1 })
+    const ms = await group(sim, [{ pad: 1 << 20, chunk: 16_384, snapshotDelayMs: 5 }, { pad: 200_000 }, {}])
+    for (const m of ms) m.send(3000)
+    await sim.runAsync(sim.now + 20)
+    const bound = 16_384
+    const j = sim.joinReplica('j', { restoreDelayMs: 5 }, {}, { maxQueuedBytes: bound })
+    const full = await sim.runUntilAsync(() => j.state!.phase === 'pulling' && j.inbox.bytes >= bound, 10_000)
+    t.ok(full, `seed ${seed}: j's held deliveries reached the bound while it pulls from m1 (${joinerOf(j).received} bytes)`)
+    sim.crash(ms[0]!.id)
+    t.ok(await sim.runUntilAsync(() => j.joined, 20_000), `seed ${seed}: j restored from m2 (${j.state!.phase}, ${j.error?.message ?? 'no error'})`)
+    t.equal(j.replica!.restores, 2, `seed ${seed}: restore called again`)
+    t.equal(j.error, undefined, `seed ${seed}: j did not fail`)
+    t.ok(await sim.runUntilAsync(() => sim.settled(), 60_000), `seed ${seed}: settled`)
+    t.same([...check(sim.logs()), ...replicaProblems(sim)], [], `seed ${seed}: every replica equals the reference`)
+  }
+})
