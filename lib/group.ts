@@ -174,6 +174,7 @@ export class Group extends EventEmitter<GroupEvents> {
         maxDatagram: opts.maxDatagram,
         stateTimeoutMs: opts.stateTimeoutMs,
         send: (no, buf) => this.engine.unicast(buf, no),
+        installed: () => this.engine.view?.viewId,
         stateOf: (viewId) => this.engine.stateOf(viewId),
         inbox: this.inbox,
         ready: (sendReady) => {
