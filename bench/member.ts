@@ -67,6 +67,8 @@ function summary(lat: number[]): { p50: number; p99: number; max: number } | nul
 async function runSeqcast(): Promise<void> {
   // SEQCAST_BENCH_OPTS='{"sendWindowBytes": 8388608}' tries other join options (docs/PERFORMANCE.md, tuning).
   const extra = JSON.parse(process.env.SEQCAST_BENCH_OPTS ?? '{}') as Record<string, unknown>
+  // `--key FILE` of run.ts: the keyed half of each case.
+  if (process.env.SEQCAST_BENCH_KEY) extra.key = process.env.SEQCAST_BENCH_KEY
   const memory = memorySampler()
   const g = await Group.join('bench', id!, { directory: target, iface: '127.0.0.1', joinTimeoutMs: 30_000, ...extra })
   while ((g.view?.members.length ?? 0) < members) await new Promise((r) => setTimeout(r, 2))
@@ -96,6 +98,7 @@ async function runSeqcast(): Promise<void> {
     youngSeries.push(Math.round(young / 2 ** 20))
   }, 5000)
   const firstSend = wall()
+  const cpu0 = process.cpuUsage()
   let sent = 0
   if (rate > 0) {
     if (id === 'm0') {
@@ -120,9 +123,10 @@ async function runSeqcast(): Promise<void> {
     if (delivered === before) break
   }
   clearInterval(sampler)
+  const cpu = process.cpuUsage(cpu0)
   const s = g.stats()
   console.log(JSON.stringify({
-    id, sent, delivered, bytes, firstSend, lastDelivery, hash: hash.digest('hex'), latency: summary(lat),
+    id, sent, delivered, bytes, firstSend, lastDelivery, hash: hash.digest('hex'), latency: summary(lat), cpuMs: (cpu.user + cpu.system) / 1000,
     ...memory.stop(), resent: s.resent, nacks: s.nacksSent, dropped: s.dropped, rssSeries, youngSeries,
   }))
   g.close()

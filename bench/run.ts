@@ -2,7 +2,9 @@
  * `npm run bench [-- --json] [-- --quick] [-- --case W1|W2|LARGE|SOAK]` (SOAK, 60 s, runs only when asked);
  * `--n N --size BYTES` narrow W1 to one case; `--transport multicast|unicast|both` (default multicast) runs the
  * seqcast cases over that transport (unicast: fan-out, as on clouds; both: each case on both, unicast rows
- * named `…/u` with their ratio to the multicast row). SEQCAST_BENCH_PROF=DIR writes a --cpu-prof of every member there.: seqcast against raw dgram multicast, on loopback.
+ * named `…/u` with their ratio to the multicast row); `--key FILE` runs each W1 and W2 case twice, without and then
+ * with that group key (`dir keygen FILE`), the keyed rows named `…/k` with their cost beside the unkeyed one.
+ * SEQCAST_BENCH_PROF=DIR writes a --cpu-prof of every member there.: seqcast against raw dgram multicast, on loopback.
  * As root it re-runs itself inside a private network namespace (`unshare -n`), as CI does; otherwise it uses
  * 127.0.0.1 as is. Results are described in docs/PERFORMANCE.md.
  */
@@ -22,6 +24,10 @@ if (!['multicast', 'unicast', 'both'].includes(transportArg!)) {
 type Mode = 'multicast' | 'unicast'
 const transports: Mode[] = transportArg === 'both' ? ['multicast', 'unicast'] : [transportArg as Mode]
 const tag = (name: string, mode: Mode): string => (mode === 'unicast' ? `${name}/u` : name)
+const keyFile = args.includes('--key') ? args[args.indexOf('--key') + 1] : undefined
+/** Each seqcast case without a key, then (with --key) with it: interleaved, so both see the same machine. */
+const keyings: (string | undefined)[] = keyFile ? [undefined, keyFile] : [undefined]
+const keyTag = (name: string, key: string | undefined): string => (key ? `${name}/k` : name)
 
 if (process.getuid?.() === 0 && !process.env.SEQCAST_BENCH_NETNS && !args.includes('--no-netns')) {
   const self = fileURLToPath(import.meta.url)
@@ -40,6 +46,8 @@ interface Report {
   id: string; sent: number; delivered: number; bytes: number; firstSend: number; lastDelivery: number
   rssMB: number; youngMB: number; oldMB: number; externalMB: number
   hash?: string; latency?: { p50: number; p99: number; max: number } | null; resent?: number; nacks?: number
+  /** CPU time the member used from its first send until deliveries stopped. */
+  cpuMs?: number
   rssSeries?: number[]
   youngSeries?: number[]
 }
@@ -53,10 +61,11 @@ async function freePort(): Promise<number> {
   })
 }
 
-function runMembers(argv: (i: number) => string[]): Promise<Report[]> {
+function runMembers(argv: (i: number) => string[], key?: string): Promise<Report[]> {
   return Promise.all(Array.from({ length: Number(argv(0)[3]) }, (_, i) => new Promise<Report>((resolve, reject) => {
     const prof = process.env.SEQCAST_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SEQCAST_BENCH_PROF}`] : []
-    const p = spawn(process.execPath, [...prof, MEMBER, ...argv(i)], { stdio: ['ignore', 'pipe', 'inherit'] })
+    const env = key ? { ...process.env, SEQCAST_BENCH_KEY: key } : process.env
+    const p = spawn(process.execPath, [...prof, MEMBER, ...argv(i)], { stdio: ['ignore', 'pipe', 'inherit'], env })
     let out = ''
     p.stdout.on('data', (b: Buffer) => (out += b.toString()))
     p.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim().split('\n').pop()!)) : reject(new Error(`member ${i} exited ${code}`))))
@@ -94,6 +103,13 @@ function throughput(rs: Report[]): { perMember: number; mbps: number; secs: numb
   return { perMember, mbps, secs }
 }
 
+/** CPU a member spent per message it delivered (its own included), averaged over the members: the cost of a case
+ *  that a busy machine disturbs less than throughput, since time the member waited for a core is not in it. */
+function cpuPerMessage(rs: Report[]): string {
+  const delivered = rs.reduce((a, r) => a + r.delivered, 0)
+  return delivered ? (rs.reduce((a, r) => a + (r.cpuMs ?? 0), 0) * 1000 / delivered).toFixed(2) : '-'
+}
+
 function emit(row: Row): void {
   rows.push(row)
   if (!json) {
@@ -122,15 +138,15 @@ async function raw(n: number, size: number): Promise<{ perMember: number; loss: 
   return best
 }
 
-async function w1(n: number, size: number, ceiling?: number, name = 'W1', sendMs = SEND_MS, mode: Mode = 'multicast'): Promise<Report[]> {
-  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, String(n), String(size), String(sendMs)]), mode)
+async function w1(n: number, size: number, ceiling?: number, name = 'W1', sendMs = SEND_MS, mode: Mode = 'multicast', key?: string): Promise<Report[]> {
+  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, String(n), String(size), String(sendMs)], key), mode)
   const t = throughput(rs)
   const total = rs.reduce((a, r) => a + r.sent, 0)
   const ok = rs.every((r) => r.hash === rs[0]!.hash && r.delivered === total)
   emit({
     case: name, n, size, perMember: t.perMember, mbps: t.mbps, ratio: ceiling ? t.perMember / ceiling : undefined, ok,
     ...memoryOf(rs),
-    extra: `(${total} msgs in ${t.secs.toFixed(1)} s, resent ${rs.reduce((a, r) => a + (r.resent ?? 0), 0)})` +
+    extra: `(${total} msgs in ${t.secs.toFixed(1)} s, resent ${rs.reduce((a, r) => a + (r.resent ?? 0), 0)}, cpu ${cpuPerMessage(rs)} us/msg)` +
       (ok ? '' : ` delivered ${rs.map((r) => r.delivered).join('/')} of ${total}, hashes ${rs.map((r) => r.hash?.slice(0, 8)).join('/')}`),
   })
   return rs
@@ -155,15 +171,15 @@ async function soak(): Promise<void> {
   }
 }
 
-async function w2(rate: number, mode: Mode, n = 3): Promise<void> {
-  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, String(n), '100', String(SEND_MS), String(rate)]), mode)
+async function w2(rate: number, mode: Mode, n = 3, key?: string): Promise<void> {
+  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, String(n), '100', String(SEND_MS), String(rate)], key), mode)
   const ok = rs.every((r) => r.hash === rs[0]!.hash)
   const lat = rs.map((r) => r.latency).filter((l): l is NonNullable<typeof l> => !!l)
   const p50 = Math.max(...lat.map((l) => l.p50))
   const p99 = Math.max(...lat.map((l) => l.p99))
   const max = Math.max(...lat.map((l) => l.max))
-  rows.push({ case: tag(`W2@${rate}`, mode), n, size: 100, perMember: rate, mbps: 0, ok, ...memoryOf(rs), extra: `p50 ${p50} ms p99 ${p99} ms max ${max} ms` })
-  if (!json) console.log(`${tag('W2', mode).padEnd(6)} n=${n} at ${rate} msg/s, 100 B: send->delivery p50 ${(p50 * 1000).toFixed(0)} us, p99 ${(p99 * 1000).toFixed(0)} us, max ${max.toFixed(2)} ms (worst receiver)  ${ok ? 'verified' : 'MISMATCH'}`)
+  rows.push({ case: keyTag(tag(`W2@${rate}`, mode), key), n, size: 100, perMember: rate, mbps: 0, ok, ...memoryOf(rs), extra: `p50 ${p50} ms p99 ${p99} ms max ${max} ms` })
+  if (!json) console.log(`${keyTag(tag('W2', mode), key).padEnd(6)} n=${n} at ${rate} msg/s, 100 B: send->delivery p50 ${(p50 * 1000).toFixed(0)} us, p99 ${(p99 * 1000).toFixed(0)} us, max ${max.toFixed(2)} ms (worst receiver)  ${ok ? 'verified' : 'MISMATCH'}`)
 }
 
 const pick = (flag: string): number[] | undefined => (args.includes(flag) ? [Number(args[args.indexOf(flag) + 1])] : undefined)
@@ -173,13 +189,13 @@ if (!only || only === 'W1') {
   for (const n of ns) {
     for (const size of sizes) {
       const ceiling = await raw(n, size)
-      for (const mode of transports) await w1(n, size, ceiling.perMember, tag('W1', mode), SEND_MS, mode)
+      for (const mode of transports) for (const key of keyings) await w1(n, size, ceiling.perMember, keyTag(tag('W1', mode), key), SEND_MS, mode, key)
     }
   }
 }
 // W2 at 3 members, and at every --n when the transports are compared (how fan-out cost grows with N).
 const w2ns = transports.length > 1 ? ns : [pick('--n')?.[0] ?? 3]
-if (!only || only === 'W2') for (const n of w2ns) for (const rate of [1000, 10000]) for (const mode of transports) await w2(rate, mode, n)
+if (!only || only === 'W2') for (const n of w2ns) for (const rate of [1000, 10000]) for (const mode of transports) for (const key of keyings) await w2(rate, mode, n, key)
 if (!only || only === 'LARGE') for (const size of pick('--size') ?? (quick ? [1 << 20] : [1 << 20, 10 << 20])) await w1(3, size, undefined, 'LARGE')
 if (only === 'SOAK') await soak()
 if (!json && rows.length > 1) {
@@ -189,7 +205,13 @@ if (!json && rows.length > 1) {
     const ratio = r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}x`
     const multicast = r.case.endsWith('/u') ? rows.find((m) => m.case === r.case.slice(0, -2) && m.n === r.n && m.size === r.size) : undefined
     if (multicast && r.case.startsWith('W1')) r.extra += ` ${(r.perMember / multicast.perMember * 100).toFixed(0)}% of multicast`
-    console.log(`${r.case.padEnd(10)} ${String(r.n).padStart(2)} ${String(r.size).padStart(9)} ${Math.round(r.perMember).toLocaleString('en').padStart(13)} ${r.mbps.toFixed(1).padStart(8)} ${ratio.padStart(7)} ${String(r.rssMB).padStart(7)}  ${r.case.startsWith('RAW') ? r.extra : r.ok ? 'verified' : 'MISMATCH'}${r.case.startsWith('W2') || multicast ? ' ' + r.extra : ''}`)
+    const unkeyed = r.case.endsWith('/k') ? rows.find((m) => m.case === r.case.slice(0, -2) && m.n === r.n && m.size === r.size) : undefined
+    if (unkeyed && r.case.startsWith('W1')) r.extra += ` ${(r.perMember / unkeyed.perMember * 100).toFixed(0)}% of without a key`
+    if (unkeyed && r.case.startsWith('W2')) r.extra += ` p50 ${Math.round((p50Of(r) - p50Of(unkeyed)) * 1000) >= 0 ? '+' : ''}${Math.round((p50Of(r) - p50Of(unkeyed)) * 1000)} us with the key`
+    console.log(`${r.case.padEnd(10)} ${String(r.n).padStart(2)} ${String(r.size).padStart(9)} ${Math.round(r.perMember).toLocaleString('en').padStart(13)} ${r.mbps.toFixed(1).padStart(8)} ${ratio.padStart(7)} ${String(r.rssMB).padStart(7)}  ${r.case.startsWith('RAW') ? r.extra : r.ok ? 'verified' : 'MISMATCH'}${r.case.startsWith('W2') || multicast || unkeyed ? ' ' + r.extra : ''}`)
   }
+}
+function p50Of(r: Row): number {
+  return Number(/p50 ([\d.]+) ms/.exec(r.extra)?.[1] ?? NaN)
 }
 if (json) console.log(JSON.stringify({ sendMs: SEND_MS, rows }, null, 2))

@@ -5,6 +5,9 @@
 import net from 'node:net'
 import tls from 'node:tls'
 import { keyId, linkPsk } from './seal.js'
+import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
+import type { ToDirectory } from './dirproto.js'
+import type { SeqcastError } from './errors.js'
 
 /** The only suite offered: PSK with an ephemeral ECDH share (forward secrecy), AEAD records. */
 export const LINK_CIPHERS = 'ECDHE-PSK-CHACHA20-POLY1305'
@@ -52,4 +55,84 @@ export function openLink(host: string, port: number, keys: readonly Buffer[] | n
   sock.on('error', (err) => settle(() => on.failed(auth() ? `TLS handshake failed (${err.message.split('\n')[0]})` : err.message, auth())))
   sock.once('close', () => settle(() => on.failed(auth() ? 'the directory closed the link during the TLS handshake' : 'connection closed', auth())))
   return sock
+}
+
+export interface DirectorySocketEvents {
+  /** A link is up: frames may be written. */
+  connected(): void
+  /** An attempt failed; `auth`: the directory refused the key (or has none, or another). */
+  failed(why: string, auth: boolean): void
+  frame(f: Frame): void
+  /** The link that was up closed (either side, or broken). */
+  closed(): void
+  /** A frame could not be encoded (beyond the documented limits: cannot happen within them). */
+  tooLarge(err: SeqcastError): void
+  log(fmt: string, ...args: unknown[]): void
+}
+
+/**
+ * The member's socket under its directory client (dirlink.ts): one link at a time, opened when the client asks,
+ * frames decoded from it and written to it. Nothing after close() reaches the client.
+ */
+export class DirectorySocket {
+  private conn: net.Socket | null = null
+  private closed = false
+
+  constructor(private readonly host: string, private readonly port: number, private readonly on: DirectorySocketEvents) {}
+
+  /** Opens a link, TLS-PSK with `keys` (the one in use first), plain without. */
+  open(keys: readonly Buffer[] | null): void {
+    let up = false
+    const sock = openLink(this.host, this.port, keys, {
+      ready: () => {
+        if (this.closed) return void sock.destroy()
+        up = true
+        sock.setNoDelay(true)
+        this.conn = sock
+        this.on.connected()
+      },
+      failed: (why, auth) => {
+        if (!this.closed) this.on.failed(why, auth)
+      },
+    })
+    sock.on('error', (err) => {
+      if (up) this.on.log('directory connection error %s', err.message)
+    })
+    const decoder = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
+    sock.on('data', (chunk: Buffer) => {
+      let frames: Frame[]
+      try {
+        frames = decoder.push(chunk)
+      } catch (err) {
+        this.on.log('bad frame from directory: %s', (err as Error).message)
+        sock.destroy()
+        return
+      }
+      for (const f of frames) if (!this.closed && this.conn === sock) this.on.frame(f)
+    })
+    sock.on('close', () => {
+      // A failed attempt reports through `failed`; only a link that was up is a loss.
+      if (!up || this.conn !== sock) return
+      this.conn = null
+      if (!this.closed) this.on.closed()
+    })
+  }
+
+  /** Writes a frame on the link; dropped while there is none (the client's rejoin restates what matters). */
+  write(f: ToDirectory): void {
+    if (!this.conn || this.conn.destroyed) return
+    let bytes: Buffer
+    try {
+      bytes = encodeFrame(f)
+    } catch (err) {
+      // Cannot happen within the documented limits (test/limits.ts encodes the largest frames).
+      return this.on.tooLarge(err as SeqcastError)
+    }
+    this.conn.write(bytes)
+  }
+
+  close(): void {
+    this.closed = true
+    this.conn?.destroy()
+  }
 }

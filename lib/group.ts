@@ -6,18 +6,16 @@
  */
 import { EventEmitter } from 'eventemitter3'
 import fs from 'node:fs'
-import net from 'node:net'
 import os from 'node:os'
 import { Engine } from './engine.js'
 import type { Delivery, EngineStats, Lifecycle } from './host.js'
 import { ArgumentError, AuthError, ErrorCodes, JoinTimeoutError, LeaveTimeoutError, NotJoinedError, SeqcastError } from './errors.js'
-import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
-import type { GroupTransport, ToDirectory, ToDirectoryOf } from './dirproto.js'
+import type { GroupTransport, ToDirectoryOf } from './dirproto.js'
 import { checkMaxMessage, parseJoinOptions, type JoinOptions, type ResolvedJoinOptions } from './options.js'
 import { DirLink } from './dirlink.js'
 import { UdpTransport, type Transport } from './transport.js'
 import { SealedTransport, SEAL_OVERHEAD, type SealStats } from './seal.js'
-import { openLink } from './dirsocket.js'
+import { DirectorySocket } from './dirsocket.js'
 import { Inbox, type Taker } from './inbox.js'
 import { StateMember } from './statemember.js'
 import { logger } from './log.js'
@@ -72,7 +70,8 @@ export class Group extends EventEmitter<GroupEvents> {
   readonly engine: Engine
   private readonly opts: ResolvedJoinOptions
   private readonly link: DirLink
-  private conn: net.Socket | null = null
+  /** The directory connection under the link (dirsocket.ts): one at a time, TLS with a key. */
+  private readonly dirSocket: DirectorySocket
   private ticker: NodeJS.Timeout | null = null
   private flushQueued = false
   /** Deliveries on their way to the application: receive(), events, or the bounded queue. */
@@ -102,10 +101,23 @@ export class Group extends EventEmitter<GroupEvents> {
     })
     this.linkKeys = opts.key ? [opts.key] : null
     const now = (): number => performance.now()
+    const { host, port } = opts.directory
+    this.dirSocket = new DirectorySocket(host, port, {
+      connected: () => this.link.connected(),
+      failed: (why, auth) => {
+        // A directory that refuses the key will refuse it again: fail now rather than retry for ever.
+        if (auth) this.abort(new AuthError(`the directory at ${host}:${port} refused ${memberId}'s key (${why}): it has another key, or none`))
+        else this.link.connectFailed(`${host}:${port}: ${why}`)
+      },
+      frame: (f) => this.link.received(f),
+      closed: () => this.link.closed(),
+      tooLarge: (err) => this.abort(err),
+      log: (fmt, ...args) => log(`%s: ${fmt}`, memberId, ...args),
+    })
     this.link = new DirLink({
       now,
-      connect: () => this.connectDirectory(),
-      write: (f) => this.writeFrame(f),
+      connect: () => this.dirSocket.open(this.linkKeys),
+      write: (f) => this.dirSocket.write(f),
       frame: (f) => this.engine.directory(f),
       lifecycle: () => this.engine.lifecycle,
       rejoin: (addr) => this.engine.rejoinFrame(addr),
@@ -162,6 +174,7 @@ export class Group extends EventEmitter<GroupEvents> {
         maxDatagram: opts.maxDatagram,
         stateTimeoutMs: opts.stateTimeoutMs,
         send: (no, buf) => this.engine.unicast(buf, no),
+        installed: () => this.engine.view?.viewId,
         stateOf: (viewId) => this.engine.stateOf(viewId),
         inbox: this.inbox,
         ready: (sendReady) => {
@@ -220,61 +233,6 @@ export class Group extends EventEmitter<GroupEvents> {
     } finally {
       clearTimeout(this.joinTimer)
     }
-  }
-
-  /** Opens the link to the directory (TCP, or TLS-PSK with a key: dirsocket.ts); frames read from it go to the link. */
-  private connectDirectory(): void {
-    const { host, port } = this.opts.directory
-    let up = false
-    const sock = openLink(host, port, this.linkKeys, {
-      ready: () => {
-        if (this.closed) return void sock.destroy()
-        up = true
-        sock.setNoDelay(true)
-        this.conn = sock
-        this.link.connected()
-      },
-      failed: (why, auth) => {
-        if (this.closed) return
-        // A directory that refuses the key will refuse it again: fail now rather than retry for ever.
-        if (auth) this.abort(new AuthError(`the directory at ${host}:${port} refused ${this.memberId}'s key (${why}): it has another key, or none`))
-        else this.link.connectFailed(`${host}:${port}: ${why}`)
-      },
-    })
-    sock.on('error', (err) => {
-      if (up) log('%s: directory connection error %s', this.memberId, err.message)
-    })
-    const decoder = new FrameDecoder(MAX_FRAME_FROM_DIRECTORY)
-    sock.on('data', (chunk: Buffer) => {
-      let frames: Frame[]
-      try {
-        frames = decoder.push(chunk)
-      } catch (err) {
-        log('%s: bad frame from directory: %s', this.memberId, (err as Error).message)
-        sock.destroy()
-        return
-      }
-      for (const f of frames) if (!this.closed && this.conn === sock) this.link.received(f)
-    })
-    sock.on('close', () => {
-      // A failed attempt reports through `failed`; only a connection that was up is a loss.
-      if (!up || this.conn !== sock) return
-      this.conn = null
-      if (!this.closed) this.link.closed()
-    })
-  }
-
-  private writeFrame(f: ToDirectory): void {
-    if (!this.conn || this.conn.destroyed) return
-    let bytes: Buffer
-    try {
-      bytes = encodeFrame(f)
-    } catch (err) {
-      // Cannot happen within the documented limits (test/limits.ts encodes the largest frames).
-      this.abort(err as SeqcastError)
-      return
-    }
-    this.conn.write(bytes)
   }
 
   /** In a view, with the group's state if it has hooks: the join resolves; from now on failures are events. */
@@ -438,7 +396,7 @@ export class Group extends EventEmitter<GroupEvents> {
     if (this.ticker) clearInterval(this.ticker)
     this.link.close()
     this.state?.close()
-    this.conn?.destroy()
+    this.dirSocket.close()
     this.transport.close()
     const err = this.failure ?? new NotJoinedError()
     this.inbox.close(this.failure)

@@ -34,6 +34,8 @@ export class Inbox {
   bytes = 0
   /** While true nothing reaches the application: the member waits for the group's state. */
   private holding = false
+  /** Deliveries pushed are dropped until one this accepts (dropUntil found none held). */
+  private skipping: ((d: Delivery) => boolean) | null = null
 
   constructor(private readonly env: InboxEnv) {}
 
@@ -47,6 +49,10 @@ export class Inbox {
   }
 
   push(d: Delivery): void {
+    if (this.skipping) {
+      if (!this.skipping(d)) return
+      this.skipping = null
+    }
     if (!this.holding && this.queue.length === 0) {
       const taker = this.takers.shift()
       if (taker) {
@@ -94,12 +100,14 @@ export class Inbox {
   }
 
   /**
-   * Drops the held deliveries before the first that `keep` accepts (the state point moved past them, §8.2); true if
-   * it made room in a full queue.
+   * Drops the held deliveries before the first that `keep` accepts (the state point moved past them, §8.2); if none
+   * held is, also every delivery pushed until one is — the new state point may be a view not delivered yet, with
+   * deliveries before it still to come (they must not fill the queue it has to reach).
    */
   dropUntil(keep: (d: Delivery) => boolean): void {
     const full = this.bytes >= this.env.maxQueuedBytes
     while (this.queue.length > 0 && !keep(this.queue[0]!)) this.bytes -= queuedSize(this.queue.shift()!)
+    this.skipping = this.queue.length === 0 ? keep : null
     if (full && this.bytes < this.env.maxQueuedBytes) this.env.room()
   }
 

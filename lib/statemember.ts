@@ -26,6 +26,11 @@ export interface StateMemberEnv {
   stateTimeoutMs: number
   /** Unicast to member `no` at its view address. */
   send(no: number, buf: Buffer): void
+  /**
+   * The view this member installed last, delivered or not (undefined before the first): while its held deliveries
+   * are full the engine delivers nothing, and the view that names a new donor must still be seen.
+   */
+  installed(): number | undefined
   /** Who gives the state in view `viewId` and who needs it, and its members (undefined: a view it does not know). */
   stateOf(viewId: number): { donor: number; needs: number[]; members: number[] } | undefined
   inbox: Inbox
@@ -48,6 +53,8 @@ export class StateMember {
   private restored = false
   private consumed = false
   private members = new Set<number>()
+  /** The state point of the transfer under way: views delivered before it change nothing (their deliveries are dropped). */
+  private point = 0
 
   /** `joining`: this member joins with hooks and waits for the state (false: it holds the state already). */
   constructor(private readonly hooks: StateHooks, private readonly env: StateMemberEnv, joining = true) {
@@ -94,15 +101,23 @@ export class StateMember {
       if (s.donor === me && s.needs.length > 0) this.toSnapshot.set(d.viewId, s.needs)
       return
     }
-    if (this.phase === 'failed') return
+    if (this.phase === 'failed' || d.viewId <= this.point) return
     // A joiner under way that a view does not mark needs (none is marked holds before its `ready`): nothing changes.
     if (!s.needs.includes(me)) return
-    if (s.donor === NO_DONOR) return this.failWith(new StateError(`no member of the group holds its state (view ${d.viewId}): every member that had it left`))
-    const stream = this.joiner.start(d.viewId, s.donor)
+    this.pull(d.viewId, s.donor)
+  }
+
+  /**
+   * Pulls the snapshot of view `viewId` from `donor`, unless the transfer under way is from it already. The state
+   * point is that view: what was held before it is in the state, and so is what the engine delivers before it.
+   */
+  private pull(viewId: number, donor: number): void {
+    if (donor === NO_DONOR) return this.failWith(new StateError(`no member of the group holds its state (view ${viewId}): every member that had it left`))
+    const stream = this.joiner.start(viewId, donor)
     if (!stream) return // the same donor: the transfer goes on
-    this.env.log('state: pulling the snapshot of view %d from member %d', d.viewId, s.donor)
-    // The state point is this view: what was held before it is in the state.
-    this.env.inbox.dropUntil(() => false)
+    this.env.log('state: pulling the snapshot of view %d from member %d', viewId, donor)
+    this.point = viewId
+    this.env.inbox.dropUntil((x) => x.type === 'view' && x.viewId === viewId)
     this.phase = 'pulling'
     this.current = stream
     this.restored = false
@@ -151,6 +166,20 @@ export class StateMember {
   tick(): void {
     this.donor.tick()
     this.joiner.tick()
+    if (this.phase === 'pulling') this.follow()
+  }
+
+  /**
+   * A view installed but not delivered yet may name another donor (the one pulled from crashed): its deliveries
+   * may be blocked behind the held ones, which only a restored state releases — so move to it now.
+   */
+  private follow(): void {
+    const viewId = this.env.installed()
+    if (viewId === undefined || viewId <= this.point) return
+    const s = this.env.stateOf(viewId)
+    // The same donor goes on (pull changes nothing) unless it answered NONE: then its snapshot is at this view.
+    if (!s || !s.needs.includes(this.env.me())) return
+    this.pull(viewId, s.donor)
   }
 
   close(): void {

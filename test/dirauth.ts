@@ -122,10 +122,11 @@ t.test('rotation: a busy group moves to a new key without losing a message; the 
   t.teardown(() => sock.close())
   const captured: Buffer[] = []
   const inner = { toGroup: (b: Buffer) => captured.push(b), toMember: (_: string, b: Buffer) => captured.push(b), onDatagram: () => {} } as unknown as Transport
-  new SealedTransport(inner, oldKey).toMember('', encodeAck({ inc: a.engine.inc, viewId: a.stats().viewId, sender: 7 }, 0, 0, 0))
   const [status] = await queryStatus(addr, 2000, 'rot', newKey)
-  const aAddr = status!.members.find((m) => m.id === 'a')!.addr.split(':')
-  await new Promise<void>((r) => sock.send(captured[0]!, Number(aAddr[1]), aAddr[0], () => r()))
+  const aAddr = status!.members.find((m) => m.id === 'a')!.addr
+  // Sealed for a's address, as any datagram to one member is: only the key can make it fail.
+  new SealedTransport(inner, oldKey).toMember(aAddr, encodeAck({ inc: a.engine.inc, viewId: a.stats().viewId, sender: 7 }, 0, 0, 0))
+  await new Promise<void>((r) => sock.send(captured[0]!, Number(aAddr.split(':')[1]), aAddr.split(':')[0], () => r()))
   const deadline = Date.now() + 3000
   while (a.stats().rejected === before && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
   t.equal(a.stats().rejected, before + 1, 'a datagram sealed with the old key is rejected and counted')

@@ -63,6 +63,20 @@ t.test('holding: nothing reaches the application until release; dropUntil moves 
   t.same(h.handed, ['v4', 'm3'])
 })
 
+t.test('dropUntil a view not delivered yet: what is held and what comes before it is dropped, and makes room', async (t) => {
+  const h = inbox(300)
+  h.listen()
+  h.ib.hold()
+  for (const d of [view(3), msg(1, 100), msg(2, 100)]) h.ib.push(d)
+  t.notOk(h.ib.hasRoom(), 'full')
+  h.ib.dropUntil((d) => d.type === 'view' && (d as { viewId: number }).viewId === 5)
+  t.equal(h.rooms(), 1, 'room again')
+  for (const d of [msg(3, 100), msg(4, 100), view(4), msg(5, 100), view(5), msg(6)]) h.ib.push(d)
+  t.equal(h.ib.length, 2, 'only view 5 and what follows are held')
+  h.ib.release()
+  t.same(h.emitted, ['v5', 'm6'])
+})
+
 t.test('bounded: full at maxQueuedBytes, room again once taken below it', async (t) => {
   const h = inbox(300)
   h.ib.push(msg(1, 100))

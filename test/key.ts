@@ -5,21 +5,10 @@
  */
 import t from 'tap'
 import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
-import { execFileSync } from 'node:child_process'
 import { check } from './fixtures/checker.js'
-import { DIR_CLI, freePort, MemberProc, startDir, until } from './fixtures/procs.js'
+import { keyFile } from './fixtures/keyfile.js'
+import { freePort, MemberProc, startDir, until } from './fixtures/procs.js'
 import { stranger } from './fixtures/stranger.js'
-
-
-function keyFile(t: { teardown(f: () => void): void }, name: string): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'seqcast-key-'))
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }))
-  const file = path.join(dir, name)
-  execFileSync(process.execPath, [DIR_CLI, 'keygen', file])
-  return file
-}
 
 t.test('a keyed group: a stranger replaying and re-sending what it hears changes nothing, and is counted', { timeout: 120_000 }, async (t) => {
   const key = keyFile(t, 'group.key')

@@ -284,3 +284,99 @@ t.test('the documented derivations (PROTOCOL.md §2.7 test vectors) open a seale
   t.same(body, plain.subarray(24))
   t.equal(d.readUInt32BE(end + 8), 0, 'the counter starts at 0')
 })
+
+t.test("a member's own datagrams coming back (multicast loopback) are dropped unopened once anything opened; a second time, counted as a replay", async (t) => {
+  const { a, b, wa, wb } = pair()
+  const mine: Buffer[] = []
+  a.onDatagram = (buf) => void mine.push(buf)
+  a.toGroup(ack(1))
+  wa.arrive(wa.out[0]!)
+  t.equal(mine.length, 1, 'before anything opened, its own datagram opens (a lone member learns its key is sound)')
+  t.equal(a.stats.opened, 1)
+  a.toGroup(ack(2))
+  a.toGroup(ack(3))
+  wa.arrive(wa.out[1]!)
+  t.equal(mine.length, 1, 'after: dropped unopened')
+  t.same(a.stats, { opened: 1, rejected: 0, replayed: 0 }, 'and not counted')
+  wa.arrive(wa.out[1]!)
+  t.equal(a.stats.replayed, 1, 'the same one again: a replay')
+  // Forged with this member's nonce prefix: dropped all the same, and another member still checks it.
+  const forged = Buffer.from(wa.out[2]!)
+  forged[30] = forged[30]! ^ 1
+  wa.arrive(forged)
+  t.equal(mine.length, 1)
+  wb.arrive(forged)
+  t.equal(b.stats.rejected, 1)
+  wb.arrive(wa.out[2]!)
+  t.equal(b.stats.opened, 1, "the others open it as ever")
+})
+
+t.test('replay windows: one per sender life, even when two prefixes share the bits they are looked up by; the oldest of 4 096 forgotten', async (t) => {
+  const key = randomBytes(32)
+  const w = new Wire()
+  const rx = new SealedTransport(w, key)
+  let got = 0
+  rx.onDatagram = () => void got++
+  const life = (prefix?: Buffer) => {
+    const wire = new Wire()
+    wire.channel('239.255.1.1:5000', 'multicast')
+    const s = new SealedTransport(wire, key)
+    if (prefix) Object.assign(s, { prefix, pfxHi: prefix.readUInt32BE(0), pfxLo: prefix.readUInt32BE(4) })
+    return { s, out: wire.out }
+  }
+  const p1 = randomBytes(8)
+  const p2 = Buffer.from(p1)
+  p2[7] = p2[7]! ^ 0x01 // the low 11 bits differ only: the same lookup hash
+  const l1 = life(p1)
+  const l2 = life(p2)
+  for (let i = 0; i < 3; i++) {
+    l1.s.toGroup(ack(i + 1))
+    l2.s.toGroup(ack(i + 1))
+  }
+  for (const d of [...l1.out, ...l2.out]) w.arrive(d)
+  t.equal(got, 6, 'the same counters from two lives: each opens')
+  for (const d of [...l1.out, ...l2.out]) w.arrive(d)
+  t.equal(rx.stats.replayed, 6, 'and each is a replay the second time')
+  // 4 096 windows are kept: 4 095 newer lives make 4 097.
+  for (let i = 0; i < 4095; i++) {
+    const l = life()
+    l.s.toGroup(ack(1))
+    w.arrive(l.out[0]!)
+  }
+  // 4 097 created: the first, l1's, is forgotten.
+  w.arrive(l2.out[0]!)
+  t.equal(got, 6 + 4095, "the next oldest, l2's, is still there (forgetting l1 unlinked l1 from the chain, not l2)")
+  t.equal(rx.stats.replayed, 7)
+  w.arrive(l1.out[0]!)
+  t.equal(got, 6 + 4095 + 1, "the oldest window was forgotten: its sender life's datagram opens again")
+})
+
+t.test('deciphers made ahead for a sender\'s next counter are used only for exactly that counter and key', async (t) => {
+  const k0 = randomBytes(32)
+  const k1 = randomBytes(32)
+  const { a, b, wa, wb, got } = pair(k0)
+  for (let i = 0; i < 4; i++) a.toGroup(ack(i + 1))
+  const s = wa.out
+  wb.arrive(s[0]!) // made ahead: counter 1
+  wb.arrive(s[2]!) // counter 2 instead
+  wb.arrive(s[1]!) // then 1, late
+  t.same(got, [ack(1), ack(3), ack(2)], 'out of order: each opens')
+  const bad = Buffer.from(s[3]!)
+  bad[bad.length - 1] = bad[bad.length - 1]! ^ 1
+  wb.arrive(bad) // the predicted counter, forged: rejected, and the one made ahead is spent
+  wb.arrive(s[3]!)
+  t.equal(got.length, 4, 'the genuine one still opens')
+  t.equal(b.stats.rejected, 1)
+  // A sender switches key between two consecutive counters (seal() alone makes nothing ahead, so its counters
+  // follow): the decipher made ahead under the old key is not used for the new one.
+  const c = new SealedTransport(new Wire(), k0)
+  const both = [{ epoch: 0, key: k0 }, { epoch: 1, key: k1 }]
+  b.setKeys(both, 0)
+  wb.arrive(c.seal(ack(5)))
+  c.setKeys(both, 1)
+  const next = c.seal(ack(6))
+  t.equal(next.readUInt32BE(next.length - 20), 1, 'counter 1, right after 0')
+  wb.arrive(next)
+  t.same(got.slice(4), [ack(5), ack(6)], 'the next counter under the new key opens')
+  t.equal(b.stats.rejected, 1)
+})

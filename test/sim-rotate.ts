@@ -23,8 +23,8 @@ function keyedSim(seed: number, drop: number): { sim: Sim; key: Buffer } {
 /** An ACK in the name of member 1 of m's view, sealed now with `key`: what a holder of that key could send. */
 function sealedWith(key: Buffer, m: SimMember, epoch = 0): Buffer {
   let out: Buffer | null = null
-  const inner = { toMember: (_: string, b: Buffer) => void (out = b), toGroup: () => {}, onDatagram: () => {} } as unknown as Transport
-  new SealedTransport(inner, key, epoch).toMember('', encodeAck({ inc: m.engine.inc, viewId: m.engine.view!.viewId, sender: 1 }, 0, 0, 0))
+  const inner = { toGroup: (b: Buffer) => void (out = b), toMember: () => {}, onDatagram: () => {} } as unknown as Transport
+  new SealedTransport(inner, key, epoch).toGroup(encodeAck({ inc: m.engine.inc, viewId: m.engine.view!.viewId, sender: 1 }, 0, 0, 0))
   return out!
 }
 

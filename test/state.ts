@@ -9,6 +9,7 @@ import { DirectoryServer } from '../directory/server.js'
 import { Group } from '../lib/group.js'
 import { ErrorCodes } from '../lib/errors.js'
 import type { StateHooks } from '../lib/options.js'
+import { until } from './fixtures/procs.js'
 
 const iface = '127.0.0.1'
 
@@ -68,12 +69,6 @@ class Replica {
     this.g = await Group.join('log', this.id, { directory: dir, iface, state: this.hooks(), ...opts })
     this.g.on('message', (d) => this.lines.push(`${d.sender}:${Buffer.from(d.data).toString()}`))
   }
-}
-
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const end = Date.now() + ms
-  while (!cond() && Date.now() < end) await new Promise((r) => setTimeout(r, 20))
-  return cond()
 }
 
 t.test('replicas that join while others send start from the state at their first view', { timeout: 60_000 }, async (t) => {

@@ -46,6 +46,7 @@ function member(me: number, views: Record<number, { donor: number; needs: number
       maxDatagram: 1400,
       stateTimeoutMs: 10_000,
       send: (to, buf) => sent.push({ to, buf }),
+      installed: () => lastView || undefined,
       stateOf: (viewId) => views[viewId],
       inbox,
       ready: (sendReady) => ready.push(sendReady),

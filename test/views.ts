@@ -182,6 +182,6 @@ t.test('state transfer per known view: each member\'s flag, the donor and who ne
   const v3 = commit(3, [4], 20)
   v3.members[0]!.state = 'needs'
   views.add(viewOf(v3, 4))
-  t.same(views.stateOf(3), { donor: 0, needs: [4] }, 'no holder: no donor (NO_DONOR)')
+  t.match(views.stateOf(3), { donor: 0, needs: [4] }, 'no holder: no donor (NO_DONOR)')
   t.equal(views.stateOf(9), undefined, 'a view this member does not know')
 })
