@@ -293,7 +293,7 @@ for (const p of procs) {
 }
 // And each joiner's first view was taken by another replica too: the state it restored is compared, not assumed.
 for (const p of procs) {
-  const v = p.role === 'initial' || !p.joined ? undefined : Math.min(...p.views.keys())
+  const v = p.role === 'initial' || !p.joined || p.views.size === 0 ? undefined : Math.min(...p.views.keys())
   if (v !== undefined && !procs.some((o) => o !== p && o.views.has(v))) consistent = false
 }
 for (const p of procs) {
