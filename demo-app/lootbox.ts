@@ -19,6 +19,9 @@ import { DirectoryServer } from '../directory/server.js'
 import { readKey } from '../lib/seal.js'
 import { drawMessage, LootBox } from './lootstate.js'
 
+// `lootbox serve ...`: the loot box as replicated TCP servers that clients draw from (lootserve.ts).
+if (process.argv[2] === 'serve') process.exit(await (await import('./lootserve.js')).main(process.argv.slice(3)))
+
 interface Report { name: string; got: number[]; counter: number; applied: number; state: string }
 
 async function replica(name: string, dir: string, clients: number, draws: number): Promise<Report> {
@@ -54,7 +57,7 @@ const { values } = parseArgs({
   },
 })
 if (values.help) {
-  console.log('usage: npm run lootbox -- [--clients N] [--draws N] [--dir HOST:PORT]')
+  console.log('usage: npm run lootbox -- [--clients N] [--draws N] [--dir HOST:PORT]\n       npm run lootbox -- serve --help   (the loot box as TCP servers)')
   process.exit(0)
 }
 const clients = Number(values.clients)
