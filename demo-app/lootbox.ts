@@ -27,6 +27,9 @@ import { DirectoryServer } from '../directory/server.js'
 import { readKey } from '../lib/seal.js'
 import { drawMessage, LootBox, shuffled } from './lootstate.js'
 
+// `lootbox serve ...`: the loot box as replicated TCP servers that clients draw from (lootserve.ts).
+if (process.argv[2] === 'serve') process.exit(await (await import('./lootserve.js')).main(process.argv.slice(3)))
+
 const USAGE = `usage: npm run lootbox -- [--clients N] [--draws N] [--late-joiners N] [--crash-rejoin N] [--dir HOST:PORT]
   --clients N       replicas started at once (default 4)
   --draws N         draws each replica process makes (default 200)
@@ -34,7 +37,9 @@ const USAGE = `usage: npm run lootbox -- [--clients N] [--draws N] [--late-joine
   --crash-rejoin N  times a replica is killed (SIGKILL) and started again as a new process (default 0; needs 2+ clients)
   --dir H:P         a directory to use (default: one started here)
   --report FILE     write what every replica process reported (JSON; test/lootbox.ts checks it)
-Replicas draw as soon as each has joined: one that joins later starts from the group's state at its first view.`
+Replicas draw as soon as each has joined: one that joins later starts from the group's state at its first view.
+
+       npm run lootbox -- serve --help   the loot box as replicated TCP servers plain clients draw from`
 
 /** What a replica process tells the runner, one JSON line each on stdout. */
 type Line =
