@@ -8,20 +8,21 @@
  *              not within 2 × timeoutMs are expelled — or the holder, if that is most of them)
  * A failure during a flush abandons it and starts another with a new view id. A change may start while the
  * previous view is still installing: members apply commits in order whatever their state.
- * Beside it: commits.ts (a commit's sources and member deltas), claims.ts (which `prepared` and `rejoin` claims are
+ * Beside it: group.ts (the group and member records), commits.ts (a commit's sources and member deltas), claims.ts (which `prepared` and `rejoin` claims are
  * believed), mcast.ts (groups' addresses), status.ts (`ls` pages).
  */
 import { randomBytes } from 'node:crypto'
 import { ErrorCodes, ProtocolError, RotateError } from '../lib/errors.js'
 import {
   MAX_TIMEOUT_MS, parseToDirectory, type Commit, type CommitDelta, type CommitFrame, type FromDirectoryWire,
-  type GroupStatus, type GroupTransport, type MemberState, type ToDirectoryOf,
+  type GroupStatus, type ToDirectoryOf,
 } from '../lib/dirproto.js'
 import { MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
 import { parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
 import { commitDelta, sourcesCovering } from './commits.js'
 import { haveBound, implausibleRejoin, UNKNOWN_COMMIT_SLOTS } from './claims.js'
+import type { ConnId, Group, Member } from './group.js'
 import { mcastAddress, parseRange, type McastRange } from './mcast.js'
 import { statusPage } from './status.js'
 import { adoptedState, entryOf, joinState, markReady, settleJoiners } from './state.js'
@@ -30,7 +31,7 @@ import { KeyRing } from './keys.js'
 const log = logger('dir')
 
 export { SEQ_WINDOW }
-export type ConnId = number
+export type { ConnId }
 
 export interface DirectoryHooks {
   /** Deliver a frame on that connection (reliable, FIFO). */
@@ -93,63 +94,6 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
 
 /** Refused connections are logged at most this often (a flood would otherwise be a flood of log lines). */
 const REFUSAL_LOG_MS = 10_000
-
-
-interface Member {
-  no: number
-  id: string
-  addr: string
-  /** null: known from a rejoined view, not (yet) connected. */
-  conn: ConnId | null
-  dead: boolean
-  leaving: boolean
-  /** View id of the latest commit this member holds (after a directory restart: as its rejoin said). */
-  commitSeen: number
-  /** Its state-transfer flag (state.ts); undefined: no state hooks. */
-  state: MemberState | undefined
-}
-
-interface Flush {
-  viewId: number
-  participants: Member[]
-  reports: Map<number, { have: number; low: number }>
-  deadline: number
-}
-
-interface Group {
-  name: string
-  /** The group's incarnation (16 hex digits), in every datagram: another directory's group of this name is another group. */
-  inc: string
-  mcast: string
-  /** What the next commit carries: moves to unicast for good when a member cannot hear the multicast (§3.3). */
-  transport: GroupTransport
-  nextNo: number
-  /** The last view id handed out (also for abandoned attempts). */
-  viewCounter: number
-  viewId: number
-  members: Member[]
-  sequencer: number
-  lastStart: number
-  lastCut: number
-  /** When this directory committed the latest view (null: a rebuilt group's adopted commit, of unknown age). */
-  committedAt: number | null
-  joiners: Member[]
-  /** Excluded by a commit, not yet released; with the view that excluded them. */
-  leavers: Array<{ m: Member; viewId: number }>
-  flush: Flush | null
-  /** The latest commit, until every member installed it: who has not yet, from whom they fetch, and until when. */
-  installing: { viewId: number; waiting: Set<number>; holder: number; deadline: number } | null
-  changeNeeded: boolean
-  /** After a directory restart: members of the rebuilt view that have not rejoined yet, until the deadline. */
-  recovering: { deadline: number } | null
-  /** The latest commit, as sent (or as a rejoin brought it back): resent to members that missed it. */
-  lastCommit: CommitFrame | null
-  /**
-   * A rebuilt group in which some member saw a view id above the adopted commit: a commit this directory cannot see
-   * may have reached members that never came back, so the next view skips past anything it could have ordered.
-   */
-  unknownCommit: boolean
-}
 
 interface Conn {
   lastSeen: number
