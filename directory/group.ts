@@ -1,5 +1,6 @@
 /**
- * What the directory keeps of a group and its members (PROTOCOL.md §3, §5, §7), the records core.ts owns.
+ * What the directory keeps of a group and its members (PROTOCOL.md §3, §5, §7): core.ts owns these records,
+ * viewchange.ts moves them from view to view.
  */
 import type { CommitFrame, GroupTransport, MemberState } from '../lib/dirproto.js'
 
