@@ -1,36 +1,34 @@
 /**
  * The directory's state machine (PROTOCOL.md §3, §5, §7), free of sockets: frames in, frames out, through hooks.
  * The TCP server (server.ts) and the test simulator both drive this class.
- *
- * Per group, one view change at a time:
- *   stable ──change needed──▶ flushing (prepare sent, collecting `prepared`) ──all answered──▶ commit
- *   commit ──▶ installing (until every new member sent `installed`; leavers are released then; members that have
- *              not within 2 × timeoutMs are expelled — or the holder, if that is most of them)
- * A failure during a flush abandons it and starts another with a new view id. A change may start while the
- * previous view is still installing: members apply commits in order whatever their state.
- * Beside it: commits.ts (a commit's sources and member deltas), claims.ts (which `prepared` and `rejoin` claims are
- * believed), mcast.ts (groups' addresses), status.ts (`ls` pages).
+ * It owns the connections and the groups (group.ts, the records), answers joins, rejoins, leaves and `ls`, and
+ * judges members' liveness; where each piece lives:
+ *   viewchange.ts  a group's view changes: prepare, collect `prepared`, commit, track the install, expel the overdue,
+ *                  and end a rebuilt group's recovery after a restart (§5, §7)
+ *   commits.ts     what a commit lists besides its members: flush sources, member deltas
+ *   claims.ts      which `prepared` and `rejoin` claims are believed
+ *   state.ts       members' state-transfer flags (§8.1)
+ *   keys.ts        a keyed directory's keys and their rotation (§3.5)
+ *   mcast.ts       groups' addresses;  status.ts  `ls` pages
  */
 import { randomBytes } from 'node:crypto'
 import { ErrorCodes, ProtocolError, RotateError } from '../lib/errors.js'
-import {
-  MAX_TIMEOUT_MS, parseToDirectory, type Commit, type CommitDelta, type CommitFrame, type FromDirectoryWire,
-  type GroupStatus, type GroupTransport, type MemberState, type ToDirectoryOf,
-} from '../lib/dirproto.js'
+import { MAX_TIMEOUT_MS, parseToDirectory, type Commit, type FromDirectoryWire, type GroupStatus, type ToDirectoryOf } from '../lib/dirproto.js'
 import { MAX_GROUP_MEMBERS, type Frame } from '../lib/frame.js'
 import { logger } from '../lib/log.js'
 import { parseIncarnation, SEQ_WINDOW } from '../lib/wire.js'
-import { commitDelta, sourcesCovering } from './commits.js'
-import { haveBound, implausibleRejoin, UNKNOWN_COMMIT_SLOTS } from './claims.js'
+import { implausibleRejoin } from './claims.js'
+import type { ConnId, Group, Member } from './group.js'
 import { mcastAddress, parseRange, type McastRange } from './mcast.js'
 import { statusPage } from './status.js'
-import { adoptedState, entryOf, joinState, markReady, settleJoiners } from './state.js'
+import { adoptedState, entryOf, joinState, markReady } from './state.js'
 import { KeyRing } from './keys.js'
+import { ViewChanges } from './viewchange.js'
 
 const log = logger('dir')
 
 export { SEQ_WINDOW }
-export type ConnId = number
+export type { ConnId }
 
 export interface DirectoryHooks {
   /** Deliver a frame on that connection (reliable, FIFO). */
@@ -94,63 +92,6 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
 /** Refused connections are logged at most this often (a flood would otherwise be a flood of log lines). */
 const REFUSAL_LOG_MS = 10_000
 
-
-interface Member {
-  no: number
-  id: string
-  addr: string
-  /** null: known from a rejoined view, not (yet) connected. */
-  conn: ConnId | null
-  dead: boolean
-  leaving: boolean
-  /** View id of the latest commit this member holds (after a directory restart: as its rejoin said). */
-  commitSeen: number
-  /** Its state-transfer flag (state.ts); undefined: no state hooks. */
-  state: MemberState | undefined
-}
-
-interface Flush {
-  viewId: number
-  participants: Member[]
-  reports: Map<number, { have: number; low: number }>
-  deadline: number
-}
-
-interface Group {
-  name: string
-  /** The group's incarnation (16 hex digits), in every datagram: another directory's group of this name is another group. */
-  inc: string
-  mcast: string
-  /** What the next commit carries: moves to unicast for good when a member cannot hear the multicast (§3.3). */
-  transport: GroupTransport
-  nextNo: number
-  /** The last view id handed out (also for abandoned attempts). */
-  viewCounter: number
-  viewId: number
-  members: Member[]
-  sequencer: number
-  lastStart: number
-  lastCut: number
-  /** When this directory committed the latest view (null: a rebuilt group's adopted commit, of unknown age). */
-  committedAt: number | null
-  joiners: Member[]
-  /** Excluded by a commit, not yet released; with the view that excluded them. */
-  leavers: Array<{ m: Member; viewId: number }>
-  flush: Flush | null
-  /** The latest commit, until every member installed it: who has not yet, from whom they fetch, and until when. */
-  installing: { viewId: number; waiting: Set<number>; holder: number; deadline: number } | null
-  changeNeeded: boolean
-  /** After a directory restart: members of the rebuilt view that have not rejoined yet, until the deadline. */
-  recovering: { deadline: number } | null
-  /** The latest commit, as sent (or as a rejoin brought it back): resent to members that missed it. */
-  lastCommit: CommitFrame | null
-  /**
-   * A rebuilt group in which some member saw a view id above the adopted commit: a commit this directory cannot see
-   * may have reached members that never came back, so the next view skips past anything it could have ordered.
-   */
-  unknownCommit: boolean
-}
-
 interface Conn {
   lastSeen: number
   /** Until it joins: when it is closed unless it joins (or asks `ls`) before. */
@@ -170,6 +111,7 @@ export class DirectoryCore {
   private refused = { count: 0, loggedAt: -Infinity }
   /** A keyed directory's keys and their rotation (keys.ts); null without a key. */
   readonly keys: KeyRing | null
+  private readonly changes: ViewChanges
 
   constructor(readonly opts: DirectoryOptions, private readonly hooks: DirectoryHooks) {
     this.range = parseRange(opts.mcastRange)
@@ -193,6 +135,14 @@ export class DirectoryCore {
       },
       now: () => hooks.now(),
       info: (message) => this.info(message),
+    })
+    this.changes = new ViewChanges(opts, {
+      send: (conn, f) => hooks.send(conn, f),
+      expel: (conn, reason) => this.expel(conn, reason),
+      info: (message) => this.info(message),
+      now: () => hooks.now(),
+      conn: (conn) => this.conns.get(conn),
+      maybeDelete: (g) => this.maybeDelete(g),
     })
   }
 
@@ -252,21 +202,13 @@ export class DirectoryCore {
         if (!m.leaving) {
           m.leaving = true
           log('%s: %s asks to leave', g.name, m.id)
-          this.needChange(g)
+          this.changes.need(g)
         }
         return
       case 'prepared':
-        if (g.flush && g.flush.viewId === f.viewId && g.flush.participants.includes(m)) {
-          g.flush.reports.set(m.no, { have: f.have, low: f.low })
-          this.maybeCommit(g)
-        }
-        return
+        return this.changes.prepared(g, m, f.viewId, f.have, f.low)
       case 'installed':
-        if (g.installing && f.viewId >= g.installing.viewId) {
-          g.installing.waiting.delete(m.no)
-          this.maybeInstalled(g)
-        }
-        return
+        return this.changes.installed(g, m, f.viewId)
       case 'suspect':
         return this.onSuspect(g, m, f)
       case 'deaf':
@@ -288,8 +230,8 @@ export class DirectoryCore {
   }
 
   /**
-   * Timeouts: connections that do not join, silent members, participants that do not answer a prepare, members
-   * that never rejoined.
+   * Timeouts: connections that do not join, silent members; and the view changes' deadlines (viewchange.ts):
+   * participants that do not answer a prepare, members that do not install, members that never rejoined.
    */
   tick(): void {
     const now = this.hooks.now()
@@ -301,15 +243,7 @@ export class DirectoryCore {
       }
     }
     this.keys?.tick()
-    for (const g of [...this.groups.values()]) {
-      if (g.flush && now > g.flush.deadline) {
-        for (const p of g.flush.participants) {
-          if (!g.flush.reports.has(p.no) && p.conn !== null) this.expel(p.conn, `no answer to prepare within ${this.opts.flushTimeoutMs} ms`)
-        }
-      }
-      if (g.installing && !g.flush && now > g.installing.deadline) this.installOverdue(g)
-      if (g.recovering && now > g.recovering.deadline) this.endRecovery(g, 'members that did not rejoin are removed')
-    }
+    for (const g of [...this.groups.values()]) this.changes.tick(g, now)
   }
 
   status(): GroupStatus[] {
@@ -358,7 +292,7 @@ export class DirectoryCore {
     g.joiners.push(m)
     this.welcome(conn, m.no)
     log('%s: %s joins as no %d from %s', g.name, id, m.no, addr)
-    this.needChange(g)
+    this.changes.need(g)
   }
 
   /**
@@ -411,7 +345,7 @@ export class DirectoryCore {
     c.group = g.name
     c.member = m
     this.welcome(conn, m.no)
-    if (g.members.every((x) => x.conn !== null || x.dead)) this.endRecovery(g, 'every member rejoined')
+    if (g.members.every((x) => x.conn !== null || x.dead)) this.changes.recovered(g, 'every member rejoined')
   }
 
   /** Takes a commit a rejoin brought back as the group's latest: members that rejoined but are not in it are expelled. */
@@ -436,25 +370,6 @@ export class DirectoryCore {
     for (const m of attached.values()) {
       if (!members.some((x) => x.no === m.no) && m.conn !== null) this.expel(m.conn, `view ${g.viewId} excludes this member`)
     }
-  }
-
-  /** A rebuilt group is complete (or its deadline passed): the absent are failed, and a view change settles it. */
-  private endRecovery(g: Group, why: string): void {
-    g.recovering = null
-    // A member saw a view id above the adopted commit: a commit nobody here holds may exist.
-    g.unknownCommit = g.viewCounter > g.viewId
-    for (const m of g.members) if (m.conn === null) m.dead = true
-    // Members that had not received the latest commit get it first: they apply commits in order.
-    for (const m of g.members) {
-      if (m.dead || m.conn === null || !g.lastCommit || m.commitSeen >= g.viewId) continue
-      this.hooks.send(m.conn, g.lastCommit)
-      m.commitSeen = g.viewId
-    }
-    log('%s: rebuilt (%s); a view change settles it', g.name, why)
-    // Always: whatever was under way when the directory died (a flush, an install) is ended by a new change.
-    if (g.viewId !== 0) g.changeNeeded = true
-    this.startChangeIfNeeded(g)
-    this.maybeDelete(g)
   }
 
   /**
@@ -529,32 +444,12 @@ export class DirectoryCore {
     }
     g.transport = 'unicast'
     this.info(`${g.name}: member ${m.id} (no ${m.no}) cannot hear the multicast ${g.mcast} in view ${g.viewId}; the group moves to unicast at the next commit`)
-    this.needChange(g)
+    this.changes.need(g)
   }
 
   private info(message: string): void {
     if (this.hooks.info) this.hooks.info(message)
     else log('%s', message)
-  }
-
-  /**
-   * Members that did not install the latest view within 2 × timeoutMs of its commit (PROTOCOL.md §4.7): nothing
-   * else would notice — its sequencer may be one of them, and watches nobody until it has installed. They cannot
-   * fetch up to the cut (they receive nothing), and are expelled; unless they are most of the view, which points at
-   * the one they fetch from first, the holder: then it is expelled instead.
-   */
-  private installOverdue(g: Group): void {
-    const inst = g.installing!
-    inst.deadline = Infinity // one verdict per commit: the view change it starts judges afresh
-    const late = g.members.filter((m) => inst.waiting.has(m.no) && !m.dead && m.conn !== null)
-    // The holder holds every slot up to the cut, so it installs at once: one that has not is paused or lies.
-    const holder = [...g.members, ...g.leavers.map((l) => l.m)].find((m) => m.no === inst.holder && !m.dead && m.conn !== null)
-    const blameHolder = 2 * late.length > g.members.length && holder !== undefined
-    const blamed = blameHolder ? [holder] : late
-    const why = blameHolder
-      ? `most members could not install view ${inst.viewId} within ${2 * this.opts.timeoutMs} ms from this holder`
-      : `did not install view ${inst.viewId} within ${2 * this.opts.timeoutMs} ms`
-    for (const m of blamed) if (m.conn !== null) this.expel(m.conn, `excluded for lack of progress: ${why}`)
   }
 
   /** A member's connection is accepted as member `no`: with a key, first the keys it seals and opens with. */
@@ -576,130 +471,7 @@ export class DirectoryCore {
     m.dead = true
     m.conn = null
     log('%s: member %s (no %d) failed: %s', g.name, m.id, m.no, reason)
-    g.joiners = g.joiners.filter((x) => x !== m)
-    const wasLeaver = g.leavers.some((l) => l.m === m)
-    g.leavers = g.leavers.filter((l) => l.m !== m)
-    g.installing?.waiting.delete(m.no)
-    const abandoned = g.flush !== null && g.flush.participants.includes(m)
-    if (abandoned) {
-      log('%s: abandoning view %d: participant %s failed', g.name, g.flush!.viewId, m.id)
-      g.flush = null
-    }
-    // An abandoned flush is retried at once with whoever is left. A leaver still installing may have been the
-    // holder: the next change gives the others a new one.
-    if (abandoned || g.members.includes(m) || (wasLeaver && g.installing)) this.needChange(g)
-    else this.maybeInstalled(g)
-    this.maybeDelete(g)
-  }
-
-  // ---------------------------------------------------------------- view changes
-
-  private needChange(g: Group): void {
-    g.changeNeeded = true
-    this.startChangeIfNeeded(g)
-  }
-
-  private startChangeIfNeeded(g: Group): void {
-    if (!g.changeNeeded || g.flush || g.recovering) return
-    g.changeNeeded = false
-    const viewId = ++g.viewCounter
-    const participants = [...g.members.filter((m) => !m.dead && m.conn !== null), ...g.leavers.map((l) => l.m)]
-    if (participants.length === 0) {
-      // Nobody holds the old stream: the new view starts past anything its sequencer could have assigned.
-      const start = g.viewId === 0 ? 1 : Math.max(g.lastCut, g.lastStart) + SEQ_WINDOW + 1
-      this.commit(g, viewId, start - 1, start, 0)
-      return
-    }
-    g.flush = { viewId, participants, reports: new Map(), deadline: this.hooks.now() + this.opts.flushTimeoutMs }
-    for (const p of participants) this.hooks.send(p.conn!, { t: 'prepare', group: g.name, viewId })
-    log('%s: prepare view %d to %o', g.name, viewId, participants.map((p) => p.id))
-  }
-
-  private maybeCommit(g: Group): void {
-    const f = g.flush
-    if (!f || f.reports.size < f.participants.length) return
-    const seq = g.unknownCommit ? undefined : f.reports.get(g.sequencer)
-    const bound = haveBound(g.lastStart, g.committedAt === null ? null : this.hooks.now() - g.committedAt, seq?.have)
-    const liars = f.participants.filter((p) => f.reports.get(p.no)!.have > bound)
-    if (liars.length > 0) {
-      // Each expulsion abandons this attempt; the next runs without the liars.
-      for (const p of liars) {
-        const why = `prepared view ${f.viewId} with have ${f.reports.get(p.no)!.have}, above ${bound}, the most any member can hold`
-        this.info(`${g.name}: ${p.id} (no ${p.no}) ${why}; expelling it`)
-        if (p.conn !== null) this.expel(p.conn, why)
-      }
-      return
-    }
-    const reports = [...f.reports.entries()].map(([no, r]) => ({ no, ...r }))
-    const cut = Math.max(...reports.map((r) => r.have))
-    // Every participant can serve the slots in (low, have]; a recovering member asks one whose range covers the
-    // slot it lacks. The holder is the one that covers the most: the lowest `low` among those with have = cut.
-    const holder = reports.filter((r) => r.have === cut).sort((a, b) => a.low - b.low || a.no - b.no)[0]!
-    // If the old sequencer answered, it reported everything it assigned; otherwise skip past its window. Never
-    // below the last committed view's slot either: when nobody installed that view (a participant failed right
-    // after its commit), `cut` is older than it, and the slots it skipped may still hold what a dead sequencer
-    // ordered and dead members delivered.
-    // After a restart in which a member saw a view id this directory cannot see, a commit may have reached only
-    // members that never came back, and its sequencer ordered slots nobody here knows of (PROTOCOL.md §7).
-    const seqAnswered = f.participants.some((p) => p.no === g.sequencer)
-    const skip = g.unknownCommit ? UNKNOWN_COMMIT_SLOTS : seqAnswered ? 0 : SEQ_WINDOW
-    g.unknownCommit = false
-    const start = Math.max(cut, g.lastStart) + skip + 1
-    g.flush = null
-    this.commit(g, f.viewId, cut, start, holder.no, sourcesCovering(reports, holder))
-  }
-
-  private commit(g: Group, viewId: number, cut: number, start: number, holder: number, sources: Array<{ no: number; low: number; have: number }> = []): void {
-    const staying = g.members.filter((m) => !m.dead && !m.leaving && m.conn !== null)
-    const joiners = g.joiners.filter((m) => !m.dead)
-    const members = [...staying, ...joiners].sort((a, b) => a.no - b.no)
-    const excluded = g.members.filter((m) => !m.dead && m.leaving && m.conn !== null)
-    settleJoiners(staying, joiners)
-    const list = members.map(entryOf)
-    const common = {
-      t: 'commit' as const, group: g.name, viewId, sequencer: members[0]?.no ?? 0, cut, start, holder, sources, mcast: g.mcast, inc: g.inc,
-      nextNo: g.nextNo, transport: g.transport,
-    }
-    const full: CommitFrame = { ...common, members: list }
-    // A member that has the previous commit gets only what changed: a full list to each of 1 000 members at every
-    // view change was 1 000 × 110 KB, and a join storm runs dozens of view changes.
-    const base = g.lastCommit
-    g.lastCommit = full
-    let delta: CommitDelta | null = null
-    const to = new Set<Member>([...members, ...excluded, ...g.leavers.map((l) => l.m)])
-    for (const m of to) {
-      const c = m.conn === null ? undefined : this.conns.get(m.conn)
-      if (!c) continue
-      if (base && c.seenView === base.viewId) this.hooks.send(m.conn!, (delta ??= { ...common, ...commitDelta(base, list) }))
-      else this.hooks.send(m.conn!, full)
-      c.seenView = viewId
-      m.commitSeen = viewId
-    }
-    for (const m of excluded) g.leavers.push({ m, viewId })
-    g.members = members
-    g.joiners = []
-    g.viewId = viewId
-    g.sequencer = members[0]?.no ?? 0
-    g.lastCut = cut
-    g.lastStart = start
-    g.committedAt = this.hooks.now()
-    g.installing = { viewId, waiting: new Set(members.map((m) => m.no)), holder, deadline: this.hooks.now() + 2 * this.opts.timeoutMs }
-    // This commit took in every join, leave and failure so far (a failed participant abandons the flush instead).
-    g.changeNeeded = false
-    log('%s: commit view %d %o sequencer %d cut %d start %d holder %d', g.name, viewId, members.map((m) => m.id), g.sequencer, cut, start, holder)
-    this.maybeInstalled(g)
-    this.startChangeIfNeeded(g)
-  }
-
-  /** Every member installed the latest view: leavers excluded by it (or before) may go. */
-  private maybeInstalled(g: Group): void {
-    if (g.installing && g.installing.waiting.size > 0) return
-    const upTo = g.installing?.viewId ?? g.viewId
-    g.installing = null
-    for (const l of g.leavers.filter((x) => x.viewId <= upTo)) {
-      if (l.m.conn !== null) this.hooks.send(l.m.conn, { t: 'released', group: g.name })
-    }
-    g.leavers = g.leavers.filter((x) => x.viewId > upTo)
+    this.changes.failed(g, m)
     this.maybeDelete(g)
   }
 
