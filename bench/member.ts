@@ -5,12 +5,15 @@
  *   raw <mcast ip:port> <id> <members> <sizeBytes> <sendMs> [burst]   plain dgram multicast, one message per
  *                                                                datagram, `burst` sends per event-loop turn
  * Prints one JSON line: counts, first-send/last-delivery wall times (ms), a hash of the delivered stream, latency
- * samples summary, peak RSS.
+ * samples summary, peak RSS, the longest gap between deliveries.
+ * SEQCAST_BENCH_LOSS=P (the LOSS case of run.ts; benchmark only, no option of the library): this member drops each
+ * datagram it receives with probability P, drawn from a PRNG seeded by SEQCAST_BENCH_SEED (default 1) and its id.
  */
 import dgram from 'node:dgram'
 import { createHash } from 'node:crypto'
 import v8 from 'node:v8'
 import { Group } from '../lib/index.js'
+import { UdpTransport } from '../lib/transport.js'
 
 const wall = (): number => performance.timeOrigin + performance.now()
 const [mode, target, id, membersArg, sizeArg, sendMsArg, rateArg] = process.argv.slice(2)
@@ -21,6 +24,45 @@ const rate = rateArg ? Number(rateArg) : 0
 /** raw: datagrams sent per event-loop turn. Small bursts pace the sender (few losses); large ones flood. */
 const BURST = rateArg ? Number(rateArg) : 64
 const IDLE_MS = Number(process.env.SEQCAST_BENCH_IDLE_MS ?? 1500) // after everyone stopped sending, wait this long without deliveries before reporting
+
+/** What the loss hook threw away: datagrams and their bytes. */
+const lost = { datagrams: 0, bytes: 0 }
+const LOSS = Number(process.env.SEQCAST_BENCH_LOSS ?? 0)
+if (mode === 'seqcast' && LOSS > 0) dropOnReceive(LOSS, `${process.env.SEQCAST_BENCH_SEED ?? 1}/${id}`)
+
+/**
+ * Receive-side loss without root: every UdpTransport this process opens (the Group's, under a SealedTransport if
+ * keyed) hands each arriving datagram to the engine only if a seeded draw says so. Own multicast looped back is
+ * neither dropped nor counted: the engine ignores it anyway, so dropping it would count loss that costs nothing.
+ */
+function dropOnReceive(p: number, seed: string): void {
+  const rand = mulberry32(createHash('sha1').update(seed).digest().readUInt32BE(0))
+  const open = UdpTransport.open
+  UdpTransport.open = async (iface, ttl) => {
+    const t = await open.call(UdpTransport, iface, ttl)
+    let inner = t.onDatagram
+    const hook: UdpTransport['onDatagram'] = (buf, via, from) => {
+      if (from !== t.address && rand() < p) {
+        lost.datagrams++
+        lost.bytes += buf.length
+        return
+      }
+      inner(buf, via, from)
+    }
+    // The Group sets onDatagram after open: keep ours in front of whatever it sets.
+    Object.defineProperty(t, 'onDatagram', { get: () => hook, set: (f: UdpTransport['onDatagram']) => { inner = f } })
+    return t
+  }
+}
+
+function mulberry32(a: number): () => number {
+  return () => {
+    a = (a + 0x6d2b79f5) | 0
+    let x = Math.imul(a ^ (a >>> 15), 1 | a)
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
+  }
+}
 
 function payload(k: number): Buffer {
   const b = Buffer.alloc(Math.max(size, 16), 0x61)
@@ -73,12 +115,16 @@ async function runSeqcast(): Promise<void> {
   const g = await Group.join('bench', id!, { directory: target, iface: '127.0.0.1', joinTimeoutMs: 30_000, ...extra })
   while ((g.view?.members.length ?? 0) < members) await new Promise((r) => setTimeout(r, 2))
   const hash = createHash('sha1')
+  let firstSend = 0
   let delivered = 0
   let bytes = 0
   let lastDelivery = 0
+  /** The longest wait for the next delivery since the first send: how long loss stalled this member's stream. */
+  let stallMs = 0
   const lat: number[] = []
   g.on('message', (d) => {
     const now = wall()
+    if (firstSend > 0) stallMs = Math.max(stallMs, now - Math.max(lastDelivery, firstSend))
     delivered++
     bytes += d.data.length
     lastDelivery = now
@@ -97,7 +143,7 @@ async function runSeqcast(): Promise<void> {
     const young = v8.getHeapSpaceStatistics().filter((sp) => sp.space_name.startsWith('new_')).reduce((a, sp) => a + sp.space_size, 0)
     youngSeries.push(Math.round(young / 2 ** 20))
   }, 5000)
-  const firstSend = wall()
+  firstSend = wall()
   const cpu0 = process.cpuUsage()
   let sent = 0
   if (rate > 0) {
@@ -128,6 +174,8 @@ async function runSeqcast(): Promise<void> {
   console.log(JSON.stringify({
     id, sent, delivered, bytes, firstSend, lastDelivery, hash: hash.digest('hex'), latency: summary(lat), cpuMs: (cpu.user + cpu.system) / 1000,
     ...memory.stop(), resent: s.resent, nacks: s.nacksSent, dropped: s.dropped, rssSeries, youngSeries,
+    stallMs: Math.round(stallMs * 10) / 10, lost: lost.datagrams, lostBytes: lost.bytes, resentBytes: s.resentBytes,
+    retransmittedBytes: s.retransmittedBytes, nacksServed: s.nacksServed,
   }))
   g.close()
   process.exit(0)

@@ -4,12 +4,15 @@
  * seqcast cases over that transport (unicast: fan-out, as on clouds; both: each case on both, unicast rows
  * named `…/u` with their ratio to the multicast row); `--key FILE` runs each W1 and W2 case twice, without and then
  * with that group key (`dir keygen FILE`), the keyed rows named `…/k` with their cost beside the unkeyed one.
+ * `--case LOSS [--loss P]`: W1 (3 members; 100 B and 16 KB, or `--n`, `--size`) lossless, then with every member
+ * dropping each datagram it receives with probability 1 % and 5 % (or P alone), compared in the same run.
  * SEQCAST_BENCH_PROF=DIR writes a --cpu-prof of every member there.: seqcast against raw dgram multicast, on loopback.
  * As root it re-runs itself inside a private network namespace (`unshare -n`), as CI does; otherwise it uses
  * 127.0.0.1 as is. Results are described in docs/PERFORMANCE.md.
  */
 import { spawn, spawnSync } from 'node:child_process'
 import net from 'node:net'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 
 const args = process.argv.slice(2)
@@ -46,6 +49,8 @@ interface Report {
   id: string; sent: number; delivered: number; bytes: number; firstSend: number; lastDelivery: number
   rssMB: number; youngMB: number; oldMB: number; externalMB: number
   hash?: string; latency?: { p50: number; p99: number; max: number } | null; resent?: number; nacks?: number
+  /** LOSS: datagrams (and bytes) the member's drop hook threw away; bytes it sent again; its longest delivery gap. */
+  lost?: number; lostBytes?: number; resentBytes?: number; retransmittedBytes?: number; nacksServed?: number; stallMs?: number
   /** CPU time the member used from its first send until deliveries stopped. */
   cpuMs?: number
   rssSeries?: number[]
@@ -61,10 +66,10 @@ async function freePort(): Promise<number> {
   })
 }
 
-function runMembers(argv: (i: number) => string[], key?: string): Promise<Report[]> {
+function runMembers(argv: (i: number) => string[], key?: string, more: Record<string, string> = {}): Promise<Report[]> {
   return Promise.all(Array.from({ length: Number(argv(0)[3]) }, (_, i) => new Promise<Report>((resolve, reject) => {
     const prof = process.env.SEQCAST_BENCH_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.SEQCAST_BENCH_PROF}`] : []
-    const env = key ? { ...process.env, SEQCAST_BENCH_KEY: key } : process.env
+    const env = { ...process.env, ...(key ? { SEQCAST_BENCH_KEY: key } : {}), ...more }
     const p = spawn(process.execPath, [...prof, MEMBER, ...argv(i)], { stdio: ['ignore', 'pipe', 'inherit'], env })
     let out = ''
     p.stdout.on('data', (b: Buffer) => (out += b.toString()))
@@ -113,7 +118,7 @@ function cpuPerMessage(rs: Report[]): string {
 function emit(row: Row): void {
   rows.push(row)
   if (!json) {
-    const ratio = row.ratio === undefined ? '' : `  ${row.ratio.toFixed(2)}x raw`
+    const ratio = row.ratio === undefined ? '' : row.case.startsWith('LOSS') ? `  ${(row.ratio * 100).toFixed(0)}% of lossless` : `  ${row.ratio.toFixed(2)}x raw`
     const memory = `rss ${row.rssMB} MB (young ${row.youngMB}, heap ${row.oldMB}, buffers ${row.externalMB})`
     console.log(`${row.case.padEnd(6)} n=${row.n} ${String(row.size).padStart(8)} B  ${Math.round(row.perMember).toLocaleString('en').padStart(9)} msg/s/member  ${row.mbps.toFixed(1).padStart(7)} MB/s${ratio}  ${memory}  ${row.case.startsWith('RAW') ? '' : row.ok ? 'verified ' : 'MISMATCH '}${row.extra}`)
   }
@@ -150,6 +155,49 @@ async function w1(n: number, size: number, ceiling?: number, name = 'W1', sendMs
       (ok ? '' : ` delivered ${rs.map((r) => r.delivered).join('/')} of ${total}, hashes ${rs.map((r) => r.hash?.slice(0, 8)).join('/')}`),
   })
   return rs
+}
+
+/**
+ * LOSS: W1 with every member dropping each datagram it receives with probability `p` (bench/member.ts's hook, a
+ * seeded PRNG per member), beside the same case lossless in the same run. Verified as W1 is. Reports the throughput
+ * as a share of lossless, what was dropped, what was sent again for it (own DATA resent to the sequencer plus
+ * ORDER and DATA served for NACKs, datagram bytes both), their ratio, and the longest gap between two deliveries
+ * at any member.
+ */
+/** The kernel's UDP receive-buffer drops in this network namespace (/proc/net/snmp): loss nobody injected. */
+function rcvbufErrors(): number {
+  try {
+    const udp = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Udp:')).map((l) => l.trim().split(/\s+/))
+    return Number(udp[1]![udp[0]!.indexOf('RcvbufErrors')])
+  } catch {
+    return NaN
+  }
+}
+
+async function loss(n: number, size: number, p: number, lossless?: number): Promise<number> {
+  const kernel0 = rcvbufErrors()
+  const seed = process.env.SEQCAST_BENCH_SEED ?? '1'
+  const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, String(n), String(size), String(SEND_MS)], undefined,
+    p > 0 ? { SEQCAST_BENCH_LOSS: String(p), SEQCAST_BENCH_SEED: seed } : {}))
+  const kernel = rcvbufErrors() - kernel0
+  const t = throughput(rs)
+  const total = rs.reduce((a, r) => a + r.sent, 0)
+  const ok = rs.every((r) => r.hash === rs[0]!.hash && r.delivered === total)
+  const sum = (f: (r: Report) => number | undefined): number => rs.reduce((a, r) => a + (f(r) ?? 0), 0)
+  const lostBytes = sum((r) => r.lostBytes)
+  const resentBytes = sum((r) => r.resentBytes)
+  const servedBytes = sum((r) => r.retransmittedBytes)
+  const MB = (b: number): string => (b / 1e6).toFixed(2)
+  emit({
+    case: `LOSS@${+(p * 100).toFixed(2)}%`, n, size, perMember: t.perMember, mbps: t.mbps, ratio: lossless ? t.perMember / lossless : undefined, ok,
+    ...memoryOf(rs),
+    extra: `(${total} msgs in ${t.secs.toFixed(1)} s) dropped ${sum((r) => r.lost)} datagrams ${MB(lostBytes)} MB (and ${kernel} by full socket buffers), sent again ${MB(resentBytes + servedBytes)} MB ` +
+      `(resent ${MB(resentBytes)}, served ${MB(servedBytes)}), again/lost ${lostBytes ? ((resentBytes + servedBytes) / lostBytes).toFixed(2) : '-'}, ` +
+      `nacks ${sum((r) => r.nacks)} sent ${sum((r) => r.nacksServed)} served, longest stall ${Math.max(...rs.map((r) => r.stallMs ?? 0))} ms ` +
+      `(${rs.map((r) => r.stallMs).join('/')}), cpu ${cpuPerMessage(rs)} us/msg` +
+      (ok ? '' : ` delivered ${rs.map((r) => r.delivered).join('/')} of ${total}, hashes ${rs.map((r) => r.hash?.slice(0, 8)).join('/')}`),
+  })
+  return t.perMember
 }
 
 /**
@@ -198,17 +246,26 @@ const w2ns = transports.length > 1 ? ns : [pick('--n')?.[0] ?? 3]
 if (!only || only === 'W2') for (const n of w2ns) for (const rate of [1000, 10000]) for (const mode of transports) for (const key of keyings) await w2(rate, mode, n, key)
 if (!only || only === 'LARGE') for (const size of pick('--size') ?? (quick ? [1 << 20] : [1 << 20, 10 << 20])) await w1(3, size, undefined, 'LARGE')
 if (only === 'SOAK') await soak()
+if (only === 'LOSS') {
+  const losses = pick('--loss') ?? [0.01, 0.05]
+  for (const n of pick('--n') ?? [3]) {
+    for (const size of pick('--size') ?? [100, 16384]) {
+      const lossless = await loss(n, size, 0)
+      for (const p of losses) await loss(n, size, p, lossless)
+    }
+  }
+}
 if (!json && rows.length > 1) {
   console.log('\nsummary')
   console.log(`${'case'.padEnd(10)} ${'n'.padStart(2)} ${'size'.padStart(9)} ${'msg/s/member'.padStart(13)} ${'MB/s'.padStart(8)} ${'ratio'.padStart(7)} ${'rss MB'.padStart(7)}  result`)
   for (const r of rows) {
-    const ratio = r.ratio === undefined ? '' : `${r.ratio.toFixed(2)}x`
+    const ratio = r.ratio === undefined ? '' : r.case.startsWith('LOSS') ? `${(r.ratio * 100).toFixed(0)}%` : `${r.ratio.toFixed(2)}x`
     const multicast = r.case.endsWith('/u') ? rows.find((m) => m.case === r.case.slice(0, -2) && m.n === r.n && m.size === r.size) : undefined
     if (multicast && r.case.startsWith('W1')) r.extra += ` ${(r.perMember / multicast.perMember * 100).toFixed(0)}% of multicast`
     const unkeyed = r.case.endsWith('/k') ? rows.find((m) => m.case === r.case.slice(0, -2) && m.n === r.n && m.size === r.size) : undefined
     if (unkeyed && r.case.startsWith('W1')) r.extra += ` ${(r.perMember / unkeyed.perMember * 100).toFixed(0)}% of without a key`
     if (unkeyed && r.case.startsWith('W2')) r.extra += ` p50 ${Math.round((p50Of(r) - p50Of(unkeyed)) * 1000) >= 0 ? '+' : ''}${Math.round((p50Of(r) - p50Of(unkeyed)) * 1000)} us with the key`
-    console.log(`${r.case.padEnd(10)} ${String(r.n).padStart(2)} ${String(r.size).padStart(9)} ${Math.round(r.perMember).toLocaleString('en').padStart(13)} ${r.mbps.toFixed(1).padStart(8)} ${ratio.padStart(7)} ${String(r.rssMB).padStart(7)}  ${r.case.startsWith('RAW') ? r.extra : r.ok ? 'verified' : 'MISMATCH'}${r.case.startsWith('W2') || multicast || unkeyed ? ' ' + r.extra : ''}`)
+    console.log(`${r.case.padEnd(10)} ${String(r.n).padStart(2)} ${String(r.size).padStart(9)} ${Math.round(r.perMember).toLocaleString('en').padStart(13)} ${r.mbps.toFixed(1).padStart(8)} ${ratio.padStart(7)} ${String(r.rssMB).padStart(7)}  ${r.case.startsWith('RAW') ? r.extra : r.ok ? 'verified' : 'MISMATCH'}${r.case.startsWith('W2') || r.case.startsWith('LOSS') || multicast || unkeyed ? ' ' + r.extra : ''}`)
   }
 }
 function p50Of(r: Row): number {

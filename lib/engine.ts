@@ -45,7 +45,8 @@ export class Engine implements SequencerHost {
   readonly log = new SlotLog(LOG_CAPACITY)
   readonly stats: EngineStats = {
     sent: 0, delivered: 0, datagramsIn: 0, datagramsOut: 0, dropped: 0, foreign: 0, duplicates: 0, nacksSent: 0,
-    nacksServed: 0, retransmitted: 0, resent: 0, ordered: 0, views: 0, violations: 0, skipped: 0,
+    nacksServed: 0, retransmitted: 0, retransmittedBytes: 0, resent: 0, resentBytes: 0, ordered: 0, views: 0, violations: 0,
+    skipped: 0,
   }
 
   /** Contiguous slots held (ordering and data). */

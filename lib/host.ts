@@ -51,7 +51,11 @@ export interface EngineStats {
   nacksSent: number
   nacksServed: number
   retransmitted: number
+  /** Bytes of the datagrams (ORDER and DATA) this member sent answering NACKs. */
+  retransmittedBytes: number
   resent: number
+  /** Bytes of the DATA datagrams this member sent again to the sequencer (`resent` counts their messages). */
+  resentBytes: number
   ordered: number
   views: number
   violations: number

@@ -53,7 +53,7 @@ export class Outbox {
   constructor(
     private readonly opts: OutboxOptions,
     private readonly host: OutboxHost,
-    private readonly counters: { sent: number; resent: number } = { sent: 0, resent: 0 },
+    private readonly counters: { sent: number; resent: number; resentBytes: number } = { sent: 0, resent: 0, resentBytes: 0 },
   ) {
     this.resendWait = opts.resendMs
   }
@@ -154,7 +154,10 @@ export class Outbox {
       bytes += Math.max(0, store.length(m))
     }
     const header = { inc: this.host.inc, viewId, sender: this.host.me }
-    n = packData(header, this.opts.maxDatagram, store, this.announced + 1, Math.max(1, n), (buf) => this.host.unicast(buf, sequencer))
+    n = packData(header, this.opts.maxDatagram, store, this.announced + 1, Math.max(1, n), (buf) => {
+      this.counters.resentBytes += buf.length
+      this.host.unicast(buf, sequencer)
+    })
     this.counters.resent += n
     logRepair('resend %d own messages from msgId %d to sequencer %d', n, this.announced + 1, sequencer)
   }

@@ -84,7 +84,7 @@ export class Repair {
   constructor(
     private readonly opts: Pick<EngineOptions, 'maxDatagram' | 'nackIntervalMs' | 'sendWindowBytes'>,
     private readonly host: RepairHost,
-    private readonly counters: { nacksSent: number; nacksServed: number; retransmitted: number },
+    private readonly counters: { nacksSent: number; nacksServed: number; retransmitted: number; retransmittedBytes: number },
   ) {}
 
   /**
@@ -170,8 +170,14 @@ export class Repair {
       for (const end = Math.min(r.n, budget); n < end && bytes > 0; n++) bytes -= Math.max(0, s.store.length(r.firstMsgId + n))
       budget -= n
       const header = { inc: this.host.inc, viewId, sender: r.sender }
-      this.counters.retransmitted += packData(header, this.opts.maxDatagram, s.store, r.firstMsgId, n, (buf) => this.host.unicast(buf, d.sender))
+      this.counters.retransmitted += packData(header, this.opts.maxDatagram, s.store, r.firstMsgId, n, (buf) => this.answer(buf, d.sender))
     }
+  }
+
+  /** One datagram of a NACK's answer, counted in bytes: what repair costs the network, beside what it repaired. */
+  private answer(buf: Buffer, to: number): void {
+    this.counters.retransmittedBytes += buf.length
+    this.host.unicast(buf, to)
   }
 
   /** Unicasts the ordering of slots first … last held here, as ORDER runs, one view at a time. */
@@ -187,7 +193,7 @@ export class Repair {
       let slot = runFirst
       for (let i = 0; i < runs.length; i += per) {
         const chunk = runs.slice(i, i + per)
-        h.unicast(encodeOrder(header, slot, h.stable, chunk), to)
+        this.answer(encodeOrder(header, slot, h.stable, chunk), to)
         for (const r of chunk) slot += r.count
       }
       this.counters.retransmitted += runs.reduce((a, r) => a + r.count, 0)

@@ -11,7 +11,7 @@ const INC = { hi: 1, lo: 2 }
 const ME = 7
 const OPTS: OutboxOptions = { maxDatagram: 1000, maxMessage: 1 << 20, sendWindow: 1024, sendWindowBytes: 1 << 20, resendMs: 10 }
 
-interface Sent { to: number | null; viewId: number; entries: DataEntry[] }
+interface Sent { to: number | null; viewId: number; entries: DataEntry[]; len: number }
 
 function outbox(o: Partial<OutboxOptions> = {}) {
   let now = 0
@@ -19,14 +19,14 @@ function outbox(o: Partial<OutboxOptions> = {}) {
   const record = (buf: Buffer, to: number | null): void => {
     const d = decode(buf, INC)
     if (d.kind !== Kind.DATA || d.sender !== ME) throw new Error('not a DATA datagram of this member')
-    sent.push({ to, viewId: d.viewId, entries: d.entries })
+    sent.push({ to, viewId: d.viewId, entries: d.entries, len: buf.length })
   }
   const host = {
     me: ME, inc: INC, now: () => now,
     multicast: (buf: Buffer) => record(buf, null),
     unicast: (buf: Buffer, no: number) => record(buf, no),
   }
-  const counters = { sent: 0, resent: 0 }
+  const counters = { sent: 0, resent: 0, resentBytes: 0 }
   const ob = new Outbox({ ...OPTS, ...o }, host, counters)
   return {
     ob, sent, counters,
@@ -177,6 +177,24 @@ t.test('resend: the wait doubles while nothing is ordered, up to 16 × resendMs,
     if (take().msgIds.length > 0) times.push(now)
   }
   t.same(times.slice(7), [710, 730], 'ordering resets the wait to resendMs')
+})
+
+t.test('resentBytes: the bytes of the datagrams sent again, not of those sent the first time', async (t) => {
+  const o = outbox()
+  for (let i = 0; i < 40; i++) o.ob.submit(bytes(OPTS.maxDatagram / 4))
+  o.ob.transmit(1)
+  const first = o.sent.splice(0)
+  t.ok(first.length > 0)
+  t.equal(o.counters.resentBytes, 0, 'a first transmission is not a resend')
+  o.at(10)
+  o.ob.resend(10, 1, 2)
+  const again = o.sent.splice(0)
+  t.ok(again.length > 0 && again.every((s) => s.to === 2), 'resent to the sequencer')
+  t.equal(o.counters.resentBytes, again.reduce((a, s) => a + s.len, 0), 'every byte of every resent datagram, headers included')
+  t.ok(o.counters.resentBytes > payloadBytes(again), 'more than the payload alone')
+  o.at(30)
+  o.ob.resend(30, 1, 2)
+  t.equal(o.counters.resentBytes, [...again, ...o.sent].reduce((a, s) => a + s.len, 0), 'and adds up over resends')
 })
 
 t.test('resend: the burst doubles while resends get ordered, halves when not, resets when caught up', async (t) => {

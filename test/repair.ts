@@ -13,7 +13,7 @@ const INC = { hi: 3, lo: 4 }
 const ME = 1
 const OPTS = { maxDatagram: 1400, nackIntervalMs: 20, sendWindowBytes: 64 * 1024 }
 
-type Out = { to: number; d: Datagram }
+type Out = { to: number; d: Datagram; len: number }
 
 function member(have: number, maxDatagram = OPTS.maxDatagram) {
   const senders = new Map<number, SenderState>()
@@ -24,10 +24,10 @@ function member(have: number, maxDatagram = OPTS.maxDatagram) {
     unicast: (buf, to) => {
       const d = decode(buf, INC)
       if (d.kind === 0) throw new Error(d.reason)
-      out.push({ to, d })
+      out.push({ to, d, len: buf.length })
     },
   }
-  const counters = { nacksSent: 0, nacksServed: 0, retransmitted: 0 }
+  const counters = { nacksSent: 0, nacksServed: 0, retransmitted: 0, retransmittedBytes: 0 }
   const repair = new Repair({ ...OPTS, maxDatagram }, host, counters)
   const hold = (no: number, msgId: number, bytes = 3): void => {
     let s = senders.get(no)
@@ -165,9 +165,12 @@ t.test('serving a NACK: ORDER runs per view for the slots held, DATA for the mes
   const data = out.filter((o) => o.d.kind === Kind.DATA).map((o) => o.d.kind === Kind.DATA && { viewId: o.d.viewId, sender: o.d.sender, msgIds: o.d.entries.map((e) => e.msgId) })
   t.same(data, [{ viewId: 2, sender: 2, msgIds: [1, 3] }], 'the messages held, named by the installed view; unknown senders skipped')
   t.equal(counters.retransmitted, 6 + 2)
+  t.equal(counters.retransmittedBytes, out.reduce((a, o) => a + o.len, 0), 'retransmittedBytes: every byte of every ORDER and DATA datagram of the answer')
   t.equal(counters.nacksServed, 1)
+  const before = counters.retransmittedBytes
   out.splice(0)
   repair.serve(nack, undefined)
+  t.equal(counters.retransmittedBytes - before, out.reduce((a, o) => a + o.len, 0), 'and adds up over answers')
   t.notOk(out.some((o) => o.d.kind === Kind.DATA), 'no installed view: no DATA')
 })
 
