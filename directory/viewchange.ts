@@ -76,10 +76,12 @@ export class ViewChanges {
 
   /** Deadlines: participants that do not answer a prepare, members that do not install, members that never rejoined. */
   tick(g: Group, now: number): void {
-    if (g.flush && now > g.flush.deadline) {
-      for (const p of g.flush.participants) {
-        if (!g.flush.reports.has(p.no) && p.conn !== null) this.hooks.expel(p.conn, `no answer to prepare within ${this.opts.flushTimeoutMs} ms`)
-      }
+    const f = g.flush
+    if (f && now > f.deadline) {
+      // Judged against this flush only: expelling the first silent one abandons it and starts another, whose
+      // (still empty) answers must not condemn those who answered this one.
+      const silent = f.participants.filter((p) => !f.reports.has(p.no) && p.conn !== null)
+      for (const p of silent) if (p.conn !== null) this.hooks.expel(p.conn, `no answer to prepare within ${this.opts.flushTimeoutMs} ms`)
     }
     if (g.installing && !g.flush && now > g.installing.deadline) this.installOverdue(g)
     if (g.recovering && now > g.recovering.deadline) this.recovered(g, 'members that did not rejoin are removed')

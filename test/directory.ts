@@ -496,3 +496,16 @@ t.test('dir CLI: help, usage errors, unreachable daemon, serve, ls (--json), sho
   const code = await new Promise((res) => { d.on('exit', res); d.kill('SIGTERM') })
   t.equal(code, 0, 'SIGTERM stops it cleanly')
 })
+
+t.test('a flush timeout expels the participants that did not answer, and only them', async (t) => {
+  const h = harness({ timeoutMs: 10_000, flushTimeoutMs: 2000 })
+  h.three()
+  for (const c of [1, 2, 3]) h.take(c)
+  h.join(4, 'd')
+  // a (the first participant) stays silent; b and c answer the prepare of view 4.
+  for (const c of [2, 3]) for (const p of h.take(c, 'prepare')) h.core.frame(c, { t: 'prepared', group: 'g', viewId: p.viewId, have: 9, low: 0 })
+  h.advance(2001)
+  t.same(h.closed, [1], 'only a is expelled (before, expelling it abandoned the flush, and b and c were then judged against the new one)')
+  h.flush([2, 3])
+  t.match(h.core.status(), [{ name: 'g', members: [{ id: 'b' }, { id: 'c' }, { id: 'd' }] }], 'b, c and d go on')
+})
