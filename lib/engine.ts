@@ -463,6 +463,7 @@ export class Engine implements SequencerHost {
         this.role.heartbeat()
       }
       if (this.env.leaseValid()) this.role.watchProgress()
+      this.role.askGaps(now, this.opts.nackIntervalMs)
     }
     // ACKs are not acknowledged: repeat ours every heartbeatMs (the last one may be lost, and silence would tell the
     // sequencer that this member cannot be heard, §4.7).

@@ -3,10 +3,13 @@
  * this object only while it is the installed view's sequencer; on a view change the engine drops it and, if it is
  * still (or newly) the sequencer, makes a fresh one from the stream it has delivered.
  */
-import { encodeOrder, runsPerDatagram, SEQ_WINDOW, type Incarnation, type Run } from './wire.js'
+import { encodeNack, encodeOrder, runsPerDatagram, SEQ_WINDOW, type Incarnation, type Run } from './wire.js'
 import type { SlotLog } from './slotlog.js'
 import type { MessageStore } from './msgstore.js'
 import { ProgressWatch } from './progress.js'
+
+/** How far above a sender's next msgId the sequencer looks for data that shows the next one missing. */
+const GAP_SCAN = 64
 
 export interface SenderState {
   /** Data held for this sender, by msgId: ordered-but-unstable and not-yet-ordered messages. */
@@ -53,6 +56,10 @@ export class SequencerRole {
   lastSentStable = -1
   ordered = 0
   private lastProbeAt = -Infinity
+  /** Senders whose data arrived since the last tick: where a gap may have opened. */
+  private readonly arrived = new Set<number>()
+  /** Per sender, the message missing below data already here: since when, and when it was last asked for. */
+  private readonly gaps = new Map<number, { msgId: number; since: number; askedAt: number }>()
 
   constructor(
     private readonly host: SequencerHost,
@@ -75,6 +82,37 @@ export class SequencerRole {
   /** A member of the view may have new data. */
   dataArrived(no: number): void {
     if (this.watch.has(no) || no === this.host.me) this.dirty.add(no)
+    if (this.watch.has(no) && no !== this.host.me) this.arrived.add(no)
+  }
+
+  /**
+   * A sender's next message is missing while later ones are here (a DATA lost on its way to the sequencer): after
+   * `waitMs` (reordering) it is asked of its sender by NACK, at most every `waitMs` — instead of waiting for the
+   * sender's resend timer (resendMs, 100 ms), which would stall the sender's whole window meanwhile (PROTOCOL.md §4.6).
+   * Only senders that sent since the last tick, or have a gap open, are looked at; each over GAP_SCAN msgIds.
+   */
+  askGaps(now: number, waitMs: number): void {
+    const h = this.host
+    const looked = new Set([...this.arrived, ...this.gaps.keys()])
+    this.arrived.clear()
+    for (const no of looked) {
+      const s = h.sender(no)
+      const next = s ? (this.queued.get(no) ?? s.ordered) + 1 : 0
+      let above = 0
+      if (s && !s.store.has(next)) for (let k = 1; k <= GAP_SCAN && above === 0; k++) if (s.store.has(next + k)) above = k
+      if (above === 0 || !this.watch.has(no)) {
+        this.gaps.delete(no)
+        continue
+      }
+      const g = this.gaps.get(no)
+      if (!g || g.msgId !== next) {
+        this.gaps.set(no, { msgId: next, since: now, askedAt: -Infinity })
+        continue
+      }
+      if (now - g.since < waitMs || now - g.askedAt < waitMs) continue
+      g.askedAt = now
+      h.unicast(encodeNack({ inc: h.inc, viewId: this.viewId, sender: h.me }, [], [{ sender: no, firstMsgId: next, n: above }]), no)
+    }
   }
 
   /** Records an ACK from a member of the view: what it holds, what it lets become stable, what stable it heard of. */

@@ -3,7 +3,9 @@
  * the sequencer. Every run is checked for every guarantee by the checker. Fails print the seed to rerun.
  */
 import t from 'tap'
-import { Sim, type Faults, type SimMember } from './fixtures/sim.js'
+import { datagramKind, Sim, type Faults, type SimMember } from './fixtures/sim.js'
+import { Kind } from '../lib/wire.js'
+import { DEFAULT_RESEND_MS } from '../lib/options.js'
 import { check } from './fixtures/checker.js'
 
 const LOSSY: Faults = { drop: 0.2, dup: 0.1, minDelay: 0.05, maxDelay: 3 }
@@ -241,3 +243,25 @@ for (const seed of [91, 92, 93, 94]) {
     t.equal(ms[2]!.engine.view!.members.length, 3)
   })
 }
+
+t.test('a DATA lost on its way to the sequencer is asked of its sender at once, not left to the resend timer', async (t) => {
+  {
+    const sim = new Sim(7)
+    const ms = sim.startGroup(3)
+    const [m1, m2] = ms as [SimMember, SimMember]
+    sim.run(sim.now + 50)
+    // The sequencer (m1) loses m2's first DATA; the later ones arrive.
+    let lost = 0
+    sim.filter = (from, to, buf) => !(from === m2 && to === m1 && datagramKind(buf) === Kind.DATA && lost++ === 0)
+    const sentAt = sim.now
+    m2.send(1)
+    sim.run(sim.now + 2)
+    m2.send(20)
+    t.ok(sim.runUntil(() => m1.messages().includes('m2:1'), 5000), 'ordered in the end')
+    const waited = sim.now - sentAt
+    t.ok(lost >= 2, 'the first DATA was lost at the sequencer, later ones arrived')
+    t.ok(waited < DEFAULT_RESEND_MS / 2, `the sequencer had it ${waited.toFixed(1)} ms after it was sent (the resend timer: ${DEFAULT_RESEND_MS} ms)`)
+    t.ok(sim.runUntil(() => sim.settled(), 5000))
+    t.same(check(sim.logs()), [])
+  }
+})
