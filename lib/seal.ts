@@ -28,6 +28,7 @@ import fs from 'node:fs'
 import { ArgumentError } from './errors.js'
 import type { Transport, Via } from './transport.js'
 import type { GroupTransport } from './dirproto.js'
+import { MAX_GROUP_MEMBERS } from './frame.js'
 
 const HEADER = 24
 const NONCE = 12
@@ -374,7 +375,9 @@ export class SealedTransport implements Transport {
     this.lastKey = key
     const { c, nonce } = r
     const at = plain.length
-    c.setAAD(to === undefined ? header : Buffer.concat([header, Buffer.from(to)]))
+    // GCM takes the associated data in pieces: the header, then the member's address — no joined copy per datagram.
+    c.setAAD(header)
+    if (to !== undefined) c.setAAD(this.addressBytes(to))
     c.update(plain.subarray(HEADER)).copy(out, HEADER) // GCM enciphers byte for byte: as long as the body
     c.final()
     nonce.copy(out, at)
@@ -399,10 +402,15 @@ export class SealedTransport implements Transport {
     o.w.ahead = { counter: o.counter + 1, key: o.key, d: createDecipheriv('aes-256-gcm', o.key, nonce) }
   }
 
-  private self: Buffer | null = null
-  /** This member's address as TO_MEMBER datagrams authenticate it (the transport's, fixed once open). */
-  private selfAddress(): Buffer {
-    return (this.self ??= Buffer.from(this.inner.address))
+  /** Members' addresses as TO_MEMBER datagrams authenticate them (ASCII "ip:port"), made once each. */
+  private readonly addresses = new Map<string, Buffer>()
+  private addressBytes(addr: string): Buffer {
+    let b = this.addresses.get(addr)
+    if (!b) {
+      if (this.addresses.size >= 2 * MAX_GROUP_MEMBERS) this.addresses.clear() // past any view's members: start over
+      this.addresses.set(addr, (b = Buffer.from(addr)))
+    }
+    return b
   }
 
   /** The plain datagram, or null (counted) if it is not authentic or was seen before. Never throws. */
@@ -436,7 +444,8 @@ export class SealedTransport implements Transport {
     let plain: Buffer
     try {
       const d = ahead && ahead.counter === counter && ahead.key === key ? ahead.d : createDecipheriv('aes-256-gcm', key, buf.subarray(end, end + NONCE))
-      d.setAAD(buf[20]! & TO_MEMBER_FLAG ? Buffer.concat([header, this.selfAddress()]) : header)
+      d.setAAD(header)
+      if (buf[20]! & TO_MEMBER_FLAG) d.setAAD(this.addressBytes(this.inner.address))
       d.setAuthTag(buf.subarray(end + NONCE))
       // GCM deciphers in update(); final() only checks the tag (and throws if it does not match).
       plain = Buffer.concat([header, d.update(buf.subarray(HEADER, end))])
