@@ -43,7 +43,7 @@ export interface StateMemberEnv {
 type Phase = 'waiting' | 'pulling' | 'ready' | 'failed'
 
 export class StateMember {
-  phase: Phase
+  phase: Phase = 'waiting'
   private readonly donor: StateDonor
   private readonly joiner: StateJoiner
   /** Views this member is the donor of, with who needs the state: the snapshot is taken when the application takes the view. */
@@ -56,9 +56,8 @@ export class StateMember {
   /** The state point of the transfer under way: views delivered before it change nothing (their deliveries are dropped). */
   private point = 0
 
-  /** `joining`: this member joins with hooks and waits for the state (false: it holds the state already). */
-  constructor(private readonly hooks: StateHooks, private readonly env: StateMemberEnv, joining = true) {
-    this.phase = joining ? 'waiting' : 'ready'
+  /** A member joining with hooks: it waits for the state (or learns from its first view that it is a first member). */
+  constructor(private readonly hooks: StateHooks, private readonly env: StateMemberEnv) {
     const opts = { maxDatagram: env.maxDatagram, stateTimeoutMs: env.stateTimeoutMs }
     this.donor = new StateDonor(opts, {
       get me() { return env.me() },
@@ -78,7 +77,7 @@ export class StateMember {
       },
       failed: (err) => this.failWith(err),
     })
-    if (joining) env.inbox.hold()
+    env.inbox.hold()
   }
 
   /** A view delivery from the engine, before it goes to the inbox. */
