@@ -11,6 +11,7 @@ import { DirectoryReader, type FromDirectory, type GroupStatus, type ToDirectory
 import { AuthError, DirectoryError, ErrorCodes, errorFromCode, SeqcastError } from '../lib/errors.js'
 import { encodeFrame, FrameDecoder, MAX_FRAME_FROM_DIRECTORY, type Frame } from '../lib/frame.js'
 import { LINK_TLS, openLink, TLS_HANDSHAKE_BYTE } from '../lib/dirsocket.js'
+import { keyText } from '../lib/seal.js'
 import { parseHostPort } from '../lib/options.js'
 import { logger } from '../lib/log.js'
 
@@ -227,7 +228,7 @@ export class DirectoryServer {
 /** Replaces the key file's content at once (a new file renamed over it): never half a key, only its owner reads it. */
 function writeKeyFile(file: string, key: Buffer): void {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.new`)
-  fs.writeFileSync(tmp, `${key.toString('hex')}\n`, { mode: 0o600 })
+  fs.writeFileSync(tmp, keyText(key), { mode: 0o600 })
   try {
     fs.renameSync(tmp, file)
   } catch (err) {

@@ -6,12 +6,13 @@
 import { ErrorCodes, ProtocolError } from './errors.js'
 import { MAX_GROUP_MEMBERS, type Frame } from './frame.js'
 import { parseMulticastAddr, parseUnicastAddr } from './options.js'
-import { parseIncarnation } from './wire.js'
+import { MAX_U48, parseIncarnation } from './wire.js'
+import { KEY_BYTES } from './seal.js'
 
 /** Group names and member ids: 1 to 64 bytes of UTF-8. */
 export const MAX_NAME_BYTES = 64
 /** Slots travel in datagrams as 48-bit numbers (lib/wire.ts). */
-export const MAX_SLOT = 2 ** 48 - 1
+export const MAX_SLOT = MAX_U48
 /** The longest heartbeat and timeout a directory may announce in `welcome` (an hour). */
 export const MAX_TIMEOUT_MS = 3_600_000
 
@@ -25,7 +26,7 @@ export type MemberEntry = { no: number; id: string; addr: string; state?: Member
 /** A group key and its epoch (the datagram's KEY_PHASE bit is the epoch's parity). */
 export type EpochKey = { epoch: number; key: Buffer }
 /** Group keys are 32 bytes (lib/seal.ts). */
-export const GROUP_KEY_BYTES = 32
+export const GROUP_KEY_BYTES = KEY_BYTES
 /** A flush participant that holds the slots (low, have]. */
 export type Source = { no: number; low: number; have: number }
 /** How a group's DATA and ORDER datagrams travel: to its multicast address, or to each member's unicast address. */

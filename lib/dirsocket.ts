@@ -51,7 +51,8 @@ export function openLink(host: string, port: number, keys: readonly Buffer[] | n
     sock.once('connect', () => (reached = true))
     sock.once('secureConnect', () => settle(() => on.ready()))
   }
-  const auth = (): boolean => reached && keys !== null && keys.length > 0
+  // `reached` is set only on the TLS path: a link reached whose handshake then failed.
+  const auth = (): boolean => reached
   sock.on('error', (err) => settle(() => on.failed(auth() ? `TLS handshake failed (${err.message.split('\n')[0]})` : err.message, auth())))
   sock.once('close', () => settle(() => on.failed(auth() ? 'the directory closed the link during the TLS handshake' : 'connection closed', auth())))
   return sock

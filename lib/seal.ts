@@ -57,7 +57,12 @@ const WRONG_KEY_AFTER = 16
 
 /** A fresh group key as a key file holds it: 64 hex digits and a newline (`dir keygen`). */
 export function generateKeyText(): string {
-  return `${randomBytes(KEY_BYTES).toString('hex')}\n`
+  return keyText(randomBytes(KEY_BYTES))
+}
+
+/** A key as a key file holds it (`readKey` reads it back). */
+export function keyText(key: Buffer): string {
+  return `${key.toString('hex')}\n`
 }
 
 /**

@@ -15,7 +15,7 @@ import type { Inbox } from './inbox.js'
 import type { StateHooks } from './options.js'
 import { NO_DONOR } from './stateview.js'
 import { StateDonor, StateJoiner } from './statexfer.js'
-import type { Incarnation, StateData, StateReq } from './wire.js'
+import { Kind, type Incarnation, type StateData, type StateReq } from './wire.js'
 
 export interface StateMemberEnv {
   /** This member's number (0 before its welcome). */
@@ -158,7 +158,7 @@ export class StateMember {
   }
 
   datagram(d: StateReq | StateData): void {
-    if (d.kind === 5) this.donor.onRequest(d)
+    if (d.kind === Kind.STATEREQ) this.donor.onRequest(d)
     else this.joiner.onState(d)
   }
 
