@@ -453,7 +453,11 @@ export class SealedTransport implements Transport {
       if (buf[20]! & TO_MEMBER_FLAG) d.setAAD(this.addressBytes(this.inner.address))
       d.setAuthTag(buf.subarray(end + NONCE))
       // GCM deciphers in update(); final() only checks the tag (and throws if it does not match).
-      plain = Buffer.concat([header, d.update(buf.subarray(HEADER, end))])
+      // Its own memory, not a slice of Node's shared pool: held messages keep their datagram's memory (msgstore.ts),
+      // and a pooled one would pin a slab shared with short-lived buffers.
+      plain = Buffer.allocUnsafeSlow(end)
+      header.copy(plain, 0)
+      d.update(buf.subarray(HEADER, end)).copy(plain, HEADER)
       d.final()
     } catch {
       this.stats.rejected++

@@ -93,9 +93,8 @@ export class SequencerRole {
    */
   askGaps(now: number, waitMs: number): void {
     const h = this.host
-    const looked = new Set([...this.arrived, ...this.gaps.keys()])
-    this.arrived.clear()
-    for (const no of looked) {
+    for (const no of this.gaps.keys()) this.arrived.add(no)
+    for (const no of this.arrived) {
       const s = h.sender(no)
       const next = s ? (this.queued.get(no) ?? s.ordered) + 1 : 0
       let above = 0
@@ -113,6 +112,7 @@ export class SequencerRole {
       g.askedAt = now
       h.unicast(encodeNack({ inc: h.inc, viewId: this.viewId, sender: h.me }, [], [{ sender: no, firstMsgId: next, n: above }]), no)
     }
+    this.arrived.clear()
   }
 
   /** Records an ACK from a member of the view: what it holds, what it lets become stable, what stable it heard of. */

@@ -195,6 +195,7 @@ export class StateDonor {
 
   /** Forgets joiners silent for stateTimeoutMs (from the take for one that never asked), and snapshots nobody needs. */
   tick(): void {
+    if (this.held.size === 0) return // every member's every tick: nothing to do but this look
     const now = this.env.now()
     for (const h of [...this.held.values()]) {
       let changed = false

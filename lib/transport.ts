@@ -112,6 +112,14 @@ export class UdpTransport extends BaseTransport {
     super()
   }
 
+  /** The sender's "ip:port": the last one's string again when it repeats (most datagrams come from the sequencer). */
+  private lastFrom = { address: '', port: 0, text: '' }
+  private source(r: dgram.RemoteInfo): string {
+    const l = this.lastFrom
+    if (r.port !== l.port || r.address !== l.address) this.lastFrom = { address: r.address, port: r.port, text: `${r.address}:${r.port}` }
+    return this.lastFrom.text
+  }
+
   /** Binds the unicast socket on `iface` (an IPv4 address); multicast goes out of that interface with `ttl`. */
   static open(iface: string, ttl: number): Promise<UdpTransport> {
     const t = new UdpTransport(iface)
@@ -129,7 +137,7 @@ export class UdpTransport extends BaseTransport {
           log('cannot set multicast options on %s: %s', iface, (err as Error).message)
         }
         tuneBuffers(t.uni)
-        t.uni.on('message', (buf, r) => t.onDatagram(buf, 'direct', `${r.address}:${r.port}`))
+        t.uni.on('message', (buf, r) => t.onDatagram(buf, 'direct', t.source(r)))
         const a = t.uni.address()
         t.address = `${a.address}:${a.port}`
         resolve(t)
@@ -147,7 +155,7 @@ export class UdpTransport extends BaseTransport {
     this.leaveMulticast()
     const s = dgram.createSocket({ type: 'udp4', reuseAddr: true })
     s.on('error', (err) => log('multicast socket %s: %s', mcast, err.message))
-    s.on('message', (buf, r) => this.onDatagram(buf, 'group', `${r.address}:${r.port}`))
+    s.on('message', (buf, r) => this.onDatagram(buf, 'group', this.source(r)))
     s.bind(port, host, () => {
       try {
         s.addMembership(host, this.iface)
