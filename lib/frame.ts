@@ -30,7 +30,9 @@ export const MAX_FRAME_FROM_DIRECTORY = 256 * 1024
 /** The first buffer for a frame that arrives in pieces; it doubles from there. */
 const MIN_GATHER = 4096
 
-const packr = new Packr({ useRecords: false, mapsAsObjects: true })
+// `int64AsType: 'auto'`: a 64-bit integer is read as a number where it is exact (≤ 2^53), else as a BigInt — which
+// every field check then refuses as out of range. Any integer format is valid (PROTOCOL.md §3 "Integers").
+const packr = new Packr({ useRecords: false, mapsAsObjects: true, int64AsType: 'auto' as 'number' }) // 'auto' is missing from msgpackr's types
 
 export type Frame = { t: string; [field: string]: unknown }
 

@@ -79,3 +79,48 @@ t.test('the length is checked before any of the body is buffered', async (t) => 
   const zero = Buffer.alloc(4)
   t.throws(() => new FrameDecoder().push(zero), { code: ErrorCodes.FRAME }, 'an empty frame')
 })
+
+/**
+ * A flat MessagePack map written by hand, each integer in the format asked: any reader of the spec may pick any
+ * integer format (PROTOCOL.md §3 "Integers"), and seqcast itself writes integers ≥ 2^32 as float 64.
+ */
+type IntFormat = 'fix' | 'u8' | 'u16' | 'u32' | 'u64' | 'i64' | 'f64'
+function mapWith(fields: Record<string, string | number>, format: IntFormat): Buffer {
+  const parts: Buffer[] = [Buffer.from([0x80 | Object.keys(fields).length])]
+  const str = (s: string): Buffer => Buffer.concat([Buffer.from([0xa0 | Buffer.byteLength(s)]), Buffer.from(s)])
+  for (const [k, v] of Object.entries(fields)) {
+    parts.push(str(k))
+    if (typeof v === 'string') { parts.push(str(v)); continue }
+    const fmt = format === 'fix' && v > 127 ? 'u64' : format
+    const b = Buffer.alloc({ fix: 1, u8: 2, u16: 3, u32: 5, u64: 9, i64: 9, f64: 9 }[fmt])
+    if (fmt === 'fix') b[0] = v
+    else if (fmt === 'u8') (b[0] = 0xcc, b[1] = v)
+    else if (fmt === 'u16') (b[0] = 0xcd, b.writeUInt16BE(v, 1))
+    else if (fmt === 'u32') (b[0] = 0xce, b.writeUInt32BE(v, 1))
+    else if (fmt === 'u64') (b[0] = 0xcf, b.writeBigUInt64BE(BigInt(v), 1))
+    else if (fmt === 'i64') (b[0] = 0xd3, b.writeBigInt64BE(BigInt(v), 1))
+    else (b[0] = 0xcb, b.writeDoubleBE(v, 1))
+    parts.push(b)
+  }
+  const body = Buffer.concat(parts)
+  const len = Buffer.alloc(4)
+  len.writeUInt32BE(body.length)
+  return Buffer.concat([len, body])
+}
+
+t.test('an integer in any MessagePack format is read as its value, by the directory and by a member', async (t) => {
+  const { parseToDirectory, DirectoryReader } = await import('../lib/dirproto.js')
+  for (const format of ['fix', 'u8', 'u16', 'u32', 'u64', 'i64', 'f64'] as const) {
+    const [prepared] = new FrameDecoder().push(mapWith({ t: 'prepared', group: 'g', viewId: 3, have: 7, low: 2 }, format))
+    t.same(parseToDirectory(prepared!), { t: 'prepared', group: 'g', viewId: 3, have: 7, low: 2 }, `prepared, ${format}`)
+    const [welcome] = new FrameDecoder().push(mapWith({ t: 'welcome', no: 1, heartbeatMs: 100, timeoutMs: 200 }, format))
+    t.match(new DirectoryReader().read(welcome!), { t: 'welcome', no: 1, heartbeatMs: 100, timeoutMs: 200 }, `welcome, ${format}`)
+  }
+  // A 48-bit slot in 64 bits, and one past what a slot may be: a value out of range, not a frame of the wrong shape.
+  const [big] = new FrameDecoder().push(mapWith({ t: 'prepared', group: 'g', viewId: 3, have: 2 ** 48 - 1, low: 0 }, 'u64'))
+  t.equal(parseToDirectory(big!).t, 'prepared')
+  const [over] = new FrameDecoder().push(mapWith({ t: 'prepared', group: 'g', viewId: 3, have: 2 ** 53 + 2, low: 0 }, 'u64'))
+  t.throws(() => parseToDirectory(over!), { code: ErrorCodes.BAD_REQUEST })
+  const [neg] = new FrameDecoder().push(mapWith({ t: 'prepared', group: 'g', viewId: 3, have: -1, low: 0 }, 'i64'))
+  t.throws(() => parseToDirectory(neg!), { code: ErrorCodes.BAD_REQUEST })
+})
