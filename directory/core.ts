@@ -195,7 +195,9 @@ export class DirectoryCore {
     }
     const m = c.member
     const g = c.group === undefined ? undefined : this.groups.get(c.group)
-    if (!m || !g) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `frame ${f.t} before join`)
+    if (!m) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `frame ${f.t} before join`)
+    // A member released from a group since deleted may still be sending what it sent before `released` reached it.
+    if (!g) return void log('%s: %s from %s after its group was deleted; ignored', c.group, f.t, m.id)
     if (f.group !== g.name) throw new ProtocolError(ErrorCodes.BAD_REQUEST, `frame ${f.t} names another group`)
     switch (f.t) {
       case 'leave':
@@ -476,7 +478,7 @@ export class DirectoryCore {
   }
 
   private maybeDelete(g: Group): void {
-    if (g.members.length === 0 && g.joiners.length === 0 && g.leavers.length === 0 && !g.flush && !g.recovering) {
+    if (this.groups.get(g.name) === g && g.members.length === 0 && g.joiners.length === 0 && g.leavers.length === 0 && !g.flush && !g.recovering) {
       this.groups.delete(g.name)
       log('%s: empty, deleted', g.name)
     }

@@ -3,6 +3,7 @@
  * that connection), and the `dir` CLI.
  */
 import t from 'tap'
+import createDebug from 'debug'
 import net from 'node:net'
 import { spawn, spawnSync } from 'node:child_process'
 import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, SEQ_WINDOW } from '../directory/core.js'
@@ -508,4 +509,32 @@ t.test('a flush timeout expels the participants that did not answer, and only th
   t.same(h.closed, [1], 'only a is expelled (before, expelling it abandoned the flush, and b and c were then judged against the new one)')
   h.flush([2, 3])
   t.match(h.core.status(), [{ name: 'g', members: [{ id: 'b' }, { id: 'c' }, { id: 'd' }] }], 'b, c and d go on')
+})
+
+t.test('frames a released leaver sends after its group was deleted are ignored, not refused', async (t) => {
+  // A leaver may still be sending `installed`, `prepared` or `ready` when `released` (and, for the last member, the
+  // group's deletion) reaches it: the directory used to answer "before join" and close (issue 15).
+  const logged: string[] = []
+  const was = { namespaces: createDebug.disable(), log: createDebug.log }
+  createDebug.enable('seqcast:dir')
+  createDebug.log = (...args: unknown[]) => logged.push(args.map(String).join(' '))
+  t.teardown(() => {
+    createDebug.log = was.log
+    createDebug.enable(was.namespaces)
+  })
+  const h = harness()
+  h.join(1, 'a')
+  h.take(1)
+  h.core.frame(1, { t: 'leave', group: 'g' })
+  h.flush([1])
+  t.match(h.take(1, 'released'), [{ group: 'g' }])
+  for (const f of [{ t: 'installed', group: 'g', viewId: 2 }, { t: 'prepared', group: 'g', viewId: 2, have: 9, low: 0 }, { t: 'ready', group: 'g' }]) {
+    t.doesNotThrow(() => h.core.frame(1, f), f.t)
+  }
+  t.same(h.take(1, 'error'), [])
+  t.equal(logged.filter((m) => /empty, deleted/.test(m)).length, 1, 'deleted once, logged once')
+  // The last member crashing deletes its group too: once.
+  h.join(2, 'b')
+  h.core.closed(2)
+  t.equal(logged.filter((m) => /empty, deleted/.test(m)).length, 2, 'after a crash: deleted once more, logged once')
 })
