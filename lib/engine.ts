@@ -601,8 +601,9 @@ export class Engine implements SequencerHost {
     this.log.set(v.start, VIEW_SENDER, v.viewId, v.viewId)
     if (!current) return // a later view is committed already: go on to its cut
     this.viewState = 'active'
-    this.env.toDirectory({ t: 'installed', group: this.group, viewId: v.viewId })
+    // A leaver does not install the view that excludes it: it waits for `released` (PROTOCOL.md §5).
     if (v.excluded) return
+    this.env.toDirectory({ t: 'installed', group: this.group, viewId: v.viewId })
     this.env.transport.peers(v.members.filter((m) => m.no !== this.me).map((m) => m.addr))
     this.hearing.watch(v.transport === 'multicast', v.sequencer === this.me, this.env.now())
     this.lastAckSent = this.lastHaveAcked = this.have

@@ -7,6 +7,7 @@ import { datagramKind, Sim, type Faults, type SimMember } from './fixtures/sim.j
 import { Kind } from '../lib/wire.js'
 import { DEFAULT_RESEND_MS } from '../lib/options.js'
 import { check } from './fixtures/checker.js'
+import type { Frame } from '../lib/frame.js'
 
 const LOSSY: Faults = { drop: 0.2, dup: 0.1, minDelay: 0.05, maxDelay: 3 }
 
@@ -100,8 +101,16 @@ t.test('a member leaves gracefully; its messages are all delivered', async (t) =
   const ms = sim.startGroup(3)
   for (const m of ms) m.send(200)
   sim.runUntil(() => ms[2]!.toSend === 0, 10_000)
+  const leaverSent: Frame[] = []
+  const toDirectory = sim.toDirectory.bind(sim)
+  sim.toDirectory = (m, f) => {
+    if (m === ms[2]) leaverSent.push(f)
+    toDirectory(m, f)
+  }
   ms[2]!.engine.leave()
   t.ok(sim.runUntil(() => ms[2]!.engine.lifecycle === 'left', 10_000), 'leave completes')
+  // The view that excludes it is not the leaver's to install (PROTOCOL.md §5, a leaver's duties): no `installed`.
+  t.same(leaverSent.filter((f) => f.t === 'installed'), [], 'the leaver sends no installed after its leave')
   ms[2]!.alive = false
   t.ok(sim.runUntil(() => sim.settled(), 60_000), 'settles')
   const ls = sim.logs().map((l) => (l.id === 'm3' ? { ...l, survivor: false } : l))
