@@ -14,7 +14,7 @@
 import { decode, encodeAck, FOREIGN, Kind, parseIncarnation, SEQ_WINDOW, type Datagram, type Incarnation } from './wire.js'
 import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
 import { Outbox } from './outbox.js'
-import { Repair } from './repair.js'
+import { NACK_REORDER_MS, Repair } from './repair.js'
 import { VoidSlots } from './voids.js'
 import { Senders, unorderedBound } from './senders.js'
 import { viewOf, Views, type ViewRec } from './views.js'
@@ -428,7 +428,7 @@ export class Engine implements SequencerHost {
 
   // ---------------------------------------------------------------- repair (lib/repair.ts)
 
-  /** If delivery has been blocked for a whole tick, ask for what is missing: one NACK per repair source. */
+  /** Ask for what is missing once it has been for NACK_REORDER_MS, again every nackIntervalMs (lib/repair.ts). */
   private nack(now: number): void {
     const { next, latest, current } = this.views
     const top = this.viewState === 'flushing' ? Math.min(this.knownTop, this.frozenAt) : Math.max(this.knownTop, next ? next.cut : 0)
@@ -452,23 +452,27 @@ export class Engine implements SequencerHost {
 
   // ---------------------------------------------------------------- periodic work
 
+  /** The periodic timer: resends, heartbeats, progress, ACKs; then a flush (which also asks for what is missing). */
   tick(): void {
     if (this.lifecycle === 'left' || this.lifecycle === 'failed' || this.views.none) return
     const now = this.env.now()
-    this.nack(now)
     this.resend(now)
     if (this.role && this.viewState === 'active') {
-      if (this.role.lastSentStable !== this.stable || now - this.role.lastSentAt >= this.opts.heartbeatMs) {
+      // Until the group is at rest, sooner: a member that lost the last ORDER learns from it what to ask for, one
+      // that lost the last stable slot announced, that its window is open (PROTOCOL.md §4.6).
+      const quiet = this.role.atRest() ? this.opts.heartbeatMs : this.opts.nackIntervalMs
+      if (this.role.lastSentStable !== this.stable || now - this.role.lastSentAt >= quiet) {
         this.stats.datagramsOut++
         this.role.heartbeat()
       }
       if (this.env.leaseValid()) this.role.watchProgress()
-      this.role.askGaps(now, this.opts.nackIntervalMs)
     }
     // ACKs are not acknowledged: repeat ours every heartbeatMs (the last one may be lost, and silence would tell the
-    // sequencer that this member cannot be heard, §4.7).
+    // sequencer that this member cannot be heard, §4.7) — every nackIntervalMs while what it acknowledged is not yet
+    // stable: a lost ACK holds stability, and so every sender's window (§4.6).
     const acked = this.ackable()
-    if (acked !== this.lastAckSent || this.have !== this.lastHaveAcked || now - this.lastAckAt >= this.keepaliveMs) this.sendAck()
+    const repeatMs = acked > this.stable ? Math.min(this.opts.nackIntervalMs, this.keepaliveMs) : this.keepaliveMs
+    if (acked !== this.lastAckSent || this.have !== this.lastHaveAcked || now - this.lastAckAt >= repeatMs) this.sendAck()
     if (this.lifecycle === 'leaving') this.maybeRequestLeave()
     const v = this.views.current
     if (v && this.hearing.deaf(now)) {
@@ -484,6 +488,12 @@ export class Engine implements SequencerHost {
     this.transmit()
     if (this.role && this.viewState === 'active' && this.env.leaseValid() && this.role.order() > 0) this.knownTop = this.role.nextSlot - 1
     this.advance()
+    // Gaps are asked for once they have waited out their reorder allowance: a wake-up then, if nothing comes sooner.
+    const now = this.env.now()
+    if (!this.views.none) this.nack(now)
+    let due = this.repair.dueAt
+    if (this.role && this.viewState === 'active') due = Math.min(due, this.role.askGaps(now, NACK_REORDER_MS, this.opts.nackIntervalMs))
+    if (due < Infinity) this.env.flushAt(due)
     // Every ackEvery slots, or sooner for large messages: senders' windows open only as fast as stability moves.
     const acked = this.ackable()
     if (acked - this.lastAckSent >= this.opts.ackEvery || (acked > this.lastAckSent && this.bytesSinceAck >= this.opts.sendWindowBytes >> 2)) this.sendAck()

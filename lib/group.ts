@@ -74,6 +74,8 @@ export class Group extends EventEmitter<GroupEvents> {
   private readonly dirSocket: DirectorySocket
   private ticker: NodeJS.Timeout | null = null
   private flushQueued = false
+  /** The timer of a flush the engine asked for at a time (`flushAt`), if any. */
+  private wake: { at: number; timer: NodeJS.Timeout } | null = null
   /** Deliveries on their way to the application: receive(), events, or the bounded queue. */
   private readonly inbox: Inbox
   /** With state hooks: the state transfer this member takes part in (PROTOCOL.md §8). */
@@ -159,6 +161,15 @@ export class Group extends EventEmitter<GroupEvents> {
           this.flushQueued = false
           if (!this.closed) this.engine.flush()
         })
+      },
+      flushAt: (at) => {
+        if (this.closed || (this.wake && this.wake.at <= at)) return
+        if (this.wake) clearTimeout(this.wake.timer)
+        const timer = setTimeout(() => {
+          this.wake = null
+          if (!this.closed) this.engine.flush()
+        }, Math.max(0, at - now()))
+        this.wake = { at, timer }
       },
       windowOpened: () => this.pumpSends(),
       leaseValid: () => this.link.leaseValid(),
@@ -394,6 +405,7 @@ export class Group extends EventEmitter<GroupEvents> {
     if (this.closed) return
     this.closed = true
     if (this.ticker) clearInterval(this.ticker)
+    if (this.wake) clearTimeout(this.wake.timer)
     this.link.close()
     this.state?.close()
     this.dirSocket.close()

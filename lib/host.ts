@@ -24,6 +24,12 @@ export interface EngineEnv {
   state?(d: StateReq | StateData): void
   /** Ask for `flush()` at the end of the current event-loop turn. */
   scheduleFlush(): void
+  /**
+   * Ask for `flush()` at time `at` (on the `now()` clock), sooner than the next tick: a gap waiting out its reorder
+   * allowance is asked for then even if nothing arrives meanwhile (PROTOCOL.md §4.6). A later request while an
+   * earlier one is pending may be ignored.
+   */
+  flushAt(at: number): void
   /** The send window has room again. */
   windowOpened(): void
   /** The lifecycle changed: joined, left or failed (with the error). */

@@ -93,6 +93,12 @@ export class ProgressWatch {
     return min
   }
 
+  /** Whether some member has not said (in its last ACK) that it heard of stable slot `stable`. */
+  unheard(stable: number): boolean {
+    for (const p of this.members.values()) if (p.knownStable < stable) return true
+    return false
+  }
+
   /** Called every tick while the view is active, with the last slot ordered so far and the stable slot. */
   tick(now: number, top: number, stable: number): WatchDecision {
     // Time this sequencer did not run (a stalled event loop, an expired lease) counts against nobody: the ACKs that

@@ -73,39 +73,119 @@ export function repairSource(change: Sources | null, sequencer: number | undefin
   }
 }
 
+/**
+ * How long a missing slot or message must stay missing before it is asked for: datagrams on two paths (a DATA from
+ * its sender, its ORDER through the sequencer) or reordered on one may arrive a little apart. On a LAN that is far
+ * below a millisecond; a gap asked for too early costs one duplicate, never a second NACK within nackIntervalMs.
+ */
+export const NACK_REORDER_MS = 2
+
+/**
+ * Slots asked for together, and when: the slots above the previous band's `top` up to this one's. Asked again only
+ * once its answer could have come — three round trips of the answers so far, at least NACK_REORDER_MS, at most
+ * nackIntervalMs — with the next repair source in turn while installing.
+ */
+interface Band {
+  top: number
+  /** When it was last looked at; when first asked for (a round trip is measured from there). */
+  at: number
+  askedAt: number
+  tries: number
+}
+
 export class Repair {
-  private lastTickHave = -1
-  private lastNackAt = -Infinity
-  /** NACK rounds sent: while installing, each asks the next source that covers a slot (one may hear nothing). */
-  private turn = 0
+  /** Slots asked for, in bands from `have` up; a band below `have` is over. */
+  private bands: Band[] = []
+  /** Slots up to `top`, known to exist since `at`, not asked for yet: asked once NACK_REORDER_MS has passed. */
+  private pending: { top: number; at: number } | null = null
   /** Members asked since the current view was installed: an ORDER from one of them is a repair (§4.1). */
   private readonly askedOf = new Set<number>()
+  /**
+   * From a NACK to the end of what it asked for, smoothed over the bands asked once (as TCP's SRTT, RFC 6298):
+   * a repeat waits three of it, so it goes out about when the answer is overdue, not a fixed nackIntervalMs later.
+   */
+  private srtt: number
 
   constructor(
     private readonly opts: Pick<EngineOptions, 'maxDatagram' | 'nackIntervalMs' | 'sendWindowBytes'>,
     private readonly host: RepairHost,
     private readonly counters: { nacksSent: number; nacksServed: number; retransmitted: number; retransmittedBytes: number },
-  ) {}
+  ) {
+    this.srtt = opts.nackIntervalMs / 3
+  }
+
+  /** How long a NACK's answer may take before what it asked for is asked again. */
+  get repeatMs(): number {
+    return Math.min(this.opts.nackIntervalMs, Math.max(NACK_REORDER_MS, 3 * this.srtt))
+  }
 
   /**
-   * Called every tick: if `have` has not moved since the last one, ask for what is missing up to the gap's end —
-   * each slot's ordering, or its data when the ordering is known — one NACK per repair source. `skip` names slots
-   * not to ask for (void slots).
+   * Called at the end of every event-loop turn and every tick: a slot up to the gap's top that is still missing
+   * NACK_REORDER_MS after it was first known to exist is asked for — its ordering, or its data when the ordering is
+   * known — one NACK per repair source; one already asked, again each `repeatMs` while it is missing. `skip`
+   * names slots not to ask for (void slots).
    */
   nack(now: number, gap: Gap, skip: (slot: number) => boolean): void {
     const h = this.host
-    const blocked = h.have === this.lastTickHave
-    this.lastTickHave = h.have
-    if (!blocked || h.have >= gap.top || now - this.lastNackAt < this.opts.nackIntervalMs) return
-    const source = repairSource(gap.change, gap.sequencer, this.turn)
-    const requests = new Map<number, { slots: SlotRange[]; data: DataRange[] }>()
+    while (this.bands.length > 0 && this.bands[0]!.top <= h.have) {
+      const done = this.bands.shift()!
+      // Asked once and now complete: a round trip (an upper bound: an earlier band may have held `have`).
+      if (done.tries === 1) this.srtt += (now - done.askedAt - this.srtt) / 8
+    }
     const scanTo = Math.min(gap.top, h.have + NACK_SCAN, gap.end)
-    for (let s = h.have + 1; s <= scanTo; s++) {
+    if (scanTo <= h.have) {
+      this.bands = []
+      this.pending = null
+      return
+    }
+    const askedTop = Math.max(h.have, this.bands.length > 0 ? this.bands[this.bands.length - 1]!.top : 0)
+    if (this.pending && this.pending.top <= askedTop) this.pending = null
+    // Slots known since now: they wait their reorder allowance (one pending range at a time; later ones after it).
+    if (!this.pending && scanTo > askedTop) this.pending = { top: scanTo, at: now }
+    const interval = this.repeatMs
+    const fresh = this.pending && now >= this.dueAt ? this.pending : null
+    if (!fresh && !this.bands.some((b) => now - b.at >= interval)) return
+    if (fresh) {
+      this.bands.push({ top: Math.min(fresh.top, scanTo), at: -Infinity, askedAt: now, tries: 0 })
+      this.pending = null
+    }
+    const requests = new Map<number, { slots: SlotRange[]; data: DataRange[] }>()
+    let lo = h.have
+    for (const band of this.bands) {
+      const from = lo + 1
+      lo = band.top
+      if (now - band.at < interval) continue
+      // A band with nothing missing (what came late) is looked at again only when it would be repeated.
+      if (this.collect(requests, from, Math.min(band.top, scanTo), repairSource(gap.change, gap.sequencer, band.tries), skip) > 0 && band.tries++ === 0) band.askedAt = now
+      band.at = now
+    }
+    const per = nackItemsPerDatagram(this.opts.maxDatagram)
+    const header = { inc: h.inc, viewId: gap.viewId, sender: h.me }
+    for (const [to, { slots, data }] of requests) {
+      if (slots.length + data.length === 0) continue
+      this.askedOf.add(to)
+      h.unicast(encodeNack(header, slots.slice(0, per), data.slice(0, Math.max(0, per - slots.length))), to)
+      this.counters.nacksSent++
+      logRepair('nack to %d: %d slot ranges, %d data ranges (have %d, top %d)', to, slots.length, data.length, h.have, gap.top)
+    }
+  }
+
+  /** When slots known but not asked for yet will have waited out NACK_REORDER_MS (Infinity: none wait). */
+  get dueAt(): number {
+    return this.pending ? this.pending.at + NACK_REORDER_MS : Infinity
+  }
+
+  /** Adds what is missing at slots first … last to the NACKs, by repair source; returns how many items it added. */
+  private collect(requests: Map<number, { slots: SlotRange[]; data: DataRange[] }>, first: number, last: number, source: (slot: number) => number | undefined, skip: (slot: number) => boolean): number {
+    const h = this.host
+    let items = 0
+    for (let s = first; s <= last; s++) {
       const from = source(s)
       if (from === undefined || from === h.me || skip(s)) continue
       let req = requests.get(from)
       if (!req) requests.set(from, (req = { slots: [], data: [] }))
       if (!h.log.has(s)) {
+        items++
         const last = req.slots[req.slots.length - 1]
         if (last && last.firstSlot + last.n === s && last.n < 0xffff) last.n++
         else req.slots.push({ firstSlot: s, n: 1 })
@@ -114,21 +194,12 @@ export class Repair {
       const author = h.log.sender(s)
       const m = h.log.msgId(s)
       if (h.sender(author)?.store.has(m)) continue
+      items++
       const last = req.data[req.data.length - 1]
       if (last && last.sender === author && last.firstMsgId + last.n === m && last.n < 0xffff) last.n++
       else req.data.push({ sender: author, firstMsgId: m, n: 1 })
     }
-    const per = nackItemsPerDatagram(this.opts.maxDatagram)
-    const header = { inc: h.inc, viewId: gap.viewId, sender: h.me }
-    for (const [to, { slots, data }] of requests) {
-      if (slots.length + data.length === 0) continue
-      this.lastNackAt = now
-      this.askedOf.add(to)
-      h.unicast(encodeNack(header, slots.slice(0, per), data.slice(0, Math.max(0, per - slots.length))), to)
-      this.counters.nacksSent++
-      logRepair('nack to %d: %d slot ranges, %d data ranges (have %d, top %d)', to, slots.length, data.length, h.have, gap.top)
-    }
-    this.turn++
+    return items
   }
 
   /** Whether member `no` was sent a NACK since the current view was installed. */

@@ -86,13 +86,17 @@ export class SequencerRole {
   }
 
   /**
-   * A sender's next message is missing while later ones are here (a DATA lost on its way to the sequencer): after
-   * `waitMs` (reordering) it is asked of its sender by NACK, at most every `waitMs` — instead of waiting for the
-   * sender's resend timer (resendMs, 100 ms), which would stall the sender's whole window meanwhile (PROTOCOL.md §4.6).
-   * Only senders that sent since the last tick, or have a gap open, are looked at; each over GAP_SCAN msgIds.
+   * A sender's next message is missing while later ones are here (a DATA lost on its way to the sequencer): once
+   * that has lasted `reorderMs` it is asked of its sender by NACK, again every `intervalMs` while it lasts — instead
+   * of waiting for the sender's resend timer (resendMs, 100 ms), which would stall the sender's whole window
+   * meanwhile (PROTOCOL.md §4.6). Called at the end of every event-loop turn and every tick; only senders whose data
+   * arrived since the last call, or that have a gap open, are looked at, each over GAP_SCAN msgIds. Returns when
+   * a gap seen but not asked for yet will have waited out `reorderMs` (Infinity: none waits).
    */
-  askGaps(now: number, waitMs: number): void {
+  askGaps(now: number, reorderMs: number, intervalMs: number): number {
     const h = this.host
+    let due = Infinity
+    if (this.arrived.size === 0 && this.gaps.size === 0) return due
     for (const no of this.gaps.keys()) this.arrived.add(no)
     for (const no of this.arrived) {
       const s = h.sender(no)
@@ -106,18 +110,33 @@ export class SequencerRole {
       const g = this.gaps.get(no)
       if (!g || g.msgId !== next) {
         this.gaps.set(no, { msgId: next, since: now, askedAt: -Infinity })
+        due = Math.min(due, now + reorderMs)
         continue
       }
-      if (now - g.since < waitMs || now - g.askedAt < waitMs) continue
+      // Compared as the sum it was asked to wake at (now − since may round below reorderMs).
+      if (now < g.since + reorderMs) {
+        due = Math.min(due, g.since + reorderMs)
+        continue
+      }
+      if (now - g.askedAt < intervalMs) continue
       g.askedAt = now
       h.unicast(encodeNack({ inc: h.inc, viewId: this.viewId, sender: h.me }, [], [{ sender: no, firstMsgId: next, n: above }]), no)
     }
     this.arrived.clear()
+    return due
   }
 
   /** Records an ACK from a member of the view: what it holds, what it lets become stable, what stable it heard of. */
   ack(no: number, have: number, acked: number, stable: number): void {
     this.watch.ack(no, have, acked, stable, this.host.now())
+  }
+
+  /**
+   * Whether the group is at rest: everything ordered is stable and every member said it heard so. Until then a lost
+   * ORDER or heartbeat holds some member, and so every sender's window: heartbeats come nackIntervalMs apart.
+   */
+  atRest(): boolean {
+    return this.host.stable >= this.nextSlot - 1 && !this.watch.unheard(this.host.stable)
   }
 
   stableGiven(ownAcked: number): number {

@@ -3,7 +3,7 @@
  * driven through a fake host over a real SlotLog and MessageStores, every datagram decoded.
  */
 import t from 'tap'
-import { NACK_SCAN, nackReplyBytes, Repair, repairSource, type Gap, type RepairHost } from '../lib/repair.js'
+import { NACK_REORDER_MS, NACK_SCAN, nackReplyBytes, Repair, repairSource, type Gap, type RepairHost } from '../lib/repair.js'
 import { SlotLog, VIEW_SENDER } from '../lib/slotlog.js'
 import { MessageStore } from '../lib/msgstore.js'
 import type { SenderState } from '../lib/sequencer.js'
@@ -77,7 +77,9 @@ t.test('a NACK lists missing orderings as slot ranges and missing data as messag
   hold(2, 9) // 19: complete
   const skip = (s: number): boolean => s === 17
   repair.nack(0, gap(19), skip)
-  t.same(nacks(), [], 'the first tick only notes where have is')
+  t.same(nacks(), [], 'slots just known to exist wait NACK_REORDER_MS (their datagrams may come a little apart)')
+  repair.nack(NACK_REORDER_MS - 1, gap(19), skip)
+  t.same(nacks(), [])
   repair.nack(10, gap(19), skip)
   t.same(nacks(), [{
     to: 9, viewId: 1,
@@ -91,12 +93,16 @@ t.test('a NACK lists missing orderings as slot ranges and missing data as messag
   t.equal(nacks().length, 1, 'again after it, while still blocked')
 })
 
-t.test('no NACK while have moves, when nothing is missing, or when the source is this member', async (t) => {
-  const { host, repair, nacks } = member(10)
-  repair.nack(0, gap(20), never)
+t.test('no NACK for what came within NACK_REORDER_MS, when nothing is missing, or when the source is this member', async (t) => {
+  const { host, repair, nacks, order, hold } = member(10)
+  repair.nack(0, gap(12), never)
+  order(11, 2, 5)
+  hold(2, 5)
   host.have = 11
-  repair.nack(100, gap(20), never)
-  t.same(nacks(), [], 'have moved during the tick')
+  repair.nack(NACK_REORDER_MS - 1, gap(12), never)
+  t.same(nacks(), [], 'slot 11 came in time, slot 12 has not waited long enough')
+  repair.nack(NACK_REORDER_MS, gap(12), never)
+  t.same(nacks().map((n) => n.slots), [[{ firstSlot: 12, n: 1 }]], 'only what is still missing')
   repair.nack(200, gap(11), never)
   t.same(nacks(), [], 'have is at the top')
   repair.nack(300, gap(20, { sequencer: ME }), never)
@@ -107,12 +113,34 @@ t.test('no NACK while have moves, when nothing is missing, or when the source is
   t.same(nacks().map((n) => n.slots), [[{ firstSlot: 12, n: 9 }]])
 })
 
+t.test('a slot asked for is asked again only nackIntervalMs later; slots known later are asked at once, alone', async (t) => {
+  const { repair, nacks, order } = member(10)
+  repair.nack(0, gap(12), never)
+  repair.nack(NACK_REORDER_MS, gap(12), never)
+  t.same(nacks().map((n) => n.slots), [[{ firstSlot: 11, n: 2 }]])
+  repair.nack(5, gap(15), never)
+  repair.nack(5 + NACK_REORDER_MS, gap(15), never)
+  t.same(nacks().map((n) => n.slots), [[{ firstSlot: 13, n: 3 }]], 'the new ones only: the answer for 11–12 may be on its way')
+  order(12, 2, 5)
+  repair.nack(NACK_REORDER_MS + OPTS.nackIntervalMs - 1, gap(15), never)
+  t.same(nacks(), [], 'not within nackIntervalMs')
+  repair.nack(NACK_REORDER_MS + OPTS.nackIntervalMs, gap(15), never)
+  t.same(nacks().map((n) => n.slots), [[{ firstSlot: 11, n: 1 }]], 'then 11 again (12 came)')
+  repair.nack(5 + NACK_REORDER_MS + OPTS.nackIntervalMs, gap(15), never)
+  t.same(nacks().map((n) => n.slots), [[{ firstSlot: 13, n: 3 }]], 'and 13–15 again, in their own time')
+  t.equal(repair.dueAt, Infinity, 'nothing waits')
+  repair.nack(30, gap(16), never)
+  t.equal(repair.dueAt, 30 + NACK_REORDER_MS, 'slot 16 waits until then')
+})
+
 t.test('a NACK looks no further than the next cut, nor than NACK_SCAN slots', async (t) => {
   const { repair, nacks } = member(10)
   repair.nack(0, gap(100, { end: 50 }), never)
   repair.nack(100, gap(100, { end: 50 }), never)
   t.same(nacks().map((n) => n.slots), [[{ firstSlot: 11, n: 40 }]], 'up to the cut of the view to install')
   repair.nack(200, gap(100_000), never)
+  t.same(nacks().map((n) => n.slots), [[{ firstSlot: 11, n: 40 }]], 'the slots past the cut wait NACK_REORDER_MS')
+  repair.nack(300, gap(100_000), never)
   t.same(nacks().map((n) => n.slots), [[{ firstSlot: 11, n: NACK_SCAN }]])
 })
 

@@ -272,7 +272,8 @@ t.test('a slow restore while the group sends: held deliveries stay within maxQue
   for (const seed of [31, 32, 33]) {
     const sim = new Sim(seed, { drop: 0.05, dup: 0.05, minDelay: 0.05, maxDelay: 1 })
     const ms = await group(sim, [{ pad: 1 << 20, chunk: 65_536 }, {}, {}])
-    for (const m of ms) m.send(3000)
+    // Enough that the group still sends when j's view comes (repair within milliseconds finishes 3 × 3 000 first).
+    for (const m of ms) m.send(10_000)
     await sim.runAsync(sim.now + 20)
     const bound = 32_768
     const j = sim.joinReplica('j', { restoreDelayMs: 25 }, {}, { maxQueuedBytes: bound })

@@ -5,7 +5,8 @@
 import t from 'tap'
 import { datagramKind, Sim, type Faults, type SimMember } from './fixtures/sim.js'
 import { Kind } from '../lib/wire.js'
-import { DEFAULT_RESEND_MS } from '../lib/options.js'
+import { DEFAULT_NACK_INTERVAL_MS, DEFAULT_RESEND_MS } from '../lib/options.js'
+import { NACK_REORDER_MS } from '../lib/repair.js'
 import { check } from './fixtures/checker.js'
 import type { Frame } from '../lib/frame.js'
 
@@ -270,6 +271,134 @@ t.test('a DATA lost on its way to the sequencer is asked of its sender at once, 
     const waited = sim.now - sentAt
     t.ok(lost >= 2, 'the first DATA was lost at the sequencer, later ones arrived')
     t.ok(waited < DEFAULT_RESEND_MS / 2, `the sequencer had it ${waited.toFixed(1)} ms after it was sent (the resend timer: ${DEFAULT_RESEND_MS} ms)`)
+    t.ok(sim.runUntil(() => sim.settled(), 5000))
+    t.same(check(sim.logs()), [])
+  }
+})
+
+/**
+ * Time to repair, in virtual time, while the group keeps sending (a drumbeat of messages, one a millisecond, keeps
+ * the event loop turning): a gap is asked for once it has been seen for NACK_REORDER_MS — so repaired within that
+ * plus a beat and a round trip (2 ms) — not on the first tick after a whole tick without progress (5–9 ms in these
+ * runs before), nor nackIntervalMs after it was first seen (the sequencer: 27–31 ms before). One NACK each.
+ */
+function drumbeat(sim: Sim, m: SimMember, ms: number): void {
+  for (let k = 1; k <= ms; k++) sim.at(sim.now + k, () => m.send(1))
+}
+
+/** Runs in steps of 0.1 ms of virtual time until `done()` holds (runUntil looks every 10 ms); whether it held. */
+function runUntilFine(sim: Sim, done: () => boolean, limit: number): boolean {
+  for (const end = sim.now + limit; sim.now < end && !done(); ) sim.run(sim.now + 0.1)
+  return done()
+}
+
+t.test('a DATA lost at one receiver is asked for as soon as the gap is seen', async (t) => {
+  for (const seed of [7, 8, 9]) {
+    const sim = new Sim(seed)
+    const ms = sim.startGroup(3)
+    const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+    sim.run(sim.now + 50)
+    let lost = 0
+    sim.filter = (from, to, buf) => !(from === m2 && to === m3 && datagramKind(buf) === Kind.DATA && lost++ === 0)
+    drumbeat(sim, m1, 30)
+    const sentAt = sim.now
+    m2.send(1)
+    t.ok(runUntilFine(sim, () => m3.messages().includes('m2:1'), 5000), 'delivered in the end')
+    const waited = sim.now - sentAt
+    t.equal(lost > 0, true, 'the DATA was lost at m3')
+    t.ok(waited < NACK_REORDER_MS + 2, `seed ${seed}: m3 had it ${waited.toFixed(2)} ms after it was sent`)
+    t.equal(m3.engine.stats.nacksSent, 1, 'one NACK')
+    t.ok(sim.runUntil(() => sim.settled(), 5000))
+    t.same(check(sim.logs()), [])
+  }
+})
+
+t.test('an ORDER lost at one receiver is asked for as soon as the gap is seen', async (t) => {
+  for (const seed of [7, 8, 9]) {
+    const sim = new Sim(seed)
+    const ms = sim.startGroup(3)
+    const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+    sim.run(sim.now + 50)
+    let lost = 0
+    // The first ORDER with runs after the drumbeat starts (a heartbeat is shorter than one with runs).
+    sim.filter = (from, to, buf) => !(from === m1 && to === m3 && datagramKind(buf) === Kind.ORDER && buf.length > 40 && lost++ === 0)
+    drumbeat(sim, m1, 30)
+    const sentAt = sim.now
+    m2.send(1)
+    t.ok(runUntilFine(sim, () => m3.messages().includes('m2:1'), 5000), 'delivered in the end')
+    const waited = sim.now - sentAt
+    // The gap shows when the next ORDER arrives, a beat later.
+    t.ok(waited < 1 + NACK_REORDER_MS + 2, `seed ${seed}: m3 had it ${waited.toFixed(2)} ms after it was sent`)
+    t.equal(m3.engine.stats.nacksSent, 1, 'one NACK')
+    t.ok(sim.runUntil(() => sim.settled(), 5000))
+    t.same(check(sim.logs()), [])
+  }
+})
+
+t.test('a DATA lost at the sequencer is asked of its sender as soon as the gap is seen', async (t) => {
+  for (const seed of [7, 8, 9]) {
+    const sim = new Sim(seed)
+    const ms = sim.startGroup(3)
+    const [m1, m2] = ms as [SimMember, SimMember]
+    sim.run(sim.now + 50)
+    let lost = 0
+    sim.filter = (from, to, buf) => !(from === m2 && to === m1 && datagramKind(buf) === Kind.DATA && lost++ === 0)
+    const sentAt = sim.now
+    m2.send(1)
+    for (let k = 1; k <= 30; k++) sim.at(sim.now + k, () => m2.send(1))
+    t.ok(runUntilFine(sim, () => m1.messages().includes('m2:1'), 5000), 'ordered in the end')
+    const waited = sim.now - sentAt
+    // The gap shows when m2's next DATA arrives, a beat later.
+    t.ok(waited < 1 + NACK_REORDER_MS + 2, `seed ${seed}: the sequencer had it ${waited.toFixed(2)} ms after it was sent`)
+    t.equal(m2.engine.stats.nacksServed, 1, 'one NACK')
+    t.ok(sim.runUntil(() => sim.settled(), 5000))
+    t.same(check(sim.logs()), [])
+  }
+})
+
+/**
+ * Losses that leave nothing behind them to show the gap — the last ORDER before the group goes quiet, the last ACK —
+ * hold stability, so every sender's window: they are found within nackIntervalMs (the sequencer's heartbeat while
+ * something is unstable, the member's ACK repeated while what it acknowledged is not yet stable), not after
+ * heartbeatMs (55–69 ms in these runs before).
+ */
+t.test('the last ORDER lost at one receiver: found by the next heartbeat, nackIntervalMs on', async (t) => {
+  for (const seed of [7, 8, 9]) {
+    const sim = new Sim(seed)
+    const ms = sim.startGroup(3)
+    const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+    sim.run(sim.now + 50)
+    let lost = 0
+    sim.filter = (from, to, buf) => !(from === m1 && to === m3 && datagramKind(buf) === Kind.ORDER && buf.length > 40 && lost++ === 0)
+    const sentAt = sim.now
+    m2.send(1)
+    t.ok(runUntilFine(sim, () => m3.messages().includes('m2:1'), 5000), 'delivered in the end')
+    const waited = sim.now - sentAt
+    t.equal(lost > 0, true, 'the ORDER was lost at m3')
+    // nackIntervalMs of quiet, a tick for the sequencer to notice it, NACK_REORDER_MS for m3, a round trip.
+    t.ok(waited < DEFAULT_NACK_INTERVAL_MS + sim.tickMs + NACK_REORDER_MS + 2, `seed ${seed}: m3 had it ${waited.toFixed(2)} ms after it was sent`)
+    t.ok(sim.runUntil(() => sim.settled(), 5000))
+    t.same(check(sim.logs()), [])
+  }
+})
+
+t.test('the last ACK lost: repeated nackIntervalMs on, while not yet stable', async (t) => {
+  for (const seed of [7, 8, 9]) {
+    const sim = new Sim(seed)
+    const ms = sim.startGroup(3)
+    const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+    sim.run(sim.now + 50)
+    let lost = 0
+    sim.filter = (from, to, buf) => !(from === m3 && to === m1 && datagramKind(buf) === Kind.ACK && lost++ === 0)
+    const sentAt = sim.now
+    m2.send(1)
+    t.ok(runUntilFine(sim, () => m3.messages().includes('m2:1'), 5000), 'delivered')
+    const slot = m3.engine.delivered
+    t.ok(runUntilFine(sim, () => m2.engine.stable >= slot, 5000), 'stable in the end')
+    const waited = sim.now - sentAt
+    t.equal(lost > 0, true, "m3's ACK was lost")
+    // nackIntervalMs after the lost ACK, at m3's next tick.
+    t.ok(waited < DEFAULT_NACK_INTERVAL_MS + sim.tickMs + 2, `seed ${seed}: stable at the sender ${waited.toFixed(2)} ms after it was sent`)
     t.ok(sim.runUntil(() => sim.settled(), 5000))
     t.same(check(sim.logs()), [])
   }
