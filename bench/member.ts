@@ -116,6 +116,8 @@ async function runSeqcast(): Promise<void> {
   while ((g.view?.members.length ?? 0) < members) await new Promise((r) => setTimeout(r, 2))
   const hash = createHash('sha1')
   let firstSend = 0
+  /** W1: how long `send` kept this member waiting (its window full) — a window-bound case is near the whole send time. */
+  let sendWaitMs = 0
   let delivered = 0
   let bytes = 0
   let lastDelivery = 0
@@ -159,7 +161,11 @@ async function runSeqcast(): Promise<void> {
   } else {
     const start = performance.now()
     while (performance.now() - start < sendMs) {
-      for (let i = 0; i < 64; i++) await g.send(payload(++sent))
+      for (let i = 0; i < 64; i++) {
+        const t0 = performance.now()
+        await g.send(payload(++sent))
+        sendWaitMs += performance.now() - t0
+      }
     }
   }
   // Wait until deliveries stop for IDLE_MS (every member has stopped by then).
@@ -175,7 +181,7 @@ async function runSeqcast(): Promise<void> {
     id, sent, delivered, bytes, firstSend, lastDelivery, hash: hash.digest('hex'), latency: summary(lat), cpuMs: (cpu.user + cpu.system) / 1000,
     ...memory.stop(), resent: s.resent, nacks: s.nacksSent, dropped: s.dropped, rssSeries, youngSeries,
     stallMs: Math.round(stallMs * 10) / 10, lost: lost.datagrams, lostBytes: lost.bytes, resentBytes: s.resentBytes,
-    retransmittedBytes: s.retransmittedBytes, nacksServed: s.nacksServed,
+    retransmittedBytes: s.retransmittedBytes, nacksServed: s.nacksServed, sendWaitMs: Math.round(sendWaitMs),
   }))
   g.close()
   process.exit(0)

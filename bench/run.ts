@@ -53,6 +53,8 @@ interface Report {
   lost?: number; lostBytes?: number; resentBytes?: number; retransmittedBytes?: number; nacksServed?: number; stallMs?: number
   /** CPU time the member used from its first send until deliveries stopped. */
   cpuMs?: number
+  /** W1: time this member's sends waited for window room. */
+  sendWaitMs?: number
   rssSeries?: number[]
   youngSeries?: number[]
 }
@@ -144,14 +146,20 @@ async function raw(n: number, size: number): Promise<{ perMember: number; loss: 
 }
 
 async function w1(n: number, size: number, ceiling?: number, name = 'W1', sendMs = SEND_MS, mode: Mode = 'multicast', key?: string): Promise<Report[]> {
+  const kernel0 = rcvbufErrors()
   const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, String(n), String(size), String(sendMs)], key), mode)
+  const kernel = rcvbufErrors() - kernel0
   const t = throughput(rs)
+  // Flow control at a glance: the members' CPU as cores busy over the case, how much of the send time `send` waited
+  // for window room, and the kernel's receive-buffer drops (docs/PERFORMANCE.md "Flow control").
+  const cores = (rs.reduce((a, r) => a + (r.cpuMs ?? 0), 0) / 1000 / t.secs).toFixed(2)
+  const waited = Math.round((100 * rs.reduce((a, r) => a + (r.sendWaitMs ?? 0), 0)) / rs.length / sendMs)
   const total = rs.reduce((a, r) => a + r.sent, 0)
   const ok = rs.every((r) => r.hash === rs[0]!.hash && r.delivered === total)
   emit({
     case: name, n, size, perMember: t.perMember, mbps: t.mbps, ratio: ceiling ? t.perMember / ceiling : undefined, ok,
     ...memoryOf(rs),
-    extra: `(${total} msgs in ${t.secs.toFixed(1)} s, resent ${rs.reduce((a, r) => a + (r.resent ?? 0), 0)}, cpu ${cpuPerMessage(rs)} us/msg)` +
+    extra: `(${total} msgs in ${t.secs.toFixed(1)} s, resent ${rs.reduce((a, r) => a + (r.resent ?? 0), 0)}, cpu ${cpuPerMessage(rs)} us/msg, ${cores} cores, window wait ${waited}%, rcvbuf drops ${kernel})` +
       (ok ? '' : ` delivered ${rs.map((r) => r.delivered).join('/')} of ${total}, hashes ${rs.map((r) => r.hash?.slice(0, 8)).join('/')}`),
   })
   return rs

@@ -496,7 +496,7 @@ export class Engine implements SequencerHost {
     if (due < Infinity) this.env.flushAt(due)
     // Every ackEvery slots, or sooner for large messages: senders' windows open only as fast as stability moves.
     const acked = this.ackable()
-    if (acked - this.lastAckSent >= this.opts.ackEvery || (acked > this.lastAckSent && this.bytesSinceAck >= this.opts.sendWindowBytes >> 2)) this.sendAck()
+    if (acked - this.lastAckSent >= this.opts.ackEvery || (acked > this.lastAckSent && this.bytesSinceAck >= this.outbox.windowBytes >> 2)) this.sendAck()
     // The sequencer announces stability as soon as it moves, not only on the next ORDER or tick.
     if (this.role && this.viewState === 'active' && this.role.lastSentStable < this.stable) {
       this.stats.datagramsOut++
@@ -618,6 +618,7 @@ export class Engine implements SequencerHost {
     this.hearing.watch(v.transport === 'multicast', v.sequencer === this.me, this.env.now())
     this.lastAckSent = this.lastHaveAcked = this.have
     this.repair.forgetAsked()
+    this.outbox.setMembers(v.members.length)
     this.outbox.rewind()
     this.senders.dropUnordered((no) => v.byNo.has(no))
     this.role = v.sequencer === this.me

@@ -16,8 +16,14 @@ export const DEFAULT_MAX_MESSAGE = 16 * 1024 * 1024
 export const MAX_MESSAGE_LIMIT = 1 << 30
 /** Own messages (fragments) sent but not yet stable before grp_send waits. */
 export const DEFAULT_SEND_WINDOW = 1024
-/** Own bytes sent but not yet stable before grp_send waits. */
-export const DEFAULT_SEND_WINDOW_BYTES = 512 * 1024
+/** Own bytes sent but not yet stable before grp_send waits: the most a sender may take of `groupWindowBytes`. */
+export const DEFAULT_SEND_WINDOW_BYTES = 2 * 1024 * 1024
+/**
+ * Bytes all senders together keep sent but not yet stable: each sender's window is this divided by the members of
+ * the view (PROTOCOL.md §4.2). The receive buffer every member asks for (transport.ts): what the whole group has in
+ * flight fits it, even while a receiver does not read.
+ */
+export const DEFAULT_GROUP_WINDOW_BYTES = 4 * 1024 * 1024
 /** Bytes the sequencer lets be ordered but unstable before it pauses ordering. */
 export const DEFAULT_MAX_UNSTABLE_BYTES = 32 * 1024 * 1024
 export const DEFAULT_TICK_MS = 10
@@ -41,6 +47,8 @@ export interface EngineOptions {
   maxMessage: number
   sendWindow: number
   sendWindowBytes: number
+  /** What the whole group keeps unstable: each sender's byte window is this / members (at most sendWindowBytes). */
+  groupWindowBytes: number
   maxUnstableBytes: number
   resendMs: number
   nackIntervalMs: number
@@ -107,6 +115,7 @@ export const DEFAULT_ENGINE_OPTIONS: EngineOptions = {
   maxMessage: DEFAULT_MAX_MESSAGE,
   sendWindow: DEFAULT_SEND_WINDOW,
   sendWindowBytes: DEFAULT_SEND_WINDOW_BYTES,
+  groupWindowBytes: DEFAULT_GROUP_WINDOW_BYTES,
   maxUnstableBytes: DEFAULT_MAX_UNSTABLE_BYTES,
   resendMs: DEFAULT_RESEND_MS,
   nackIntervalMs: DEFAULT_NACK_INTERVAL_MS,
@@ -198,6 +207,7 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
     maxMessage: int(o, 'maxMessage', DEFAULT_MAX_MESSAGE, 1, MAX_MESSAGE_LIMIT),
     sendWindow: int(o, 'sendWindow', DEFAULT_SEND_WINDOW, 1, 16_384),
     sendWindowBytes: int(o, 'sendWindowBytes', DEFAULT_SEND_WINDOW_BYTES, 1, 1 << 30),
+    groupWindowBytes: int(o, 'groupWindowBytes', DEFAULT_GROUP_WINDOW_BYTES, 1, 1 << 30),
     maxUnstableBytes: int(o, 'maxUnstableBytes', DEFAULT_MAX_UNSTABLE_BYTES, 1, 1 << 30),
     resendMs: int(o, 'resendMs', DEFAULT_RESEND_MS, 1, 60_000),
     nackIntervalMs: int(o, 'nackIntervalMs', DEFAULT_NACK_INTERVAL_MS, 1, 60_000),

@@ -28,7 +28,7 @@ export interface OutboxHost {
   unicast(buf: Buffer, no: number): void
 }
 
-export type OutboxOptions = Pick<EngineOptions, 'maxDatagram' | 'maxMessage' | 'sendWindow' | 'sendWindowBytes' | 'resendMs'>
+export type OutboxOptions = Pick<EngineOptions, 'maxDatagram' | 'maxMessage' | 'sendWindow' | 'sendWindowBytes' | 'groupWindowBytes' | 'resendMs'>
 
 export class Outbox {
   /** This member as a sender: the engine files it under its own number, and moves `ordered` as `have` passes it. */
@@ -37,6 +37,8 @@ export class Outbox {
   transmitted = 0
   /** Bytes of own messages transmitted but not yet stable: what transmit() may have in flight. */
   inflightBytes = 0
+  /** The byte window: this sender's share of the group's (`setMembers`). */
+  windowBytes: number
   private nextMsgId = 1
   /** Highest own msgId seen in an accepted ORDER entry. */
   private announced = 0
@@ -56,6 +58,17 @@ export class Outbox {
     private readonly counters: { sent: number; resent: number; resentBytes: number } = { sent: 0, resent: 0, resentBytes: 0 },
   ) {
     this.resendWait = opts.resendMs
+    this.windowBytes = Math.min(opts.sendWindowBytes, opts.groupWindowBytes)
+  }
+
+  /**
+   * The installed view has `n` members: every one of them may send, so each takes 1/n of `groupWindowBytes` — what
+   * the group has in flight then fits one receiver's socket buffer, whatever n — but at least one datagram and at
+   * most `sendWindowBytes`. A smaller share takes effect as stability frees what is out.
+   */
+  setMembers(n: number): void {
+    const share = Math.floor(this.opts.groupWindowBytes / Math.max(1, n))
+    this.windowBytes = Math.min(this.opts.sendWindowBytes, Math.max(this.opts.maxDatagram, share))
   }
 
   /** The highest own msgId accepted: no sequencer orders one above it. */
@@ -84,7 +97,7 @@ export class Outbox {
     // Every fragment is stored now, until stable: the store must hold them all (parseJoinOptions ensures it).
     if (frags > MAX_CAPACITY) throw new MessageTooLargeError(data.length, MAX_CAPACITY * room, `what a sender holds with maxDatagram ${this.opts.maxDatagram}`)
     const outstanding = this.nextMsgId - 1 - this.stableOwn
-    if (outstanding > 0 && (outstanding + frags > this.opts.sendWindow || this.unstableBytes + data.length > this.opts.sendWindowBytes)) {
+    if (outstanding > 0 && (outstanding + frags > this.opts.sendWindow || this.unstableBytes + data.length > this.windowBytes)) {
       this.windowWasFull = true
       return false
     }
@@ -100,7 +113,7 @@ export class Outbox {
   }
 
   /**
-   * Multicasts own messages not yet sent, packed into as few datagrams as possible — at most sendWindowBytes of
+   * Multicasts own messages not yet sent, packed into as few datagrams as possible — at most `windowBytes` of
    * them not yet stable, so a 10 MB message goes out as the receivers keep up instead of in one burst that
    * overruns every receiver's socket buffer. (Smaller messages are held to that already when submitted.)
    * False when nothing was waiting.
@@ -114,7 +127,7 @@ export class Outbox {
     let m = first
     for (; m <= last; m++) {
       const len = store.length(m)
-      if (this.inflightBytes > 0 && this.inflightBytes + len > this.opts.sendWindowBytes) break
+      if (this.inflightBytes > 0 && this.inflightBytes + len > this.windowBytes) break
       this.inflightBytes += len
     }
     if (m > first) packData({ inc: this.host.inc, viewId, sender: this.host.me }, this.opts.maxDatagram, store, first, m - first, this.emit)

@@ -9,7 +9,7 @@ import { decode, fragmentRoom, Kind, type DataEntry } from '../lib/wire.js'
 
 const INC = { hi: 1, lo: 2 }
 const ME = 7
-const OPTS: OutboxOptions = { maxDatagram: 1000, maxMessage: 1 << 20, sendWindow: 1024, sendWindowBytes: 1 << 20, resendMs: 10 }
+const OPTS: OutboxOptions = { maxDatagram: 1000, maxMessage: 1 << 20, sendWindow: 1024, sendWindowBytes: 1 << 20, groupWindowBytes: 1 << 30, resendMs: 10 }
 
 interface Sent { to: number | null; viewId: number; entries: DataEntry[]; len: number }
 
@@ -264,3 +264,35 @@ t.test('all stable: only once every submitted message was freed', async (t) => {
 function range(a: number, b: number): number[] {
   return Array.from({ length: b - a + 1 }, (_, i) => a + i)
 }
+
+t.test('the byte window is the sender\'s share of the group\'s: groupWindowBytes / members, at most sendWindowBytes', async (t) => {
+  const fill = (ob: Outbox): number => {
+    let n = 0
+    while (ob.submit(bytes(100))) n++
+    return n * 100
+  }
+  const group = 12_000
+  let o = outbox({ sendWindowBytes: 10_000, groupWindowBytes: group })
+  o.ob.setMembers(3)
+  t.equal(fill(o.ob), 4000, '3 members: a third of the group\'s window')
+  o.ob.transmit(1)
+  t.equal(o.ob.inflightBytes, 4000, 'and that much goes out')
+  o = outbox({ sendWindowBytes: 10_000, groupWindowBytes: group })
+  o.ob.setMembers(8)
+  t.equal(fill(o.ob), 1500, '8 members: an eighth')
+  o = outbox({ sendWindowBytes: 10_000, groupWindowBytes: group })
+  o.ob.setMembers(1)
+  t.equal(fill(o.ob), 10_000, 'alone: sendWindowBytes caps it')
+  o = outbox({ sendWindowBytes: 10_000, groupWindowBytes: group })
+  o.ob.setMembers(100)
+  t.equal(fill(o.ob), 1000, '100 members: never below one datagram (maxDatagram 1000)')
+  // A view change that shrinks the share: what is out stays out, new messages wait until the rest is stable.
+  o = outbox({ sendWindowBytes: 10_000, groupWindowBytes: group })
+  o.ob.setMembers(2)
+  t.equal(fill(o.ob), 6000)
+  o.ob.setMembers(6)
+  t.notOk(o.ob.submit(bytes(100)), 'a smaller share: full')
+  t.ok(o.free(1, 41), 'freed to 1900 bytes unstable')
+  t.ok(o.ob.submit(bytes(100)), 'room again for one message within the new share')
+  t.notOk(o.ob.submit(bytes(100)), 'and only one')
+})
