@@ -18,6 +18,8 @@ const logRepair = logger('repair')
 /** Resend bursts, in datagrams: doubled while the sequencer keeps up (each resend ordered), halved when not. */
 export const RESEND_BURST_MIN = 4
 export const RESEND_BURST_MAX = 256
+/** The least a resend waits for an own message to be ordered: the timer looks every tick anyway. */
+export const RESEND_MIN_MS = 10
 
 /** What the outbox needs from the member it sends for. */
 export interface OutboxHost {
@@ -50,6 +52,14 @@ export class Outbox {
   private resendWait: number
   private resendBurst = RESEND_BURST_MIN
   private resendOutstanding = false
+  /**
+   * How long own messages take to be ordered: one transmission timed at a time (`probe`, dropped if anything is
+   * resent meanwhile: an answer to a resend says nothing of the first send — Karn's rule), smoothed as TCP's
+   * retransmission timer is (RFC 6298): srtt, and rttvar its variation. -1: no sample yet.
+   */
+  private probe: { msgId: number; at: number } | null = null
+  private srtt = -1
+  private rttvar = 0
   private readonly emit = (buf: Buffer): void => this.host.multicast(buf)
 
   constructor(
@@ -131,6 +141,7 @@ export class Outbox {
       this.inflightBytes += len
     }
     if (m > first) packData({ inc: this.host.inc, viewId, sender: this.host.me }, this.opts.maxDatagram, store, first, m - first, this.emit)
+    if (m > first && !this.probe) this.probe = { msgId: m - 1, at: this.host.now() }
     this.transmitted = m - 1
     return true
   }
@@ -139,13 +150,38 @@ export class Outbox {
   ordered(msgId: number): void {
     if (msgId > this.announced) {
       this.announced = msgId
-      this.lastProgressAt = this.host.now()
-      this.resendWait = this.opts.resendMs
+      const now = this.host.now()
+      this.lastProgressAt = now
+      if (this.probe && msgId >= this.probe.msgId) {
+        this.sample(now - this.probe.at)
+        this.probe = null
+      }
+      this.resendWait = this.baseWait()
       // A resend got ordered: the next may be larger. Caught up: back to the smallest burst.
       if (this.announced >= this.transmitted) this.resendBurst = RESEND_BURST_MIN
       else if (this.resendOutstanding) this.resendBurst = Math.min(2 * this.resendBurst, RESEND_BURST_MAX)
       this.resendOutstanding = false
     }
+  }
+
+  private sample(ms: number): void {
+    if (this.srtt < 0) {
+      this.srtt = ms
+      this.rttvar = ms / 2
+    } else {
+      this.rttvar += (Math.abs(this.srtt - ms) - this.rttvar) / 4
+      this.srtt += (ms - this.srtt) / 8
+    }
+  }
+
+  /**
+   * How long to wait, from the last progress, before own messages not seen ordered are sent again: the time they
+   * take to be ordered and four times its variation, between RESEND_MIN_MS and `resendMs` (`resendMs` until the
+   * first message was timed). A lost last DATA, which nothing after it shows to the sequencer, costs that.
+   */
+  private baseWait(): number {
+    if (this.srtt < 0) return this.opts.resendMs
+    return Math.min(this.opts.resendMs, Math.max(RESEND_MIN_MS, this.srtt + 4 * this.rttvar))
   }
 
   /**
@@ -157,6 +193,7 @@ export class Outbox {
   resend(now: number, viewId: number, sequencer: number): void {
     if (this.announced >= this.transmitted || now - this.lastProgressAt < this.resendWait) return
     this.lastProgressAt = now
+    this.probe = null
     this.resendWait = Math.min(this.resendWait * 2, 16 * this.opts.resendMs)
     const store = this.own.store
     // The previous resend was not ordered within the wait: this one is smaller.
@@ -198,6 +235,7 @@ export class Outbox {
   /** A view is installed: own messages not ordered by the cut go out again, to the new sequencer, from the first. */
   rewind(): void {
     this.transmitted = this.announced = this.own.ordered
+    this.probe = null
     this.inflightBytes = 0
     for (let m = this.stableOwn + 1; m <= this.transmitted; m++) this.inflightBytes += Math.max(0, this.own.store.length(m))
     this.resendBurst = RESEND_BURST_MIN

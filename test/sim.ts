@@ -7,6 +7,7 @@ import { datagramKind, Sim, type Faults, type SimMember } from './fixtures/sim.j
 import { Kind } from '../lib/wire.js'
 import { DEFAULT_NACK_INTERVAL_MS, DEFAULT_RESEND_MS } from '../lib/options.js'
 import { NACK_REORDER_MS } from '../lib/repair.js'
+import { RESEND_MIN_MS } from '../lib/outbox.js'
 import { check } from './fixtures/checker.js'
 import type { Frame } from '../lib/frame.js'
 
@@ -399,6 +400,33 @@ t.test('the last ACK lost: repeated nackIntervalMs on, while not yet stable', as
     t.equal(lost > 0, true, "m3's ACK was lost")
     // nackIntervalMs after the lost ACK, at m3's next tick.
     t.ok(waited < DEFAULT_NACK_INTERVAL_MS + sim.tickMs + 2, `seed ${seed}: stable at the sender ${waited.toFixed(2)} ms after it was sent`)
+    t.ok(sim.runUntil(() => sim.settled(), 5000))
+    t.same(check(sim.logs()), [])
+  }
+})
+
+/**
+ * A sender's last DATA lost at the sequencer leaves nothing after it to show the gap: only the sender's own resend
+ * timer repairs it. That timer follows how long the sender's messages take to be ordered (a smoothed round trip and
+ * its variation, as TCP's retransmission timeout, RFC 6298), at least RESEND_MIN_MS, at most resendMs — not a fixed
+ * resendMs (100 ms), which stalled every 100-byte sender whose window is a couple of datagrams.
+ */
+t.test('a sender\'s last DATA lost at the sequencer is sent again as soon as it is overdue, not resendMs later', async (t) => {
+  for (const seed of [7, 8, 9]) {
+    const sim = new Sim(seed)
+    const ms = sim.startGroup(3)
+    const [m1, m2] = ms as [SimMember, SimMember]
+    sim.run(sim.now + 50)
+    drumbeat(sim, m2, 30) // its messages' time to be ordered, measured
+    sim.run(sim.now + 40)
+    let lost = 0
+    sim.filter = (from, to, buf) => !(from === m2 && to === m1 && datagramKind(buf) === Kind.DATA && lost++ === 0)
+    const sentAt = sim.now
+    m2.send(1)
+    t.ok(runUntilFine(sim, () => m1.messages().length === 31, 5000), 'ordered in the end')
+    const waited = sim.now - sentAt
+    t.ok(lost >= 1, 'the DATA was lost at the sequencer')
+    t.ok(waited <= RESEND_MIN_MS + 2 * sim.tickMs, `seed ${seed}: the sequencer had it ${waited.toFixed(1)} ms after it was sent (resendMs: ${DEFAULT_RESEND_MS})`)
     t.ok(sim.runUntil(() => sim.settled(), 5000))
     t.same(check(sim.logs()), [])
   }
