@@ -1,6 +1,6 @@
 import { ArgumentError } from './errors.js'
 import { MAX_CAPACITY } from './msgstore.js'
-import { fragmentRoom, MAX_DATAGRAM } from './wire.js'
+import { FRAGMENTED_PREFIX, fragmentRoom, MAX_DATAGRAM } from './wire.js'
 import { readKey } from './seal.js'
 
 export const DEFAULT_DIRECTORY = '127.0.0.1:4720'
@@ -47,6 +47,12 @@ export interface EngineOptions {
   /** The sequencer multicasts a heartbeat ORDER after this long without sending one. */
   heartbeatMs: number
   ackEvery: number
+  /**
+   * true (default): every delivery's data is the application's own copy. false: the application promises never to
+   * write into a delivery's data, and a message that came in one datagram is delivered as a view of it — memory this
+   * member also serves repairs from (a fragmented message is new memory either way).
+   */
+  copyDeliveries: boolean
 }
 
 export interface JoinOptions extends Partial<EngineOptions> {
@@ -112,6 +118,7 @@ export const DEFAULT_ENGINE_OPTIONS: EngineOptions = {
   nackIntervalMs: DEFAULT_NACK_INTERVAL_MS,
   heartbeatMs: DEFAULT_HEARTBEAT_MS,
   ackEvery: DEFAULT_ACK_EVERY,
+  copyDeliveries: true,
 }
 
 export function parseHostPort(value: string, what: string): { host: string; port: number } {
@@ -181,6 +188,9 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
   if (o.delivery !== undefined && o.delivery !== 'agreed' && o.delivery !== 'safe') {
     throw new ArgumentError(`option delivery must be 'agreed' or 'safe', got ${String(o.delivery)}`)
   }
+  if (o.copyDeliveries !== undefined && typeof o.copyDeliveries !== 'boolean') {
+    throw new ArgumentError(`option copyDeliveries must be true or false, got ${String(o.copyDeliveries)}`)
+  }
   const maxDatagram = int(o, 'maxDatagram', DEFAULT_MAX_DATAGRAM, 512, MAX_DATAGRAM)
   const resolved: ResolvedJoinOptions = {
     directory,
@@ -203,6 +213,7 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
     nackIntervalMs: int(o, 'nackIntervalMs', DEFAULT_NACK_INTERVAL_MS, 1, 60_000),
     heartbeatMs: int(o, 'heartbeatMs', DEFAULT_HEARTBEAT_MS, 1, 60_000),
     ackEvery: int(o, 'ackEvery', DEFAULT_ACK_EVERY, 1, 16_384),
+    copyDeliveries: (o.copyDeliveries as boolean | undefined) ?? true,
   }
   checkMaxMessage(resolved)
   return resolved
@@ -210,11 +221,11 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
 
 /**
  * The largest message a sender can send with datagrams of `maxDatagram` bytes: it holds every fragment of a
- * message from submit until stable, and its store holds at most MAX_CAPACITY (131 072) of them — 188 MB with
- * Ethernet's 1 472-byte datagrams, 62 MB with 512-byte ones.
+ * message from submit until stable (the first with the message's length in front), and its store holds at most
+ * MAX_CAPACITY (131 072) of them — 188 MB with Ethernet's 1 472-byte datagrams, 62 MB with 512-byte ones.
  */
 export function largestMessage(maxDatagram: number): number {
-  return Math.min(MAX_MESSAGE_LIMIT, MAX_CAPACITY * fragmentRoom(maxDatagram))
+  return Math.min(MAX_MESSAGE_LIMIT, MAX_CAPACITY * fragmentRoom(maxDatagram) - FRAGMENTED_PREFIX)
 }
 
 /** Refuses a maxMessage a sender could not hold at this maxDatagram; `why` says where maxDatagram came from. */
