@@ -1,6 +1,6 @@
 import { ArgumentError } from './errors.js'
 import { MAX_CAPACITY } from './msgstore.js'
-import { FRAGMENTED_PREFIX, fragmentRoom, MAX_DATAGRAM } from './wire.js'
+import { fragmentRoom, MAX_DATAGRAM } from './wire.js'
 import { readKey } from './seal.js'
 
 export const DEFAULT_DIRECTORY = '127.0.0.1:4720'
@@ -221,11 +221,11 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
 
 /**
  * The largest message a sender can send with datagrams of `maxDatagram` bytes: it holds every fragment of a
- * message from submit until stable (the first with the message's length in front), and its store holds at most
- * MAX_CAPACITY (131 072) of them — 188 MB with Ethernet's 1 472-byte datagrams, 62 MB with 512-byte ones.
+ * message from submit until stable, and its store holds at most MAX_CAPACITY (131 072) of them — 188 MB with
+ * Ethernet's 1 472-byte datagrams, 62 MB with 512-byte ones.
  */
 export function largestMessage(maxDatagram: number): number {
-  return Math.min(MAX_MESSAGE_LIMIT, MAX_CAPACITY * fragmentRoom(maxDatagram) - FRAGMENTED_PREFIX)
+  return Math.min(MAX_MESSAGE_LIMIT, MAX_CAPACITY * fragmentRoom(maxDatagram))
 }
 
 /** Refuses a maxMessage a sender could not hold at this maxDatagram; `why` says where maxDatagram came from. */

@@ -6,7 +6,7 @@
  * highest freed one (`stableOwn`) are stable and gone. The engine reports ordering (`ordered`), stability (`freed`)
  * and view changes (`forgetUnordered`, `rewind`); everything else about own messages is decided here.
  */
-import { FRAGMENTED_PREFIX, fragmentRoom, packData, type Incarnation } from './wire.js'
+import { fragmentRoom, packData, type Incarnation } from './wire.js'
 import { MAX_CAPACITY, MessageStore } from './msgstore.js'
 import type { SenderState } from './sequencer.js'
 import type { EngineOptions } from './options.js'
@@ -80,28 +80,21 @@ export class Outbox {
   submit(data: Uint8Array): boolean {
     if (data.length > this.opts.maxMessage) throw new MessageTooLargeError(data.length, this.opts.maxMessage)
     const room = fragmentRoom(this.opts.maxDatagram)
-    // A message that needs fragments is stored with its length in front (FRAGMENTED_PREFIX, PROTOCOL.md §4.5).
-    const stored = data.length > room ? FRAGMENTED_PREFIX + data.length : data.length
-    const frags = Math.max(1, Math.ceil(stored / room))
+    const frags = Math.max(1, Math.ceil(data.length / room))
     // Every fragment is stored now, until stable: the store must hold them all (parseJoinOptions ensures it).
-    if (frags > MAX_CAPACITY) {
-      throw new MessageTooLargeError(data.length, MAX_CAPACITY * room - FRAGMENTED_PREFIX, `what a sender holds with maxDatagram ${this.opts.maxDatagram}`)
-    }
+    if (frags > MAX_CAPACITY) throw new MessageTooLargeError(data.length, MAX_CAPACITY * room, `what a sender holds with maxDatagram ${this.opts.maxDatagram}`)
     const outstanding = this.nextMsgId - 1 - this.stableOwn
-    if (outstanding > 0 && (outstanding + frags > this.opts.sendWindow || this.unstableBytes + stored > this.opts.sendWindowBytes)) {
+    if (outstanding > 0 && (outstanding + frags > this.opts.sendWindow || this.unstableBytes + data.length > this.opts.sendWindowBytes)) {
       this.windowWasFull = true
       return false
     }
-    // One copy, its fragments slices of it: the application may reuse its buffer once grp_send resolves.
-    const copy = Buffer.allocUnsafe(stored) // pooled below 4 KiB, like Buffer.from
-    if (stored > data.length) copy.writeUInt32BE(data.length, 0)
-    copy.set(data, stored - data.length)
+    const copy = Buffer.from(data) // the application may reuse its buffer once grp_send resolves
     for (let i = 0; i < frags; i++) {
-      const payload = frags === 1 ? copy : copy.subarray(i * room, Math.min(stored, (i + 1) * room))
+      const payload = frags === 1 ? copy : copy.subarray(i * room, Math.min(copy.length, (i + 1) * room))
       const msgId = this.nextMsgId++
       this.own.store.set(msgId, i === 0, i < frags - 1, payload)
     }
-    this.unstableBytes += stored
+    this.unstableBytes += data.length
     this.counters.sent++
     return true
   }

@@ -4,7 +4,7 @@
  */
 
 export const MAGIC = 0x5343
-export const VERSION = 4
+export const VERSION = 3
 export const HEADER_SIZE = 24
 export const MAX_DATAGRAM = 65_507
 /**
@@ -12,11 +12,6 @@ export const MAX_DATAGRAM = 65_507
  * to more — a sender whose message never ends cannot grow its reassembly without bound.
  */
 export const MAX_MESSAGE = 1 << 30
-/**
- * A fragmented message's first fragment begins with the message's length (u32, at most MAX_MESSAGE): a receiver
- * allocates the message once and writes each fragment into it as it comes (§4.5). A whole message has no prefix.
- */
-export const FRAGMENTED_PREFIX = 4
 
 /** The largest slot or msgId (48 bits). */
 export const MAX_U48 = 2 ** 48 - 1

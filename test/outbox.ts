@@ -66,8 +66,8 @@ t.test('the window counts fragments against sendWindow', async (t) => {
   const room = fragmentRoom(OPTS.maxDatagram)
   const { ob } = outbox({ sendWindow: 4 })
   t.ok(ob.submit(bytes(10)))
-  t.notOk(ob.submit(bytes(3 * room - 3)), 'four fragments (with the length in front) do not fit beside one message')
-  t.ok(ob.submit(bytes(3 * room - 4)), 'three do')
+  t.notOk(ob.submit(bytes(3 * room + 1)), 'four fragments do not fit beside one message')
+  t.ok(ob.submit(bytes(3 * room)), 'three do')
 })
 
 t.test('the window refuses by bytes, but always admits a message when nothing is outstanding', async (t) => {
@@ -111,10 +111,8 @@ t.test('a message larger than a datagram goes out as fragments, FIRST on the fir
     [2, true, true], [3, false, true], [4, false, false],
     [5, true, false],
   ])
-  t.same(entries.map((e) => e.payload.length), [5, room, room, 21, 5], 'each fragment fills a datagram but the last')
-  const joined = Buffer.concat(entries.slice(1, 4).map((e) => e.payload))
-  t.equal(joined.readUInt32BE(0), big.length, 'the first fragment begins with the length of the message')
-  t.same(joined.subarray(4), big, 'then the fragments are the message, in order')
+  t.same(entries.map((e) => e.payload.length), [5, room, room, 17, 5], 'each fragment fills a datagram but the last')
+  t.same(Buffer.concat(entries.slice(1, 4).map((e) => e.payload)), big, 'the fragments are the message, in order')
   t.equal(sent.length, 4, 'small messages share a datagram with fragments where they fit')
   t.equal(ob.transmitted, 5)
   t.notOk(ob.transmit(3), 'nothing left to send')
@@ -124,7 +122,7 @@ t.test('transmit keeps at most sendWindowBytes in flight (or one fragment, when 
   const room = fragmentRoom(OPTS.maxDatagram)
   const window = 3 * room + 10
   const { ob, sent, free } = outbox({ sendWindowBytes: window })
-  t.ok(ob.submit(bytes(10 * room - 4)), 'a 10-fragment message (with its length in front), admitted alone')
+  t.ok(ob.submit(bytes(10 * room)), 'a 10-fragment message, admitted alone')
   ob.transmit(1)
   t.equal(ob.transmitted, 3, 'three fragments fit in the window, a fourth does not')
   t.equal(ob.inflightBytes, 3 * room)
@@ -143,7 +141,7 @@ t.test('transmit keeps at most sendWindowBytes in flight (or one fragment, when 
   ob.transmit(1)
   t.equal(ob.transmitted, 10)
   t.notOk(ob.untransmitted)
-  t.equal(payloadBytes(sent), 10 * room, 'every byte went out once (with the length in front)')
+  t.equal(payloadBytes(sent), 10 * room, 'every byte went out once')
 
   const tiny = outbox({ sendWindowBytes: 100 })
   t.ok(tiny.ob.submit(bytes(3 * room)))

@@ -21,7 +21,7 @@ t.test('incarnations travel as 16 hex digits, never all zero', async (t) => {
 
 t.test('ACK layout, byte by byte', async (t) => {
   const buf = encodeAck(H, 0x010203040506, 0x0a0b0c0d0e0f, 0x111213141516)
-  t.equal(buf.toString('hex'), '5343' + '04' + '03' + '0123abcd' + 'fedc0042' + '00000007' + '00000003' + '00000000' +
+  t.equal(buf.toString('hex'), '5343' + '03' + '03' + '0123abcd' + 'fedc0042' + '00000007' + '00000003' + '00000000' +
     '010203040506' + '0a0b0c0d0e0f' + '111213141516')
   t.same(decode(buf, G), { kind: Kind.ACK, ...R, have: 0x010203040506, acked: 0x0a0b0c0d0e0f, stable: 0x111213141516 })
   t.match(decode(buf.subarray(0, buf.length - 12), G), { kind: 0, reason: 'ACK length mismatch' }, 'a one-field ACK is refused')
@@ -100,7 +100,7 @@ t.test('NACK round trip', async (t) => {
 
 t.test('STATEREQ layout, byte by byte, and its window', async (t) => {
   const buf = encodeStateReq(H, 0x010203040506, 0x010203040507, 0x003fffff)
-  t.equal(buf.toString('hex'), '5343' + '04' + '05' + '0123abcd' + 'fedc0042' + '00000007' + '00000003' + '00000000' +
+  t.equal(buf.toString('hex'), '5343' + '03' + '05' + '0123abcd' + 'fedc0042' + '00000007' + '00000003' + '00000000' +
     '010203040506' + '010203040507' + '003fffff')
   t.same(decode(buf, G), { kind: Kind.STATEREQ, ...R, acked: 0x010203040506, from: 0x010203040507, length: 0x3fffff })
   t.same(decode(encodeStateReq(H, 9, 9, 0), G), { kind: Kind.STATEREQ, ...R, acked: 9, from: 9, length: 0 }, '"done"')
@@ -119,7 +119,7 @@ t.test('STATEREQ layout, byte by byte, and its window', async (t) => {
 t.test('STATE layout, LAST, NONE, gathered parts', async (t) => {
   const buf = encodeState(H, 0x0a0b0c0d0e0f, true, [Buffer.from('ab'), Buffer.alloc(0), Buffer.from('c')])
   t.equal(buf.length, STATE_OVERHEAD + 3)
-  t.equal(buf.toString('hex'), '5343' + '04' + '06' + '0123abcd' + 'fedc0042' + '00000007' + '00000003' + '00000000' +
+  t.equal(buf.toString('hex'), '5343' + '03' + '06' + '0123abcd' + 'fedc0042' + '00000007' + '00000003' + '00000000' +
     '0a0b0c0d0e0f' + '01' + '616263')
   const d = decode(buf, G)
   if (d.kind !== Kind.STATE) throw new Error('not STATE')
