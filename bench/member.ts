@@ -6,12 +6,14 @@
  *                                                                datagram, `burst` sends per event-loop turn
  * Prints one JSON line: counts, first-send/last-delivery wall times (ms), a hash of the delivered stream, latency
  * samples summary, peak RSS, the longest gap between deliveries.
+ * SEQCAST_BENCH_GC=1: a line on stderr per member with its mark-compacts and the Buffer memory alive after them.
  * SEQCAST_BENCH_LOSS=P (the LOSS case of run.ts; benchmark only, no option of the library): this member drops each
  * datagram it receives with probability P, drawn from a PRNG seeded by SEQCAST_BENCH_SEED (default 1) and its id.
  */
 import dgram from 'node:dgram'
 import { createHash } from 'node:crypto'
 import v8 from 'node:v8'
+import { PerformanceObserver, constants as perfConstants } from 'node:perf_hooks'
 import { Group } from '../lib/index.js'
 import { UdpTransport } from '../lib/transport.js'
 
@@ -98,6 +100,31 @@ function memorySampler(): { stop: () => { rssMB: number; youngMB: number; oldMB:
     },
   }
 }
+
+/**
+ * SEQCAST_BENCH_GC=1: on exit, a line on stderr with this member's mark-compacts and the Buffer memory (`external`)
+ * right after each (at the next collection it reports): what was still alive, as opposed to dead Buffers that V8
+ * had not yet collected (docs/PERFORMANCE.md, large messages).
+ */
+function gcWatch(id: string): void {
+  const after: number[] = []
+  let marked = false
+  let peak = 0
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const ext = process.memoryUsage().external / 2 ** 20
+      peak = Math.max(peak, ext)
+      if (marked) after.push(ext)
+      marked = (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR
+    }
+  }).observe({ entryTypes: ['gc'] })
+  process.on('exit', () => {
+    after.sort((a, b) => a - b)
+    const mb = (x: number | undefined): string => (x === undefined ? '-' : x.toFixed(0))
+    process.stderr.write(`${id} gc: ${after.length} mark-compacts, external after them median ${mb(after[after.length >> 1])} max ${mb(after.at(-1))} MB, peak ${mb(peak)} MB\n`)
+  })
+}
+if (process.env.SEQCAST_BENCH_GC) gcWatch(id!)
 
 function summary(lat: number[]): { p50: number; p99: number; max: number } | null {
   if (lat.length === 0) return null

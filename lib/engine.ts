@@ -379,8 +379,9 @@ export class Engine implements SequencerHost {
       if (author === VOID_SENDER) continue
       const store = this.senders.get(author)!.store
       const m = this.log.msgId(s)
-      // The application gets its own bytes: what the store holds is also what repairs are served from.
-      const data = this.reassembly.push(author, store.isFirst(m), store.hasMore(m), store.payload(m))
+      // The application gets its own bytes (what the store holds is also what repairs are served from), unless it
+      // promised not to write into them (copyDeliveries false).
+      const data = this.reassembly.push(author, store.isFirst(m), store.hasMore(m), store.payload(m), this.opts.copyDeliveries)
       if (!data) continue
       this.stats.delivered++
       this.env.deliver({ type: 'message', group: this.group, sender: this.views.nameOf(author) ?? String(author), seq: s, data })

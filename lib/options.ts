@@ -55,6 +55,12 @@ export interface EngineOptions {
   /** The sequencer multicasts a heartbeat ORDER after this long without sending one. */
   heartbeatMs: number
   ackEvery: number
+  /**
+   * true (default): every delivery's data is the application's own copy. false: the application promises never to
+   * write into a delivery's data, and a message that came in one datagram is delivered as a view of it — memory this
+   * member also serves repairs from (a fragmented message is new memory either way).
+   */
+  copyDeliveries: boolean
 }
 
 export interface JoinOptions extends Partial<EngineOptions> {
@@ -121,6 +127,7 @@ export const DEFAULT_ENGINE_OPTIONS: EngineOptions = {
   nackIntervalMs: DEFAULT_NACK_INTERVAL_MS,
   heartbeatMs: DEFAULT_HEARTBEAT_MS,
   ackEvery: DEFAULT_ACK_EVERY,
+  copyDeliveries: true,
 }
 
 export function parseHostPort(value: string, what: string): { host: string; port: number } {
@@ -190,6 +197,9 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
   if (o.delivery !== undefined && o.delivery !== 'agreed' && o.delivery !== 'safe') {
     throw new ArgumentError(`option delivery must be 'agreed' or 'safe', got ${String(o.delivery)}`)
   }
+  if (o.copyDeliveries !== undefined && typeof o.copyDeliveries !== 'boolean') {
+    throw new ArgumentError(`option copyDeliveries must be true or false, got ${String(o.copyDeliveries)}`)
+  }
   const maxDatagram = int(o, 'maxDatagram', DEFAULT_MAX_DATAGRAM, 512, MAX_DATAGRAM)
   const resolved: ResolvedJoinOptions = {
     directory,
@@ -213,6 +223,7 @@ export function parseJoinOptions(opts: JoinOptions = {}): ResolvedJoinOptions {
     nackIntervalMs: int(o, 'nackIntervalMs', DEFAULT_NACK_INTERVAL_MS, 1, 60_000),
     heartbeatMs: int(o, 'heartbeatMs', DEFAULT_HEARTBEAT_MS, 1, 60_000),
     ackEvery: int(o, 'ackEvery', DEFAULT_ACK_EVERY, 1, 16_384),
+    copyDeliveries: (o.copyDeliveries as boolean | undefined) ?? true,
   }
   checkMaxMessage(resolved)
   return resolved

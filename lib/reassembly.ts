@@ -24,10 +24,11 @@ export class Reassembly {
 
   /**
    * The next fragment of `sender`'s stream. Returns the message when this fragment completes one (new memory, the
-   * caller's to keep and modify), otherwise undefined. A fragment is kept as given until its message is complete:
-   * a view of a received datagram, which nothing overwrites.
+   * caller's to keep and modify — except a whole, unfragmented message with `copy` false: then it is `payload`
+   * itself), otherwise undefined. A fragment is kept as given until its message is complete: a view of a received
+   * datagram, which nothing overwrites.
    */
-  push(sender: number, first: boolean, more: boolean, payload: Uint8Array): Uint8Array | undefined {
+  push(sender: number, first: boolean, more: boolean, payload: Uint8Array, copy = true): Uint8Array | undefined {
     let p = this.partial.get(sender)
     if (first && p) {
       // The previous message never ended (cannot happen with an honest sender): it is dropped, not glued on.
@@ -39,7 +40,7 @@ export class Reassembly {
       this.counters.skipped++
       return undefined
     }
-    if (!more && !p) return Buffer.from(payload)
+    if (!more && !p) return copy ? Buffer.from(payload) : payload
     if (!p) this.partial.set(sender, (p = { parts: [], bytes: 0 }))
     if (p.bytes + payload.length > MAX_MESSAGE) {
       this.counters.skipped += p.parts.length + 1

@@ -39,3 +39,14 @@ t.test('a message that never ends is dropped when a new one starts, or when its 
   t.equal(r.push(2, false, false, b('tail')), undefined, 'and its tail is not a message')
   t.equal(r.skipped, 3)
 })
+
+t.test('without copying, a whole message is the payload itself; a fragmented one is new memory either way', async (t) => {
+  const r = new Reassembly()
+  const src = b('view')
+  t.equal(r.push(1, true, false, src, false), src, 'the same bytes, not a copy')
+  const first = b('ab')
+  r.push(1, true, true, first, false)
+  const m = r.push(1, false, false, b('cd'), false)!
+  first.fill(0x58)
+  t.equal(str(m), 'abcd', 'joined into memory of its own')
+})
