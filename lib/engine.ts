@@ -164,9 +164,9 @@ export class Engine implements SequencerHost {
   // ---------------------------------------------------------------- sending
 
   /** Accepts a message if the send window has room; false means "wait for windowOpened". */
-  submit(data: Uint8Array): boolean {
+  submit(data: Uint8Array, owned = false): boolean {
     if (this.lifecycle !== 'joined') throw new NotJoinedError()
-    if (!this.outbox.submit(data)) return false
+    if (!this.outbox.submit(data, owned)) return false
     // Own messages are this member's sender state: ordered, delivered, served and freed like anyone's.
     this.senders.own(this.me, this.outbox.own)
     this.env.scheduleFlush()

@@ -280,8 +280,10 @@ export class Group extends EventEmitter<GroupEvents> {
         return Promise.reject(err)
       }
     }
+    // It waits for window room: its bytes are copied now, since the caller may reuse its buffer at once.
+    const copy = Buffer.from(data as Uint8Array)
     return new Promise((resolve, reject) => {
-      this.senders.push({ data: data as Uint8Array, resolve, reject })
+      this.senders.push({ data: copy, resolve, reject })
     })
   }
 
@@ -289,7 +291,7 @@ export class Group extends EventEmitter<GroupEvents> {
     while (this.senders.length > 0) {
       const s = this.senders[0]!
       try {
-        if (!this.engine.submit(s.data)) return
+        if (!this.engine.submit(s.data, true)) return
         this.senders.shift()
         s.resolve()
       } catch (err) {

@@ -98,9 +98,10 @@ export class Outbox {
 
   /**
    * Accepts a message if the send window has room: stores it as fragments of at most one datagram's payload, each
-   * its own msgId. False means "wait": `freed` then reports the window open again.
+   * its own msgId. False means "wait": `freed` then reports the window open again. `owned`: `data` is a copy
+   * nobody else holds, stored without another.
    */
-  submit(data: Uint8Array): boolean {
+  submit(data: Uint8Array, owned = false): boolean {
     if (data.length > this.opts.maxMessage) throw new MessageTooLargeError(data.length, this.opts.maxMessage)
     const room = fragmentRoom(this.opts.maxDatagram)
     const frags = Math.max(1, Math.ceil(data.length / room))
@@ -111,7 +112,8 @@ export class Outbox {
       this.windowWasFull = true
       return false
     }
-    const copy = Buffer.from(data) // the application may reuse its buffer once grp_send resolves
+    // The application may reuse its buffer at once (`owned`: a copy already made for this message, kept as is).
+    const copy = owned ? Buffer.from(data.buffer, data.byteOffset, data.length) : Buffer.from(data)
     for (let i = 0; i < frags; i++) {
       const payload = frags === 1 ? copy : copy.subarray(i * room, Math.min(copy.length, (i + 1) * room))
       const msgId = this.nextMsgId++

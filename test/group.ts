@@ -133,3 +133,23 @@ t.test('the default datagram size follows the interface MTU, so nothing is IP-fr
   t.equal(datagramSizeFor('127.0.0.1'), 60_000, 'loopback (MTU 65 536): capped at 60 000')
   t.equal(datagramSizeFor('10.254.254.254'), undefined, 'an address no interface has: unknown, the 16 384 fallback applies')
 })
+
+t.test('a send waiting for window room has its bytes copied at the call: the buffer may be reused at once', async (t) => {
+  const dir = await startDir(await freePort())
+  t.teardown(() => dir.stop())
+  // A window of 4 messages: the later sends wait for room, holding what they were given.
+  const a = await Group.join('reuse', 'a', { directory: dir.addr, iface, sendWindow: 4 })
+  await a.receive() // its view
+  const buf = Buffer.alloc(8)
+  const sends: Promise<void>[] = []
+  for (let i = 0; i < 20; i++) {
+    buf.writeUInt32BE(i, 0)
+    sends.push(a.send(buf)) // not awaited: the caller reuses its buffer at once
+  }
+  buf.fill(0xff)
+  await Promise.all(sends)
+  const got: number[] = []
+  for (let i = 0; i < 20; i++) got.push(Buffer.from((await a.receive({ timeoutMs: 5000 }))!.data as Uint8Array).readUInt32BE(0))
+  t.same(got, Array.from({ length: 20 }, (_, i) => i), 'every message as it was when sent')
+  a.close()
+})
