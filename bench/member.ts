@@ -32,7 +32,7 @@ const rate = rateArg ? Number(rateArg) : 0
 /** raw: datagrams sent per event-loop turn. Small bursts pace the sender (few losses); large ones flood. */
 const BURST = rateArg ? Number(rateArg) : 64
 /** W2: how long the sender sends before the messages that count (see Latencies). */
-const WARM_MS = Number(process.env.SEQCAST_BENCH_WARM_MS ?? 1000)
+const WARM_MS = Number(process.env.SEQCAST_BENCH_WARM_MS ?? 3000)
 const IDLE_MS = Number(process.env.SEQCAST_BENCH_IDLE_MS ?? 1500) // after everyone stopped sending, wait this long without deliveries before reporting
 
 /** What the loss hook threw away: datagrams and their bytes. */

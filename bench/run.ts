@@ -4,6 +4,7 @@
  * seqcast cases over that transport (unicast: fan-out, as on clouds; both: each case on both, unicast rows
  * named `…/u` with their ratio to the multicast row); `--key FILE` runs each W1 and W2 case twice, without and then
  * with that group key (`dir keygen FILE`), the keyed rows named `…/k` with their cost beside the unkeyed one.
+ * `--case W2 --rate R`: W2 at that rate only (default 1 000 and 10 000 msg/s).
  * `--case LOSS [--loss P]`: W1 (3 members; 100 B and 16 KB, or `--n`, `--size`) lossless, then with every member
  * dropping each datagram it receives with probability 1 % and 5 % (or P alone), compared in the same run.
  * SEQCAST_BENCH_PROF=DIR writes a --cpu-prof of every member there.: seqcast against raw dgram multicast, on loopback.
@@ -45,7 +46,7 @@ const MEMBER = `${here}member.js`
 const DIR = `${here}../directory/cli.js`
 const SEND_MS = quick ? 1000 : 3000
 /** W2: the sender's warm-up before the messages that count (bench/member.ts, Latencies). */
-const WARM_MS = Number(process.env.SEQCAST_BENCH_WARM_MS ?? 1000)
+const WARM_MS = Number(process.env.SEQCAST_BENCH_WARM_MS ?? 3000)
 
 interface Report {
   id: string; sent: number; delivered: number; bytes: number; firstSend: number; lastDelivery: number
@@ -280,7 +281,7 @@ if (!only || only === 'W1') {
 const w2ns = transports.length > 1 ? ns : [pick('--n')?.[0] ?? 3]
 if (!only || only === 'W2') {
   for (const n of w2ns) {
-    for (const rate of [1000, 10000]) {
+    for (const rate of pick('--rate') ?? [1000, 10000]) {
       const floor = await rawW2(rate, n)
       for (const mode of transports) for (const key of keyings) await w2(rate, mode, n, key, floor)
     }
