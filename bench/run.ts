@@ -4,6 +4,7 @@
  * seqcast cases over that transport (unicast: fan-out, as on clouds; both: each case on both, unicast rows
  * named `…/u` with their ratio to the multicast row); `--key FILE` runs each W1 and W2 case twice, without and then
  * with that group key (`dir keygen FILE`), the keyed rows named `…/k` with their cost beside the unkeyed one.
+ * `--case W2 --rate R`: W2 at that rate only (default 1 000 and 10 000 msg/s).
  * `--case LOSS [--loss P]`: W1 (3 members; 100 B and 16 KB, or `--n`, `--size`) lossless, then with every member
  * dropping each datagram it receives with probability 1 % and 5 % (or P alone), compared in the same run.
  * SEQCAST_BENCH_PROF=DIR writes a --cpu-prof of every member there.: seqcast against raw dgram multicast, on loopback.
@@ -44,11 +45,15 @@ const here = fileURLToPath(new URL('.', import.meta.url))
 const MEMBER = `${here}member.js`
 const DIR = `${here}../directory/cli.js`
 const SEND_MS = quick ? 1000 : 3000
+/** W2: the sender's warm-up before the messages that count (bench/member.ts, Latencies). */
+const WARM_MS = Number(process.env.SEQCAST_BENCH_WARM_MS ?? 3000)
 
 interface Report {
   id: string; sent: number; delivered: number; bytes: number; firstSend: number; lastDelivery: number
   rssMB: number; youngMB: number; oldMB: number; externalMB: number
   hash?: string; latency?: { p50: number; p99: number; max: number } | null; resent?: number; nacks?: number
+  /** W2: the messages of the warm-up (the sender's first second), not in `latency`. */
+  warmup?: { p50: number; p99: number; max: number } | null
   /** LOSS: datagrams (and bytes) the member's drop hook threw away; bytes it sent again; its longest delivery gap. */
   lost?: number; lostBytes?: number; resentBytes?: number; retransmittedBytes?: number; nacksServed?: number; stallMs?: number
   /** CPU time the member used from its first send until deliveries stopped. */
@@ -227,15 +232,46 @@ async function soak(): Promise<void> {
   }
 }
 
-async function w2(rate: number, mode: Mode, n = 3, key?: string): Promise<void> {
+type Latency = { p50: number; p99: number; max: number }
+
+/** Send→delivery at the worst receiver: the highest p50, p99 and max over the members (of the warm-up with `warm`). */
+function worstLatency(rs: Report[], warm = false): Latency {
+  const lat = rs.map((r) => (warm ? r.warmup : r.latency)).filter((l): l is NonNullable<typeof l> => !!l)
+  return { p50: Math.max(...lat.map((l) => l.p50)), p99: Math.max(...lat.map((l) => l.p99)), max: Math.max(...lat.map((l) => l.max)) }
+}
+
+/** What the warm-up (not counted) cost: V8 optimising the path, a joiner's first datagrams. */
+const warmText = (rs: Report[]): string => `warm-up ${(WARM_MS / 1000).toFixed(1)} s not counted (its p99 ${worstLatency(rs, true).p99.toFixed(2)} ms)`
+
+const us = (ms: number): string => `${(ms * 1000).toFixed(0)} us`
+
+/**
+ * W2's one-way floor: raw dgram multicast of the same 100 B messages at the same rate, sent by the same pacing loop
+ * (bench/member.ts `paced`), one datagram each; send→arrival at the worst receiver (the sender's loopback copy
+ * included, as W2 counts the sender's own delivery). Total order needs two such trips.
+ */
+async function rawW2(rate: number, n: number): Promise<Latency> {
+  const port = await freePort()
+  const rs = await runMembers((i) => ['rawrate', `239.255.77.${1 + (port % 200)}:${port}`, `r${i}`, String(n), '100', String(SEND_MS), String(rate)])
+  const l = worstLatency(rs)
+  const sent = rs.reduce((a, r) => a + r.sent, 0)
+  const loss = 1 - rs.reduce((a, r) => a + r.delivered, 0) / (sent * n)
+  rows.push({ case: `RAW@${rate}`, n, size: 100, perMember: rate, mbps: 0, ok: true, ...memoryOf(rs), extra: `p50 ${l.p50} ms p99 ${l.p99} ms max ${l.max} ms loss ${(loss * 100).toFixed(1)}%` })
+  if (!json) console.log(`RAW    n=${n} at ${rate} msg/s, 100 B: send->arrival  p50 ${us(l.p50)}, p99 ${us(l.p99)}, max ${l.max.toFixed(2)} ms (worst receiver)  loss ${(loss * 100).toFixed(1)}%  ${warmText(rs)}`)
+  return l
+}
+
+async function w2(rate: number, mode: Mode, n = 3, key?: string, raw?: Latency): Promise<void> {
   const rs = await withDir((dir) => runMembers((i) => ['seqcast', dir, `m${i}`, String(n), '100', String(SEND_MS), String(rate)], key), mode)
   const ok = rs.every((r) => r.hash === rs[0]!.hash)
-  const lat = rs.map((r) => r.latency).filter((l): l is NonNullable<typeof l> => !!l)
-  const p50 = Math.max(...lat.map((l) => l.p50))
-  const p99 = Math.max(...lat.map((l) => l.p99))
-  const max = Math.max(...lat.map((l) => l.max))
-  rows.push({ case: keyTag(tag(`W2@${rate}`, mode), key), n, size: 100, perMember: rate, mbps: 0, ok, ...memoryOf(rs), extra: `p50 ${p50} ms p99 ${p99} ms max ${max} ms` })
-  if (!json) console.log(`${keyTag(tag('W2', mode), key).padEnd(6)} n=${n} at ${rate} msg/s, 100 B: send->delivery p50 ${(p50 * 1000).toFixed(0)} us, p99 ${(p99 * 1000).toFixed(0)} us, max ${max.toFixed(2)} ms (worst receiver)  ${ok ? 'verified' : 'MISMATCH'}`)
+  const { p50, p99, max } = worstLatency(rs)
+  const ratio = raw && raw.p50 > 0 ? p50 / raw.p50 : undefined
+  const vsRaw = raw ? `, raw p50 ${raw.p50} ms p99 ${raw.p99} ms` : ''
+  rows.push({ case: keyTag(tag(`W2@${rate}`, mode), key), n, size: 100, perMember: rate, mbps: 0, ratio, ok, ...memoryOf(rs), extra: `p50 ${p50} ms p99 ${p99} ms max ${max} ms${vsRaw}` })
+  if (!json) {
+    const beside = raw ? `  ${ratio === undefined ? '-' : ratio.toFixed(2)}x raw p50 (raw p99 ${us(raw.p99)})` : ''
+    console.log(`${keyTag(tag('W2', mode), key).padEnd(6)} n=${n} at ${rate} msg/s, 100 B: send->delivery p50 ${us(p50)}, p99 ${us(p99)}, max ${max.toFixed(2)} ms (worst receiver)  ${ok ? 'verified' : 'MISMATCH'}${beside}  ${warmText(rs)}`)
+  }
 }
 
 const pick = (flag: string): number[] | undefined => (args.includes(flag) ? [Number(args[args.indexOf(flag) + 1])] : undefined)
@@ -251,7 +287,14 @@ if (!only || only === 'W1') {
 }
 // W2 at 3 members, and at every --n when the transports are compared (how fan-out cost grows with N).
 const w2ns = transports.length > 1 ? ns : [pick('--n')?.[0] ?? 3]
-if (!only || only === 'W2') for (const n of w2ns) for (const rate of [1000, 10000]) for (const mode of transports) for (const key of keyings) await w2(rate, mode, n, key)
+if (!only || only === 'W2') {
+  for (const n of w2ns) {
+    for (const rate of pick('--rate') ?? [1000, 10000]) {
+      const floor = await rawW2(rate, n)
+      for (const mode of transports) for (const key of keyings) await w2(rate, mode, n, key, floor)
+    }
+  }
+}
 if (!only || only === 'LARGE') for (const size of pick('--size') ?? (quick ? [1 << 20] : [1 << 20, 10 << 20])) await w1(3, size, undefined, 'LARGE')
 if (only === 'SOAK') await soak()
 if (only === 'LOSS') {

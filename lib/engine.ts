@@ -2,7 +2,7 @@
  * One member of one group: the whole data-path protocol (PROTOCOL.md §4, §5), free of sockets and timers.
  *
  * Inputs: `datagram()` (from the group's UDP sockets), `directory()` (frames from the directory), `tick()` (the one
- * periodic timer), `flush()` (end of an event-loop turn, requested through `env.scheduleFlush`), `submit()`.
+ * periodic timer), `flush()` (once an input is handled, requested through `env.scheduleFlush`), `submit()`.
  * Outputs go through `EngineEnv` (host.ts). The simulator in test/fixtures drives exactly this class.
  *
  * Reading guide: ordering lives in sequencer.ts, this member's own messages (window, transmission, resend) in
@@ -483,7 +483,7 @@ export class Engine implements SequencerHost {
     this.flush()
   }
 
-  /** End of an event-loop turn: send, order, deliver, acknowledge — each once for everything that came in. */
+  /** After an input (a datagram, a run of submits, a tick): send, order, deliver, acknowledge — once for all it brought. */
   flush(): void {
     if (this.lifecycle === 'left' || this.lifecycle === 'failed') return
     this.transmit()

@@ -154,10 +154,13 @@ export class Group extends EventEmitter<GroupEvents> {
         this.inbox.push(d)
       },
       state: (d) => this.state?.datagram(d),
+      // When the callback at hand is done (its microtasks too), not at the end of the event-loop turn: the DATA that
+      // arrives is ordered, the ORDER that completes a message delivers it, before the loop polls again — no turn
+      // on either hop. A run of sends is still one flush: an await loop of accepted sends runs in one microtask drain.
       scheduleFlush: () => {
         if (this.flushQueued) return
         this.flushQueued = true
-        setImmediate(() => {
+        process.nextTick(() => {
           this.flushQueued = false
           if (!this.closed) this.engine.flush()
         })

@@ -15,6 +15,16 @@ import type { GroupTransport } from './dirproto.js'
 const log = logger('transport')
 const SOCKET_BUFFER = 4 * 1024 * 1024
 
+/**
+ * Every address this transport sends to is an IPv4 literal (options.ts parses them): it is its own lookup. dgram's
+ * default lookup (dns.lookup) answers even a literal on process.nextTick, so a send left only once the whole turn's
+ * work was done — for the sequencer, its ORDER after delivering the same messages to its own application: latency
+ * on every hop.
+ */
+function literal(host: string, _family: unknown, done: (err: Error | null, address: string, family: number) => void): void {
+  done(null, host, 4)
+}
+
 /** How a datagram reached this member: on the group's multicast address, or addressed to this member alone. */
 export type Via = 'group' | 'direct'
 
@@ -102,7 +112,7 @@ export abstract class BaseTransport implements Transport {
  * mode, one socket bound to the group's address and port (with address reuse: every member of the host binds it).
  */
 export class UdpTransport extends BaseTransport {
-  private readonly uni = dgram.createSocket({ type: 'udp4' })
+  private readonly uni = dgram.createSocket({ type: 'udp4', lookup: literal })
   private mcast: dgram.Socket | null = null
   private mcastKey = ''
   private closed = false

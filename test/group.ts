@@ -101,6 +101,47 @@ t.test('events and async iteration', async (t) => {
   b.close()
 })
 
+t.test('the datagram that completes a message delivers it in its own callback, not a turn later', async (t) => {
+  // Every event-loop turn between a datagram's arrival and the next send or delivery is latency, on each of the two
+  // hops (sender -> sequencer's ORDER -> members). Each member's log: 'd' when a datagram arrives, 'e' when the turn
+  // it arrived in has ended (an immediate queued before the member sees it), 'm' for a delivery.
+  const dir = await startDir(await freePort())
+  t.teardown(() => dir.stop())
+  const opts = { directory: dir.addr, iface }
+  const a = await Group.join('turns', 'a', opts) // the sequencer
+  const b = await Group.join('turns', 'b', opts)
+  t.teardown(() => {
+    a.close()
+    b.close()
+  })
+  while ((a.view?.members.length ?? 0) < 2) await new Promise((r) => setTimeout(r, 5))
+  await a.receive()
+  await a.receive()
+  await b.receive()
+  const logs = [a, b].map((g) => {
+    const log: string[] = []
+    const tr = (g as unknown as { transport: { onDatagram: (buf: Buffer, via: string, from: string) => void } }).transport
+    const inner = tr.onDatagram
+    tr.onDatagram = (buf, via, from) => {
+      log.push('d')
+      setImmediate(() => log.push('e'))
+      inner(buf, via, from)
+    }
+    g.on('message', () => log.push('m'))
+    return log
+  })
+  for (let i = 0; i < 5; i++) {
+    await b.send(`x${i}`) // a orders it as its DATA arrives; b delivers it as the ORDER arrives
+    await new Promise((r) => setTimeout(r, 20))
+  }
+  await new Promise((r) => setTimeout(r, 100))
+  for (const [i, log] of logs.entries()) {
+    const text = log.join('')
+    t.equal(text.split('m').length - 1, 5, `${'ab'[i]} delivered all five`)
+    t.notMatch(text, /de+m/, `${'ab'[i]}: no delivery after its datagram's turn ended (${text})`)
+  }
+})
+
 t.test('a member that does not read holds the sender back; its queue stays under maxQueuedBytes', async (t) => {
   const dir = await startDir(await freePort())
   t.teardown(() => dir.stop())

@@ -4,6 +4,7 @@
  * and from where (the sender's unicast address, multicast included: PROTOCOL.md §2.6, §4.1) is reported; bad
  * addresses are counted, never thrown.
  */
+import dgram from 'node:dgram'
 import t from 'tap'
 import { UdpTransport, type Via } from '../lib/transport.js'
 
@@ -83,4 +84,27 @@ t.test('bad addresses are counted, never thrown; a closed transport sends nothin
   a!.t.toGroup(Buffer.from('closed'))
   await settle()
   t.equal(b!.got.length, 1, 'nothing after close')
+})
+
+t.test('a datagram leaves when it is sent, not after the rest of the event-loop turn', async (t) => {
+  // The engine sends from within a turn that goes on working (an ORDER, then deliveries to the application): a send
+  // deferred to the end of the turn is latency on every hop. A connected socket's send goes out at once; one made
+  // after ours, in the same turn, must arrive after it.
+  const [a, b] = await members(2)
+  const other = dgram.createSocket('udp4')
+  t.teardown(() => {
+    a!.t.close()
+    b!.t.close()
+    other.close()
+  })
+  const [host, port] = b!.t.address.split(':')
+  await new Promise<void>((r) => other.connect(Number(port), host, () => r()))
+  a!.t.channel('239.255.91.5:46195', 'unicast')
+  a!.t.peers([b!.t.address])
+  a!.t.toMember(b!.t.address, Buffer.from('first'))
+  other.send(Buffer.from('second'))
+  a!.t.toGroup(Buffer.from('third'))
+  other.send(Buffer.from('fourth'))
+  await settle()
+  t.same(b!.got.map((g) => g.body), ['first', 'second', 'third', 'fourth'])
 })
