@@ -241,7 +241,9 @@ export class Repair {
       for (const end = Math.min(r.n, budget); n < end && bytes > 0; n++) bytes -= Math.max(0, s.store.length(r.firstMsgId + n))
       budget -= n
       const header = { inc: this.host.inc, viewId, sender: r.sender }
-      this.counters.retransmitted += packData(header, this.opts.maxDatagram, s.store, r.firstMsgId, n, (buf) => this.answer(buf, d.sender))
+      const sent = packData(header, this.opts.maxDatagram, s.store, r.firstMsgId, n, (buf) => this.answer(buf, d.sender))
+      this.counters.retransmitted += sent
+      logRepair('serve %d: %d of %d messages of %d from msgId %d', d.sender, sent, r.n, r.sender, r.firstMsgId)
     }
   }
 

@@ -337,7 +337,8 @@ t.test('the donor crashes while the joiner\'s held deliveries are full: the join
   for (const seed of [61, 62]) {
     const sim = new Sim(seed, { drop: 0.05, dup: 0.05, minDelay: 0.05, maxDelay: 1 })
     const ms = await group(sim, [{ pad: 1 << 20, chunk: 16_384, snapshotDelayMs: 5 }, { pad: 200_000 }, {}])
-    for (const m of ms) m.send(3000)
+    // Enough that the stream still runs when j's held deliveries fill (faster repair finished 3 000 before that).
+    for (const m of ms) m.send(10_000)
     await sim.runAsync(sim.now + 20)
     const bound = 16_384
     const j = sim.joinReplica('j', { restoreDelayMs: 5 }, {}, { maxQueuedBytes: bound })
