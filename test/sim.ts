@@ -2,7 +2,7 @@
  * Seeded simulations: 3–5 members, concurrent senders, loss / duplication / reordering, crashes of members and of
  * the sequencer. Every run is checked for every guarantee by the checker. Fails print the seed to rerun.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { datagramKind, Sim, type Faults, type SimMember } from './fixtures/sim.js'
 import { Kind } from '../lib/wire.js'
 import { DEFAULT_NACK_INTERVAL_MS, DEFAULT_RESEND_MS } from '../lib/options.js'
@@ -293,68 +293,83 @@ function runUntilFine(sim: Sim, done: () => boolean, limit: number): boolean {
   return done()
 }
 
-t.test('a DATA lost at one receiver is asked for as soon as the gap is seen', async (t) => {
-  for (const seed of [7, 8, 9]) {
-    const sim = new Sim(seed)
-    const ms = sim.startGroup(3)
-    const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
-    sim.run(sim.now + 50)
-    let lost = 0
-    sim.filter = (from, to, buf) => !(from === m2 && to === m3 && datagramKind(buf) === Kind.DATA && lost++ === 0)
-    drumbeat(sim, m1, 30)
-    const sentAt = sim.now
-    m2.send(1)
-    t.ok(runUntilFine(sim, () => m3.messages().includes('m2:1'), 5000), 'delivered in the end')
-    const waited = sim.now - sentAt
-    t.equal(lost > 0, true, 'the DATA was lost at m3')
-    t.ok(waited < NACK_REORDER_MS + 2, `seed ${seed}: m3 had it ${waited.toFixed(2)} ms after it was sent`)
-    t.equal(m3.engine.stats.nacksSent, 1, 'one NACK')
-    t.ok(sim.runUntil(() => sim.settled(), 5000))
-    t.same(check(sim.logs()), [])
-  }
+type Members = [SimMember, SimMember, SimMember]
+
+/**
+ * One loss, timed: for each seed a quiet group of three (m1 the sequencer) in which `prepare` may set things going;
+ * then the first datagram of `kind` from `from` to `to` (ORDERs: only those with runs, longer than a heartbeat) is
+ * lost, `act` sends, and the test waits until `done`. Checks the loss happened, it was over within `boundMs` of
+ * the send, `also` (counts), that the group settles and the guarantees hold.
+ */
+function timedLoss(name: string, c: {
+  kind: Kind
+  from: (ms: Members) => SimMember
+  to: (ms: Members) => SimMember
+  prepare?: (sim: Sim, ms: Members) => void
+  act: (sim: Sim, ms: Members) => void
+  done: (ms: Members) => boolean
+  boundMs: (sim: Sim) => number
+  also?: (t: Test, ms: Members) => void
+}): void {
+  t.test(name, async (t) => {
+    for (const seed of [7, 8, 9]) {
+      const sim = new Sim(seed)
+      const ms = sim.startGroup(3) as Members
+      sim.run(sim.now + 50)
+      c.prepare?.(sim, ms)
+      const [from, to] = [c.from(ms), c.to(ms)]
+      let lost = 0
+      sim.filter = (f, d, buf) => !(f === from && d === to && datagramKind(buf) === c.kind && (c.kind !== Kind.ORDER || buf.length > 40) && lost++ === 0)
+      const sentAt = sim.now
+      c.act(sim, ms)
+      t.ok(runUntilFine(sim, () => c.done(ms), 5000), 'repaired in the end')
+      const waited = sim.now - sentAt
+      t.ok(lost > 0, 'the datagram was lost')
+      t.ok(waited < c.boundMs(sim), `seed ${seed}: over ${waited.toFixed(2)} ms after the send (bound ${c.boundMs(sim)} ms)`)
+      c.also?.(t, ms)
+      t.ok(sim.runUntil(() => sim.settled(), 5000))
+      t.same(check(sim.logs()), [])
+    }
+  })
+}
+
+/**
+ * Time to repair, in virtual time, while the group keeps sending (a drumbeat of messages, one a millisecond, keeps
+ * the event loop turning): a gap is asked for once it has been seen for NACK_REORDER_MS — so repaired within that
+ * plus a beat and a round trip (2 ms) — not on the first tick after a whole tick without progress (5–9 ms in these
+ * runs before), nor nackIntervalMs after it was first seen (the sequencer: 27–31 ms before). One NACK each.
+ */
+timedLoss('a DATA lost at one receiver is asked for as soon as the gap is seen', {
+  kind: Kind.DATA, from: (ms) => ms[1], to: (ms) => ms[2],
+  act: (sim, ms) => {
+    drumbeat(sim, ms[0], 30)
+    ms[1].send(1)
+  },
+  done: (ms) => ms[2].messages().includes('m2:1'),
+  boundMs: () => NACK_REORDER_MS + 2,
+  also: (t, ms) => t.equal(ms[2].engine.stats.nacksSent, 1, 'one NACK'),
 })
 
-t.test('an ORDER lost at one receiver is asked for as soon as the gap is seen', async (t) => {
-  for (const seed of [7, 8, 9]) {
-    const sim = new Sim(seed)
-    const ms = sim.startGroup(3)
-    const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
-    sim.run(sim.now + 50)
-    let lost = 0
-    // The first ORDER with runs after the drumbeat starts (a heartbeat is shorter than one with runs).
-    sim.filter = (from, to, buf) => !(from === m1 && to === m3 && datagramKind(buf) === Kind.ORDER && buf.length > 40 && lost++ === 0)
-    drumbeat(sim, m1, 30)
-    const sentAt = sim.now
-    m2.send(1)
-    t.ok(runUntilFine(sim, () => m3.messages().includes('m2:1'), 5000), 'delivered in the end')
-    const waited = sim.now - sentAt
-    // The gap shows when the next ORDER arrives, a beat later.
-    t.ok(waited < 1 + NACK_REORDER_MS + 2, `seed ${seed}: m3 had it ${waited.toFixed(2)} ms after it was sent`)
-    t.equal(m3.engine.stats.nacksSent, 1, 'one NACK')
-    t.ok(sim.runUntil(() => sim.settled(), 5000))
-    t.same(check(sim.logs()), [])
-  }
+timedLoss('an ORDER lost at one receiver is asked for as soon as the gap is seen', {
+  kind: Kind.ORDER, from: (ms) => ms[0], to: (ms) => ms[2],
+  act: (sim, ms) => {
+    drumbeat(sim, ms[0], 30)
+    ms[1].send(1)
+  },
+  done: (ms) => ms[2].messages().includes('m2:1'),
+  boundMs: () => 1 + NACK_REORDER_MS + 2, // the gap shows when the next ORDER arrives, a beat later
+  also: (t, ms) => t.equal(ms[2].engine.stats.nacksSent, 1, 'one NACK'),
 })
 
-t.test('a DATA lost at the sequencer is asked of its sender as soon as the gap is seen', async (t) => {
-  for (const seed of [7, 8, 9]) {
-    const sim = new Sim(seed)
-    const ms = sim.startGroup(3)
-    const [m1, m2] = ms as [SimMember, SimMember]
-    sim.run(sim.now + 50)
-    let lost = 0
-    sim.filter = (from, to, buf) => !(from === m2 && to === m1 && datagramKind(buf) === Kind.DATA && lost++ === 0)
-    const sentAt = sim.now
-    m2.send(1)
-    for (let k = 1; k <= 30; k++) sim.at(sim.now + k, () => m2.send(1))
-    t.ok(runUntilFine(sim, () => m1.messages().includes('m2:1'), 5000), 'ordered in the end')
-    const waited = sim.now - sentAt
-    // The gap shows when m2's next DATA arrives, a beat later.
-    t.ok(waited < 1 + NACK_REORDER_MS + 2, `seed ${seed}: the sequencer had it ${waited.toFixed(2)} ms after it was sent`)
-    t.equal(m2.engine.stats.nacksServed, 1, 'one NACK')
-    t.ok(sim.runUntil(() => sim.settled(), 5000))
-    t.same(check(sim.logs()), [])
-  }
+timedLoss('a DATA lost at the sequencer is asked of its sender as soon as the gap is seen', {
+  kind: Kind.DATA, from: (ms) => ms[1], to: (ms) => ms[0],
+  act: (sim, ms) => {
+    ms[1].send(1)
+    drumbeat(sim, ms[1], 30)
+  },
+  done: (ms) => ms[0].messages().includes('m2:1'),
+  boundMs: () => 1 + NACK_REORDER_MS + 2, // the gap shows when m2's next DATA arrives, a beat later
+  also: (t, ms) => t.equal(ms[1].engine.stats.nacksServed, 1, 'one NACK'),
 })
 
 /**
@@ -363,71 +378,35 @@ t.test('a DATA lost at the sequencer is asked of its sender as soon as the gap i
  * something is unstable, the member's ACK repeated while what it acknowledged is not yet stable), not after
  * heartbeatMs (55–69 ms in these runs before).
  */
-t.test('the last ORDER lost at one receiver: found by the next heartbeat, nackIntervalMs on', async (t) => {
-  for (const seed of [7, 8, 9]) {
-    const sim = new Sim(seed)
-    const ms = sim.startGroup(3)
-    const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
-    sim.run(sim.now + 50)
-    let lost = 0
-    sim.filter = (from, to, buf) => !(from === m1 && to === m3 && datagramKind(buf) === Kind.ORDER && buf.length > 40 && lost++ === 0)
-    const sentAt = sim.now
-    m2.send(1)
-    t.ok(runUntilFine(sim, () => m3.messages().includes('m2:1'), 5000), 'delivered in the end')
-    const waited = sim.now - sentAt
-    t.equal(lost > 0, true, 'the ORDER was lost at m3')
-    // nackIntervalMs of quiet, a tick for the sequencer to notice it, NACK_REORDER_MS for m3, a round trip.
-    t.ok(waited < DEFAULT_NACK_INTERVAL_MS + sim.tickMs + NACK_REORDER_MS + 2, `seed ${seed}: m3 had it ${waited.toFixed(2)} ms after it was sent`)
-    t.ok(sim.runUntil(() => sim.settled(), 5000))
-    t.same(check(sim.logs()), [])
-  }
+timedLoss('the last ORDER lost at one receiver: found by the next heartbeat, nackIntervalMs on', {
+  kind: Kind.ORDER, from: (ms) => ms[0], to: (ms) => ms[2],
+  act: (_sim, ms) => ms[1].send(1),
+  done: (ms) => ms[2].messages().includes('m2:1'),
+  // nackIntervalMs of quiet, a tick for the sequencer to notice it, NACK_REORDER_MS for m3, a round trip.
+  boundMs: (sim) => DEFAULT_NACK_INTERVAL_MS + sim.tickMs + NACK_REORDER_MS + 2,
 })
 
-t.test('the last ACK lost: repeated nackIntervalMs on, while not yet stable', async (t) => {
-  for (const seed of [7, 8, 9]) {
-    const sim = new Sim(seed)
-    const ms = sim.startGroup(3)
-    const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
-    sim.run(sim.now + 50)
-    let lost = 0
-    sim.filter = (from, to, buf) => !(from === m3 && to === m1 && datagramKind(buf) === Kind.ACK && lost++ === 0)
-    const sentAt = sim.now
-    m2.send(1)
-    t.ok(runUntilFine(sim, () => m3.messages().includes('m2:1'), 5000), 'delivered')
-    const slot = m3.engine.delivered
-    t.ok(runUntilFine(sim, () => m2.engine.stable >= slot, 5000), 'stable in the end')
-    const waited = sim.now - sentAt
-    t.equal(lost > 0, true, "m3's ACK was lost")
-    // nackIntervalMs after the lost ACK, at m3's next tick.
-    t.ok(waited < DEFAULT_NACK_INTERVAL_MS + sim.tickMs + 2, `seed ${seed}: stable at the sender ${waited.toFixed(2)} ms after it was sent`)
-    t.ok(sim.runUntil(() => sim.settled(), 5000))
-    t.same(check(sim.logs()), [])
-  }
+timedLoss('the last ACK lost: repeated nackIntervalMs on, while not yet stable', {
+  kind: Kind.ACK, from: (ms) => ms[2], to: (ms) => ms[0],
+  act: (_sim, ms) => ms[1].send(1),
+  // Delivered at m3, then stable at the sender: m3's ACK of it is what was lost.
+  done: (ms) => ms[2].messages().includes('m2:1') && ms[1].engine.stable >= ms[2].engine.delivered,
+  boundMs: (sim) => DEFAULT_NACK_INTERVAL_MS + sim.tickMs + 2, // nackIntervalMs after the lost ACK, at m3's next tick
 })
 
 /**
  * A sender's last DATA lost at the sequencer leaves nothing after it to show the gap: only the sender's own resend
  * timer repairs it. That timer follows how long the sender's messages take to be ordered (a smoothed round trip and
  * its variation, as TCP's retransmission timeout, RFC 6298), at least RESEND_MIN_MS, at most resendMs — not a fixed
- * resendMs (100 ms), which stalled every 100-byte sender whose window is a couple of datagrams.
+ * resendMs (100 ms, 101–108 ms here before), which stalled every 100-byte sender whose window is a couple of datagrams.
  */
-t.test('a sender\'s last DATA lost at the sequencer is sent again as soon as it is overdue, not resendMs later', async (t) => {
-  for (const seed of [7, 8, 9]) {
-    const sim = new Sim(seed)
-    const ms = sim.startGroup(3)
-    const [m1, m2] = ms as [SimMember, SimMember]
-    sim.run(sim.now + 50)
-    drumbeat(sim, m2, 30) // its messages' time to be ordered, measured
+timedLoss('a sender\'s last DATA lost at the sequencer is sent again as soon as it is overdue, not resendMs later', {
+  kind: Kind.DATA, from: (ms) => ms[1], to: (ms) => ms[0],
+  prepare: (sim, ms) => {
+    drumbeat(sim, ms[1], 30) // its messages' time to be ordered, measured
     sim.run(sim.now + 40)
-    let lost = 0
-    sim.filter = (from, to, buf) => !(from === m2 && to === m1 && datagramKind(buf) === Kind.DATA && lost++ === 0)
-    const sentAt = sim.now
-    m2.send(1)
-    t.ok(runUntilFine(sim, () => m1.messages().length === 31, 5000), 'ordered in the end')
-    const waited = sim.now - sentAt
-    t.ok(lost >= 1, 'the DATA was lost at the sequencer')
-    t.ok(waited <= RESEND_MIN_MS + 2 * sim.tickMs, `seed ${seed}: the sequencer had it ${waited.toFixed(1)} ms after it was sent (resendMs: ${DEFAULT_RESEND_MS})`)
-    t.ok(sim.runUntil(() => sim.settled(), 5000))
-    t.same(check(sim.logs()), [])
-  }
+  },
+  act: (_sim, ms) => ms[1].send(1),
+  done: (ms) => ms[0].messages().length === 31,
+  boundMs: (sim) => RESEND_MIN_MS + 2 * sim.tickMs + 0.01,
 })
