@@ -22,7 +22,7 @@ export interface EngineEnv {
   deliver(d: Delivery): void
   /** A STATEREQ or STATE datagram from the member it names, at its view address (PROTOCOL.md §8.3). */
   state?(d: StateReq | StateData): void
-  /** Ask for `flush()` once the input at hand is handled (group.ts: process.nextTick, before the loop polls again). */
+  /** Ask for `flush()` once the input at hand is handled (group.ts: process.nextTick for a turn's first inputs, else at its end). */
   scheduleFlush(): void
   /**
    * Ask for `flush()` at time `at` (on the `now()` clock), sooner than the next tick: a gap waiting out its reorder
