@@ -399,6 +399,29 @@ export class Group extends EventEmitter<GroupEvents> {
   }
 
   /** Closes at once, without a leave: to the others it looks like a crash (the directory notices the closed connection). */
+  // A listener added while deliveries wait in the queue (nobody listened when they came: a `join` resolves before
+  // its caller can attach one) gets them once the call that added it is done, in order — not at the next delivery,
+  // which may never come.
+  override on<T extends EventEmitter.EventNames<GroupEvents>>(event: T, fn: EventEmitter.EventListener<GroupEvents, T>, context?: unknown): this {
+    super.on(event, fn, context)
+    return this.listened(event)
+  }
+
+  override addListener<T extends EventEmitter.EventNames<GroupEvents>>(event: T, fn: EventEmitter.EventListener<GroupEvents, T>, context?: unknown): this {
+    super.addListener(event, fn, context)
+    return this.listened(event)
+  }
+
+  override once<T extends EventEmitter.EventNames<GroupEvents>>(event: T, fn: EventEmitter.EventListener<GroupEvents, T>, context?: unknown): this {
+    super.once(event, fn, context)
+    return this.listened(event)
+  }
+
+  private listened(event: EventEmitter.EventNames<GroupEvents>): this {
+    if ((event === 'message' || event === 'view') && this.inbox.length > 0) queueMicrotask(() => !this.closed && this.inbox.drain())
+    return this
+  }
+
   close(): void {
     if (this.closed) return
     this.shutdown()

@@ -194,3 +194,24 @@ t.test('a send waiting for window room has its bytes copied at the call: the buf
   t.same(got, Array.from({ length: 20 }, (_, i) => i), 'every message as it was when sent')
   a.close()
 })
+
+t.test('a listener added after deliveries were queued gets them, even if nothing more arrives', async (t) => {
+  // A member that joins, then attaches its listener (Group.join resolves first): what was delivered in between sat
+  // in the queue until the next delivery pushed it out — for the group's last messages, for ever.
+  const dir = await startDir(await freePort())
+  t.teardown(() => dir.stop())
+  const opts = { directory: dir.addr, iface }
+  const a = await Group.join('late-listener', 'a', opts)
+  const b = await Group.join('late-listener', 'b', opts)
+  t.teardown(() => {
+    a.close()
+    b.close()
+  })
+  for (const s of ['1', '2', '3']) await a.send(s)
+  const until = Date.now() + 5000
+  while (b.stats().queued < 4 && Date.now() < until) await new Promise((r) => setTimeout(r, 10)) // its view and the three
+  const got: string[] = []
+  b.on('message', (d) => got.push(Buffer.from(d.data).toString()))
+  await new Promise((r) => setTimeout(r, 200))
+  t.same(got, ['1', '2', '3'], 'the queued messages reach the listener')
+})
