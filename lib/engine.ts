@@ -662,9 +662,10 @@ export class Engine implements SequencerHost {
   }
 
   /** Counters and positions, for group.stats(). */
-  snapshot(): EngineStats & { have: number; delivered: number; stable: number; viewId: number; sequencer: boolean; transport: GroupTransport; retainedBytes: number; inflightBytes: number } {
+  snapshot(): EngineStats & { have: number; deliveredSlot: number; stable: number; viewId: number; sequencer: boolean; transport: GroupTransport; retainedBytes: number; inflightBytes: number } {
+    // `delivered` is the message count (EngineStats); the stream position is `deliveredSlot`, beside have and stable.
     return {
-      ...this.stats, ordered: this.role?.ordered ?? this.stats.ordered, have: this.have, delivered: this.delivered,
+      ...this.stats, ordered: this.role?.ordered ?? this.stats.ordered, have: this.have, deliveredSlot: this.delivered,
       stable: this.stable, viewId: this.views.current?.viewId ?? 0, sequencer: this.role !== null, transport: this.views.current?.transport ?? 'multicast',
       retainedBytes: this.retainedBytes, inflightBytes: this.outbox.inflightBytes,
     }
