@@ -66,6 +66,8 @@ export class Engine implements SequencerHost {
   private readonly views = new Views()
   /** Slots skipped whatever this member holds for them, recorded from every commit (PROTOCOL.md §5 "Void slots"). */
   private readonly voids = new VoidSlots()
+  /** Slots no survivor holds: never asked for (one closure for every NACK round). */
+  private readonly isVoid = (slot: number): boolean => this.voids.has(slot)
   private readonly senders: Senders
   private readonly reassembly = new Reassembly(this.stats)
   private role: SequencerRole | null = null
@@ -433,11 +435,13 @@ export class Engine implements SequencerHost {
   private nack(now: number): void {
     const { next, latest, current } = this.views
     const top = this.viewState === 'flushing' ? Math.min(this.knownTop, this.frozenAt) : Math.max(this.knownTop, next ? next.cut : 0)
+    // Called after every input: when nothing is missing (the usual case), nothing is built.
+    if (top <= this.have) return this.repair.caughtUp(now)
     // Named by the view the repair source is sure to know: while installing, the latest commit's (a source may have
     // joined after this member's current view, and drops NACKs of views it never saw).
     const viewId = (latest ?? current)!.viewId
     const gap = { top, end: next ? next.cut : Infinity, viewId, change: latest ?? null, sequencer: current?.sequencer }
-    this.repair.nack(now, gap, (slot) => this.voids.has(slot))
+    this.repair.nack(now, gap, this.isVoid)
   }
 
   /** Answers a NACK of a known member about a known view with what this member holds. */

@@ -25,6 +25,7 @@ const MAX_NAME_BYTES = 64
 
 /** How many inputs of one event-loop turn are flushed at once (see scheduleFlush); the rest at the turn's end. */
 const IMMEDIATE_FLUSHES = 4
+
 export type MessageDelivery = Extract<Delivery, { type: 'message' }>
 export type ViewDelivery = Extract<Delivery, { type: 'view' }>
 
@@ -282,19 +283,22 @@ export class Group extends EventEmitter<GroupEvents> {
 
   /** Multicasts `data` to the group; resolves once accepted for sending (waits while the send window is full). */
   send(data: Uint8Array | string): Promise<void> {
+    // The caller may reuse its buffer at once: the engine stores a copy, made here or by it, never the caller's.
+    // A string's bytes are new already (owned: stored without another copy).
+    const owned = typeof data === 'string'
     if (typeof data === 'string') data = Buffer.from(data, 'utf8')
     else if (!(data instanceof Uint8Array)) return Promise.reject(new ArgumentError('data must be a Uint8Array or a string'))
     if (this.failure) return Promise.reject(this.failure)
     if (this.closed || this.engine.lifecycle !== 'joined') return Promise.reject(new NotJoinedError())
     if (this.senders.length === 0) {
       try {
-        if (this.engine.submit(data)) return Promise.resolve()
+        if (this.engine.submit(data, owned)) return Promise.resolve()
       } catch (err) {
         return Promise.reject(err)
       }
     }
-    // It waits for window room: its bytes are copied now, since the caller may reuse its buffer at once.
-    const copy = Buffer.from(data as Uint8Array)
+    // It waits for window room: its bytes are copied now.
+    const copy = owned ? data : Buffer.from(data)
     return new Promise((resolve, reject) => {
       this.senders.push({ data: copy, resolve, reject })
     })
@@ -398,7 +402,6 @@ export class Group extends EventEmitter<GroupEvents> {
     this.emit('close')
   }
 
-  /** Closes at once, without a leave: to the others it looks like a crash (the directory notices the closed connection). */
   // A listener added while deliveries wait in the queue (nobody listened when they came: a `join` resolves before
   // its caller can attach one) gets them once the call that added it is done, in order — not at the next delivery,
   // which may never come.
@@ -422,6 +425,7 @@ export class Group extends EventEmitter<GroupEvents> {
     return this
   }
 
+  /** Closes at once, without a leave: to the others it looks like a crash (the directory notices the closed connection). */
   close(): void {
     if (this.closed) return
     this.shutdown()

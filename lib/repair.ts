@@ -127,17 +127,9 @@ export class Repair {
    */
   nack(now: number, gap: Gap, skip: (slot: number) => boolean): void {
     const h = this.host
-    while (this.bands.length > 0 && this.bands[0]!.top <= h.have) {
-      const done = this.bands.shift()!
-      // Asked once and now complete: a round trip (an upper bound: an earlier band may have held `have`).
-      if (done.tries === 1) this.srtt += (now - done.askedAt - this.srtt) / 8
-    }
+    this.settle(now)
     const scanTo = Math.min(gap.top, h.have + NACK_SCAN, gap.end)
-    if (scanTo <= h.have) {
-      this.bands = []
-      this.pending = null
-      return
-    }
+    if (scanTo <= h.have) return this.caughtUp(now)
     const askedTop = Math.max(h.have, this.bands.length > 0 ? this.bands[this.bands.length - 1]!.top : 0)
     if (this.pending && this.pending.top <= askedTop) this.pending = null
     // Slots known since now: they wait their reorder allowance (one pending range at a time; later ones after it).
@@ -156,7 +148,10 @@ export class Repair {
       lo = band.top
       if (now - band.at < interval) continue
       // A band with nothing missing (what came late) is looked at again only when it would be repeated.
-      if (this.collect(requests, from, Math.min(band.top, scanTo), repairSource(gap.change, gap.sequencer, band.tries), skip) > 0 && band.tries++ === 0) band.askedAt = now
+      if (this.collect(requests, from, Math.min(band.top, scanTo), repairSource(gap.change, gap.sequencer, band.tries), skip) > 0) {
+        if (band.tries === 0) band.askedAt = now
+        band.tries++
+      }
       band.at = now
     }
     const per = nackItemsPerDatagram(this.opts.maxDatagram)
@@ -167,6 +162,23 @@ export class Repair {
       h.unicast(encodeNack(header, slots.slice(0, per), data.slice(0, Math.max(0, per - slots.length))), to)
       this.counters.nacksSent++
       logRepair('nack to %d: %d slot ranges, %d data ranges (have %d, top %d)', to, slots.length, data.length, h.have, gap.top)
+    }
+  }
+
+  /** Nothing is missing up to the highest slot known (or worth asking for): no band, nothing pending. */
+  caughtUp(now: number): void {
+    this.settle(now)
+    this.bands.length = 0
+    this.pending = null
+  }
+
+  /** Drops the bands `have` has passed; one asked once and now complete is a round trip of an answer. */
+  private settle(now: number): void {
+    const h = this.host
+    while (this.bands.length > 0 && this.bands[0]!.top <= h.have) {
+      const done = this.bands.shift()!
+      // An upper bound: an earlier band may have held `have`.
+      if (done.tries === 1) this.srtt += (now - done.askedAt - this.srtt) / 8
     }
   }
 
