@@ -148,8 +148,9 @@ t.test('[E3] malformed datagrams of every type: dropped and counted, the group u
   bad.push(['ORDER run of firstMsgId 0', p.dgram('ORDER', { firstSlot: 1, stable: 0, runs: [{ sender: p.no, firstMsgId: 0, count: 1 }] })])
   bad.push(['ORDER firstSlot 0', p.dgram('ORDER', { firstSlot: 0, stable: 0, runs: [] })])
   bad.push(['NACK item of kind 3', mutate(ok.NACK, (c) => { c[26] = 3 })])
-  bad.push(['STATEREQ of 15 bytes', Buffer.concat([mutate(ok.ACK.subarray(0, 24), (c) => { c[3] = 5 }), Buffer.alloc(15)])])
-  bad.push(['STATE with NONE and LAST', Buffer.concat([mutate(ok.ACK.subarray(0, 24), (c) => { c[3] = 6 }), Buffer.from([0, 0, 0, 0, 0, 0, 3])])])
+  bad.push(['STATEREQ of 15 bytes', p.dgram('STATEREQ', { acked: 0, from: 0, length: 16 }).subarray(0, 24 + 15)])
+  bad.push(['STATEREQ past its window', p.dgram('STATEREQ', { acked: 0, from: 5 * 1024 * 1024, length: 16 })])
+  bad.push(['STATE with NONE and LAST', p.dgram('STATE', { offset: 0, flags: 3, bytes: Buffer.alloc(0) })])
   bad.push(['a header alone', ok.ACK.subarray(0, 24)])
   bad.push(['three bytes', Buffer.from([0x53, 0x43, 3])])
   const before = [a.g.stats().dropped, b.g.stats().dropped]
@@ -160,6 +161,7 @@ t.test('[E3] malformed datagrams of every type: dropped and counted, the group u
   await traffic([a, b], [a, b], 5, 'after')
   t.same([a.errors, b.errors], [[], []], 'nobody failed')
   same(t, [a, b])
+  t.same(p.badFrames, [], 'every frame the directory sent p passes the schema')
 })
 
 t.test('[Q5, A2] a sender that skips msgIds and never answers the sequencer\'s NACK: nothing of it delivered, the others go on', async (t) => {

@@ -17,7 +17,7 @@ const closedWith = async (p: BreakPeer, t: string, code?: string): Promise<void>
   if (!f || (code !== undefined && f.code !== code)) throw new Error(`expected ${t} ${code ?? ''}, got ${JSON.stringify(p.frames)}`)
 }
 
-t.test('[J1, D1] join with proto 2, or an address that is no unicast address: error EBAD_REQUEST, closed', async (t) => {
+t.test('[J1, D1] join with proto 2 or an address that is no unicast address: EBAD_REQUEST; proto of the wrong type: EFRAME; a taken id: EDUPLICATE_MEMBER; each closed', async (t) => {
   const w = await world(t, { mcastPort: PORT })
   const a = await w.member('j', 'a')
   const bad: Array<Record<string, unknown>> = [
@@ -33,6 +33,13 @@ t.test('[J1, D1] join with proto 2, or an address that is no unicast address: er
     p.send({ t: 'join', proto: 1, group: 'j', member: 'p', addr: p.addr, ...extra })
     await closedWith(p, 'error', 'EBAD_REQUEST')
     t.pass(`join ${JSON.stringify(extra)}: EBAD_REQUEST, closed`)
+  }
+  const more: Array<[Record<string, unknown>, string]> = [[{ proto: '1' }, 'EFRAME'], [{ member: 'a' }, 'EDUPLICATE_MEMBER']]
+  for (const [extra, code] of more) {
+    const p = await w.peer()
+    p.send({ t: 'join', proto: 1, group: 'j', member: 'p', addr: p.addr, ...extra })
+    await closedWith(p, 'error', code)
+    t.pass(`join ${JSON.stringify(extra)}: ${code}, closed`)
   }
   t.same(w.server.core.status()[0]!.members.map((m) => m.id), ['a'], 'nobody joined')
   await traffic([a], [a], 3, 'after')
@@ -78,6 +85,7 @@ t.test('[E1, D2] stops pinging: expelled after timeoutMs, the others go on witho
   await p.until(() => p.closed, TIMEOUT_MS + 5000, 'expulsion')
   const after = Date.now() - stopped
   t.match(p.frame('expelled'), { reason: /no heartbeat/ }, 'expelled for silence')
+  t.same(p.badFrames, [], 'every frame the directory sent p passes the schema')
   t.ok(after >= TIMEOUT_MS - 100, `not before timeoutMs (${after} ms)`)
   await until(() => lastView(a)?.join() === 'a,b' && lastView(b)?.join() === 'a,b', 5000, 'the view without p')
   await traffic([a, b], [a, b], 5, 'after')
@@ -176,6 +184,7 @@ t.test('[R1, I2, D4] the holder of a commit claims slots it never serves: the me
   t.equal(p.latest!.cut, claim, 'the cut is what p claimed')
   await p.until(() => p.closed, B + 5000, 'expulsion of the holder')
   t.match(p.frame('expelled'), { reason: /could not install view .* from this holder/ }, 'the holder is expelled, not the members')
+  t.same(p.badFrames, [], 'every frame the directory sent p passes the schema')
   t.same([b.errors, c.errors], [[], []], 'b and c are not expelled')
   await until(() => lastView(b)?.join() === 'b,c' && lastView(c)?.join() === 'b,c', 10_000, 'view b,c')
   await traffic([b, c], [b, c], 5, 'after')
