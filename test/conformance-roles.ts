@@ -45,7 +45,7 @@ t.test('[J1,J2,J3,J4,I1,I3,I4,A1,A4,A6] joiner: the peer joins a running group a
   t.same([...a.errors, ...b.errors], [], 'real members: no errors')
 })
 
-t.test('[L1,L2,L3,L4,F1,F2,I1,I2,E4] leaver: the peer leaves mid-stream, is released, its stream is a prefix of the others\'', async (t) => {
+t.test('[L1,L2,L3,L4,F1,F2,I1,I2,E4,D3,D4] leaver: the peer leaves mid-stream, is released, its stream is a prefix of the others\'', async (t) => {
   const { server, addr } = await directory()
   const a = await real(addr, 'conf-leave', 'a')
   const out: Frame[] = []
@@ -88,7 +88,7 @@ t.test('[L1,L2,L3,L4,F1,F2,I1,I2,E4] leaver: the peer leaves mid-stream, is rele
   t.same([...a.errors, ...b.errors], [], 'real members: no errors')
 })
 
-t.test('[Q1,Q2,Q3,Q4,Q5,R1,R2,R3,R4,I2,I5,A2,A5] sequencer after a crash: the real sequencer is killed, the peer orders for the rest', async (t) => {
+t.test('[Q1,Q2,Q3,Q4,Q5,R1,R2,R3,R4,F1,I2,I5,A2,A5,D2,D3] sequencer after a crash: the real sequencer is killed, the peer orders for the rest', async (t) => {
   const { server, addr } = await directory()
   const N = 1500
   const a = new MemberProc('a', addr, 'conf-seq', N, 4, 'agreed', undefined, { SEQCAST_TEST_PAUSE: '50:10' })

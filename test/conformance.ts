@@ -12,7 +12,7 @@ import { body, canNft, directory, peerLog, portOf, PortLoss, real, stream, until
 const N = 300
 const BIG = new Set([50, 150]) // fragmented messages (5 000 bytes in 1 400-byte datagrams)
 
-t.test('member: everyone sends, 20 % loss at the peer; its stream equals every real member\'s', async (t) => {
+t.test('[E1,E2,E3,J1,J2,J3,I1,I3,I4,A1,A2,A3,A4,A5,A6,A7] member: everyone sends, 20 % loss at the peer; its stream equals every real member\'s', async (t) => {
   const { server, addr } = await directory()
   const a = await real(addr, 'conf-member', 'a')
   const p = new RawPeer({ directory: addr, group: 'conf-member', id: 'p', lossIn: 0.2, lossOut: 0.05, seed: 7 })
@@ -44,7 +44,7 @@ t.test('member: everyone sends, 20 % loss at the peer; its stream equals every r
   t.same([...a.errors, ...b.errors], [], 'real members: no errors')
 })
 
-t.test('repair source: real members fetch from the peer (holder at a view change, unicast fan-out, loss at b)', { skip: canNft() }, async (t) => {
+t.test('[R1,R2,R3,E4,I1,I2,A6] repair source: real members fetch from the peer (holder at a view change, unicast fan-out, loss at b)', { skip: canNft() }, async (t) => {
   const { server, addr } = await directory({ transport: 'unicast' })
   const loss = new PortLoss()
   const a = await real(addr, 'conf-repair', 'a')
