@@ -49,9 +49,12 @@ export class ViewChanges {
     }
   }
 
-  /** `installed` from `m`: it holds the view `viewId`, and so every view before. */
+  /**
+   * `installed` from `m`: it holds the view `viewId`. Only the commit under way counts (PROTOCOL.md §5.2): one of a
+   * view not committed yet comes from no member that holds it, and must not spare it the install deadline.
+   */
   installed(g: Group, m: Member, viewId: number): void {
-    if (g.installing && viewId >= g.installing.viewId) {
+    if (g.installing && viewId === g.installing.viewId) {
       g.installing.waiting.delete(m.no)
       this.maybeInstalled(g)
     }
