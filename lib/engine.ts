@@ -463,9 +463,10 @@ export class Engine implements SequencerHost {
     const now = this.env.now()
     this.resend(now)
     if (this.role && this.viewState === 'active') {
-      // Until the group is at rest, sooner: a member that lost the last ORDER learns from it what to ask for, one
-      // that lost the last stable slot announced, that its window is open (PROTOCOL.md §4.6).
-      const quiet = this.role.atRest() ? this.opts.heartbeatMs : this.opts.nackIntervalMs
+      // Every keepaliveMs at rest (within the deaf window B/2, §4.8, whatever heartbeatMs says); until then sooner: a
+      // member that lost the last ORDER learns from it what to ask for, one that lost the last stable slot announced,
+      // that its window is open (PROTOCOL.md §4.6).
+      const quiet = this.role.atRest() ? this.keepaliveMs : this.opts.nackIntervalMs
       if (this.role.lastSentStable !== this.stable || now - this.role.lastSentAt >= quiet) {
         this.stats.datagramsOut++
         this.role.heartbeat()
