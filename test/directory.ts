@@ -5,6 +5,7 @@
 import t from 'tap'
 import createDebug from 'debug'
 import net from 'node:net'
+import { format } from 'node:util'
 import { spawn, spawnSync } from 'node:child_process'
 import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, SEQ_WINDOW } from '../directory/core.js'
 import { DirectoryServer, queryStatus } from '../directory/server.js'
@@ -537,4 +538,32 @@ t.test('frames a released leaver sends after its group was deleted are ignored, 
   h.join(2, 'b')
   h.core.closed(2)
   t.equal(logged.filter((m) => /empty, deleted/.test(m)).length, 2, 'after a crash: deleted once more, logged once')
+})
+
+t.test('a view nobody would receive is not committed; a commit without participants logs where the stream restarts, no cut', async (t) => {
+  const logged: string[] = []
+  const was = { namespaces: createDebug.disable(), log: createDebug.log }
+  createDebug.enable('seqcast:dir')
+  createDebug.log = (...args: unknown[]) => logged.push(format(...args))
+  t.teardown(() => {
+    createDebug.log = was.log
+    createDebug.enable(was.namespaces)
+  })
+  const h = harness()
+  h.join(1, 'a')
+  t.match(logged.filter((m) => /commit view 1/.test(m)), [/no participants: stream restarts at 1$/], 'the first view: no cut')
+  t.notMatch(logged.join('\n'), /cut/, 'no cut in any line so far')
+  // a crashes while b's join is being flushed: b alone gets a commit without participants.
+  h.join(2, 'b')
+  h.core.closed(1)
+  const c = h.take(2, 'commit')
+  t.match(c, [{ viewId: 3, holder: 0, sources: [], cut: SEQ_WINDOW + 1, start: SEQ_WINDOW + 2 }], 'b gets a commit without participants')
+  t.match(logged.filter((m) => /commit view 3/.test(m)), [new RegExp(`no participants: stream restarts at ${SEQ_WINDOW + 2}$`)])
+  // b, the last member, crashes: nobody would receive a view without it, and none is committed.
+  h.core.frame(2, { t: 'installed', group: 'g', viewId: 3 })
+  logged.length = 0
+  h.core.closed(2)
+  t.same(logged.filter((m) => /commit view|prepare view/.test(m)), [], 'no commit, no prepare')
+  t.equal(logged.filter((m) => /empty, deleted/.test(m)).length, 1, 'the group is deleted')
+  t.same(h.core.status(), [])
 })
