@@ -499,6 +499,39 @@ t.test('dir CLI: help, usage errors, unreachable daemon, serve, ls (--json), sho
   t.equal(code, 0, 'SIGTERM stops it cleanly')
 })
 
+t.test('dir CLI: --ping-ms sets the ping interval members are told in welcome; --heartbeat-ms is its old name', async (t) => {
+  const run = (...args: string[]) => spawnSync(process.execPath, [DIR_CLI, ...args], { encoding: 'utf8' })
+  const help = run('--help').stdout
+  t.match(help, /--ping-ms N/, 'help names --ping-ms')
+  t.match(help, /--heartbeat-ms N\s+the old name of --ping-ms/, 'and --heartbeat-ms as its alias')
+  const slow = run('serve', '--ping-ms', '500', '--timeout-ms', '500')
+  t.equal(slow.status, 2, 'a ping interval not below timeoutMs is a usage error')
+  t.match(slow.stderr, /pingMs/)
+  const both = run('serve', '--ping-ms', '100', '--heartbeat-ms', '200')
+  t.equal(both.status, 2, 'the two names with different values: a usage error')
+  t.match(both.stderr, /--ping-ms/)
+  for (const flag of ['--ping-ms', '--heartbeat-ms']) {
+    const port = await freePort()
+    const d = spawn(process.execPath, [DIR_CLI, '--port', String(port), flag, '123', '--rejoin-grace-ms', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    t.teardown(() => d.kill('SIGKILL'))
+    const up = await new Promise<boolean>((res) => {
+      d.stdout.on('data', (b: Buffer) => b.toString().includes('listening') && res(true))
+      d.on('exit', () => res(false))
+    })
+    if (!t.ok(up, `dir ${flag} 123 starts`)) continue
+    const s = net.connect(port, '127.0.0.1')
+    const dec = new FrameDecoder()
+    const welcome = new Promise<Frame>((res) => s.on('data', (b) => {
+      for (const f of dec.push(b)) if (f.t === 'welcome') res(f)
+    }))
+    s.write(encodeFrame({ t: 'join', proto: 1, group: 'g', member: 'a', addr: '127.0.0.1:9999' }))
+    t.match(await welcome, { t: 'welcome', heartbeatMs: 123, timeoutMs: 2000 }, `${flag} 123: welcome.heartbeatMs 123`)
+    s.destroy()
+    d.kill('SIGTERM')
+    await new Promise((res) => d.on('exit', res))
+  }
+})
+
 t.test('a flush timeout expels the participants that did not answer, and only them', async (t) => {
   const h = harness({ timeoutMs: 10_000, flushTimeoutMs: 2000 })
   h.three()
