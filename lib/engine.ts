@@ -204,7 +204,7 @@ export class Engine implements SequencerHost {
     const src = this.views.noAt(from)
     if (src !== d.sender && (d.kind !== Kind.DATA || !this.repair.asked(src))) return void this.stats.foreign++
     this.hearing.heard(via, src === this.views.current?.sequencer)
-    if (this.views.current?.excluded && d.kind !== Kind.NACK) return // a leaver past its last slot only serves repairs
+    if (this.views.ended && d.kind !== Kind.NACK) return // a leaver past its last slot only serves repairs
     switch (d.kind) {
       case Kind.DATA: this.onData(d); break
       case Kind.ORDER: this.onOrder(d); break
@@ -433,6 +433,8 @@ export class Engine implements SequencerHost {
 
   /** Ask for what is missing once it has been for NACK_REORDER_MS, again every nackIntervalMs (lib/repair.ts). */
   private nack(now: number): void {
+    // A leaver past its last slot takes nothing but NACKs: asking would be for nothing (PROTOCOL.md §5).
+    if (this.views.ended) return this.repair.caughtUp(now)
     const { next, latest, current } = this.views
     const top = this.viewState === 'flushing' ? Math.min(this.knownTop, this.frozenAt) : Math.max(this.knownTop, next ? next.cut : 0)
     // Called after every input: when nothing is missing (the usual case), nothing is built.
