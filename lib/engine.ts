@@ -216,7 +216,8 @@ export class Engine implements SequencerHost {
   }
 
   private onData(d: Extract<Datagram, { kind: 1 }>): void {
-    // The author must be a member of a view whose slots may still be in the log (a repair names the repairer's view).
+    // A view whose slots may still be in the log, and an author in one of them: a repair names the NACK's view, and
+    // its author may have left or crashed since.
     if (!this.views.byId(d.viewId) || this.views.addrOf(d.sender) === undefined) {
       this.stats.foreign++
       return
@@ -452,7 +453,7 @@ export class Engine implements SequencerHost {
       this.stats.foreign++
       return
     }
-    this.repair.serve(d, this.views.current?.viewId)
+    this.repair.serve(d)
     // A member that hears no multicast learns from this where the stream ends, and asks again (§4.7).
     if (this.role?.viewId === d.viewId) this.role.heartbeatTo(d.sender)
   }
