@@ -29,7 +29,8 @@ serve options:
   --port P             TCP port (default ${DEFAULT_DIRECTORY_PORT})
   --mcast-range R      multicast addresses for groups (default ${DEFAULT_DIRECTORY_OPTIONS.mcastRange})
   --mcast-port P       UDP port of every group (default ${DEFAULT_DIRECTORY_OPTIONS.mcastPort})
-  --heartbeat-ms N     members ping this often (default ${DEFAULT_DIRECTORY_OPTIONS.heartbeatMs})
+  --ping-ms N          members ping this often (default ${DEFAULT_DIRECTORY_OPTIONS.pingMs}; sent to them as welcome.heartbeatMs)
+  --heartbeat-ms N     the old name of --ping-ms, still accepted
   --timeout-ms N       a member silent this long is removed (default ${DEFAULT_DIRECTORY_OPTIONS.timeoutMs})
   --flush-timeout-ms N a member that does not answer a view change this long is removed (default ${DEFAULT_DIRECTORY_OPTIONS.flushTimeoutMs})
   --transport MODE     how groups send data: multicast, unicast (to each member's address: clouds without
@@ -91,7 +92,7 @@ async function main(argv: string[]): Promise<number> {
     options: {
       help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' }, dir: { type: 'string' },
       host: { type: 'string' }, port: { type: 'string' }, 'mcast-range': { type: 'string' }, 'mcast-port': { type: 'string' },
-      'heartbeat-ms': { type: 'string' }, 'timeout-ms': { type: 'string' }, 'flush-timeout-ms': { type: 'string' }, 'log-level': { type: 'string' },
+      'ping-ms': { type: 'string' }, 'heartbeat-ms': { type: 'string' }, 'timeout-ms': { type: 'string' }, 'flush-timeout-ms': { type: 'string' }, 'log-level': { type: 'string' },
       'rejoin-grace-ms': { type: 'string' }, transport: { type: 'string' }, 'join-timeout-ms': { type: 'string' },
       'frame-timeout-ms': { type: 'string' }, 'max-connections': { type: 'string' },
       'key-file': { type: 'string' }, 'old-key-file': { type: 'string' },
@@ -158,6 +159,12 @@ async function main(argv: string[]): Promise<number> {
   if (transport !== 'multicast' && transport !== 'unicast' && transport !== 'auto') {
     throw new UsageError(`--transport must be multicast, unicast or auto, got ${transport}`)
   }
+  // --heartbeat-ms is --ping-ms's old name (the member option heartbeatMs is another thing): either, not both.
+  const ping = values['ping-ms'] ?? values['heartbeat-ms']
+  if (values['ping-ms'] !== undefined && values['heartbeat-ms'] !== undefined && values['ping-ms'] !== values['heartbeat-ms']) {
+    throw new UsageError('--ping-ms and --heartbeat-ms (its old name) differ: give one')
+  }
+  const pingMs = int(ping, values['ping-ms'] === undefined ? 'heartbeat-ms' : 'ping-ms', DEFAULT_DIRECTORY_OPTIONS.pingMs)
   let server: DirectoryServer
   try {
     server = new DirectoryServer({
@@ -165,7 +172,7 @@ async function main(argv: string[]): Promise<number> {
       port: values.port === undefined ? DEFAULT_DIRECTORY_PORT : Number(values.port),
       mcastRange,
       mcastPort: int(values['mcast-port'], 'mcast-port', DEFAULT_DIRECTORY_OPTIONS.mcastPort),
-      heartbeatMs: int(values['heartbeat-ms'], 'heartbeat-ms', DEFAULT_DIRECTORY_OPTIONS.heartbeatMs),
+      pingMs,
       timeoutMs: int(values['timeout-ms'], 'timeout-ms', DEFAULT_DIRECTORY_OPTIONS.timeoutMs),
       flushTimeoutMs: int(values['flush-timeout-ms'], 'flush-timeout-ms', DEFAULT_DIRECTORY_OPTIONS.flushTimeoutMs),
       rejoinGraceMs: int(values['rejoin-grace-ms'], 'rejoin-grace-ms', DEFAULT_DIRECTORY_OPTIONS.rejoinGraceMs, 0),

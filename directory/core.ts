@@ -55,7 +55,8 @@ export interface DirectoryOptions {
   /** Multicast addresses are handed out from this IPv4 range, e.g. '239.255.0.0/16'. */
   mcastRange: string
   mcastPort: number
-  heartbeatMs: number
+  /** Members ping this often (sent to them as `welcome.heartbeatMs`, the wire's name for it). */
+  pingMs: number
   timeoutMs: number
   flushTimeoutMs: number
   /**
@@ -78,7 +79,7 @@ export interface DirectoryOptions {
 export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
   mcastRange: '239.255.0.0/16',
   mcastPort: 46100,
-  heartbeatMs: 500,
+  pingMs: 500,
   timeoutMs: 2000,
   flushTimeoutMs: 2000,
   rejoinGraceMs: 2500,
@@ -116,9 +117,9 @@ export class DirectoryCore {
   constructor(readonly opts: DirectoryOptions, private readonly hooks: DirectoryHooks) {
     this.range = parseRange(opts.mcastRange)
     // What every `welcome` announces: members refuse one they could not keep (lib/dirproto.ts).
-    const { heartbeatMs: hb, timeoutMs: to } = opts
-    if (!Number.isInteger(hb) || !Number.isInteger(to) || hb < 1 || to <= hb || to > MAX_TIMEOUT_MS) {
-      throw new Error(`heartbeatMs (${hb}) and timeoutMs (${to}) must be integers with 1 <= heartbeatMs < timeoutMs <= ${MAX_TIMEOUT_MS}`)
+    const { pingMs: ping, timeoutMs: to } = opts
+    if (!Number.isInteger(ping) || !Number.isInteger(to) || ping < 1 || to <= ping || to > MAX_TIMEOUT_MS) {
+      throw new Error(`pingMs (${ping}) and timeoutMs (${to}) must be integers with 1 <= pingMs < timeoutMs <= ${MAX_TIMEOUT_MS}`)
     }
     if (!TRANSPORT_MODES.includes(opts.transport)) throw new Error(`transport must be one of ${TRANSPORT_MODES.join(', ')}, got ${String(opts.transport)}`)
     for (const k of ['joinTimeoutMs', 'maxConnections'] as const) {
@@ -457,7 +458,7 @@ export class DirectoryCore {
   /** A member's connection is accepted as member `no`: with a key, first the keys it seals and opens with. */
   private welcome(conn: ConnId, no: number): void {
     this.keys?.member(conn)
-    this.hooks.send(conn, { t: 'welcome', no, heartbeatMs: this.opts.heartbeatMs, timeoutMs: this.opts.timeoutMs })
+    this.hooks.send(conn, { t: 'welcome', no, heartbeatMs: this.opts.pingMs, timeoutMs: this.opts.timeoutMs })
   }
 
   private expel(conn: ConnId, reason: string): void {

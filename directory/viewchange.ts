@@ -112,8 +112,15 @@ export class ViewChanges {
   private startIfNeeded(g: Group): void {
     if (!g.changeNeeded || g.flush || g.recovering) return
     g.changeNeeded = false
-    const viewId = ++g.viewCounter
     const participants = [...g.members.filter((m) => !m.dead && m.conn !== null), ...g.leavers.map((l) => l.m)]
+    if (participants.length === 0 && !g.joiners.some((m) => !m.dead)) {
+      // Nobody left to receive a view (every member failed, no joiner waits): no commit, the group is over.
+      g.members = []
+      g.installing = null
+      this.hooks.maybeDelete(g)
+      return
+    }
+    const viewId = ++g.viewCounter
     if (participants.length === 0) {
       // Nobody holds the old stream: the new view starts past anything its sequencer could have assigned.
       const start = g.viewId === 0 ? 1 : Math.max(g.lastCut, g.lastStart) + SEQ_WINDOW + 1
@@ -196,7 +203,9 @@ export class ViewChanges {
     g.installing = { viewId, waiting: new Set(members.map((m) => m.no)), holder, deadline: this.hooks.now() + 2 * this.opts.timeoutMs }
     // This commit took in every join, leave and failure so far (a failed participant abandons the flush instead).
     g.changeNeeded = false
-    log('%s: commit view %d %o sequencer %d cut %d start %d holder %d', g.name, viewId, members.map((m) => m.id), g.sequencer, cut, start, holder)
+    // Holder 0: no participant (the first view, or every member failed); its cut is start − 1 by construction.
+    if (holder === 0) log('%s: commit view %d %o sequencer %d, no participants: stream restarts at %d', g.name, viewId, members.map((m) => m.id), g.sequencer, start)
+    else log('%s: commit view %d %o sequencer %d cut %d start %d holder %d', g.name, viewId, members.map((m) => m.id), g.sequencer, cut, start, holder)
     this.maybeInstalled(g)
     this.startIfNeeded(g)
   }

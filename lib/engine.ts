@@ -204,7 +204,7 @@ export class Engine implements SequencerHost {
     const src = this.views.noAt(from)
     if (src !== d.sender && (d.kind !== Kind.DATA || !this.repair.asked(src))) return void this.stats.foreign++
     this.hearing.heard(via, src === this.views.current?.sequencer)
-    if (this.views.current?.excluded && d.kind !== Kind.NACK) return // a leaver past its last slot only serves repairs
+    if (this.views.ended && d.kind !== Kind.NACK) return // a leaver past its last slot only serves repairs
     switch (d.kind) {
       case Kind.DATA: this.onData(d); break
       case Kind.ORDER: this.onOrder(d); break
@@ -216,7 +216,8 @@ export class Engine implements SequencerHost {
   }
 
   private onData(d: Extract<Datagram, { kind: 1 }>): void {
-    // The author must be a member of a view whose slots may still be in the log (a repair names the repairer's view).
+    // A view whose slots may still be in the log, and an author in one of them: a repair names the NACK's view, and
+    // its author may have left or crashed since.
     if (!this.views.byId(d.viewId) || this.views.addrOf(d.sender) === undefined) {
       this.stats.foreign++
       return
@@ -433,6 +434,8 @@ export class Engine implements SequencerHost {
 
   /** Ask for what is missing once it has been for NACK_REORDER_MS, again every nackIntervalMs (lib/repair.ts). */
   private nack(now: number): void {
+    // A leaver past its last slot takes nothing but NACKs: asking would be for nothing (PROTOCOL.md §5).
+    if (this.views.ended) return this.repair.caughtUp(now)
     const { next, latest, current } = this.views
     const top = this.viewState === 'flushing' ? Math.min(this.knownTop, this.frozenAt) : Math.max(this.knownTop, next ? next.cut : 0)
     // Called after every input: when nothing is missing (the usual case), nothing is built.
@@ -450,7 +453,7 @@ export class Engine implements SequencerHost {
       this.stats.foreign++
       return
     }
-    this.repair.serve(d, this.views.current?.viewId)
+    this.repair.serve(d)
     // A member that hears no multicast learns from this where the stream ends, and asks again (§4.7).
     if (this.role?.viewId === d.viewId) this.role.heartbeatTo(d.sender)
   }
@@ -463,9 +466,10 @@ export class Engine implements SequencerHost {
     const now = this.env.now()
     this.resend(now)
     if (this.role && this.viewState === 'active') {
-      // Until the group is at rest, sooner: a member that lost the last ORDER learns from it what to ask for, one
-      // that lost the last stable slot announced, that its window is open (PROTOCOL.md §4.6).
-      const quiet = this.role.atRest() ? this.opts.heartbeatMs : this.opts.nackIntervalMs
+      // Every keepaliveMs at rest (within the deaf window B/2, §4.8, whatever heartbeatMs says); until then sooner: a
+      // member that lost the last ORDER learns from it what to ask for, one that lost the last stable slot announced,
+      // that its window is open (PROTOCOL.md §4.6).
+      const quiet = this.role.atRest() ? this.keepaliveMs : this.opts.nackIntervalMs
       if (this.role.lastSentStable !== this.stable || now - this.role.lastSentAt >= quiet) {
         this.stats.datagramsOut++
         this.role.heartbeat()

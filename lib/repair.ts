@@ -226,11 +226,12 @@ export class Repair {
 
   /**
    * Answers a NACK (already checked to come from a known member about a known view) with what this member holds:
-   * ORDER per view for slots, DATA — named by `viewId`, the installed view, if any — for messages. At most
-   * NACK_SCAN slots and messages are looked at, slots only where the log can hold them, and at most
-   * `nackReplyBytes` of payload sent: the cost of one NACK is bounded whatever its ranges say.
+   * ORDER per view for slots, DATA for messages — named by the NACK's view, which both sides know (this member's
+   * own may be one the asker has not heard of yet, or none while it installs its first). At most NACK_SCAN slots
+   * and messages are looked at, slots only where the log can hold them, and at most `nackReplyBytes` of payload
+   * sent: the cost of one NACK is bounded whatever its ranges say.
    */
-  serve(d: Extract<Datagram, { kind: 4 }>, viewId: number | undefined): void {
+  serve(d: Extract<Datagram, { kind: 4 }>): void {
     this.counters.nacksServed++
     let budget = NACK_SCAN
     const oldest = this.host.have - this.host.log.capacity + 1
@@ -242,7 +243,6 @@ export class Repair {
       budget -= last - first + 1
       this.sendSlots(first, last, d.sender)
     }
-    if (viewId === undefined) return
     let bytes = nackReplyBytes(this.opts.sendWindowBytes)
     for (const r of d.data) {
       if (budget <= 0 || bytes <= 0) break
@@ -252,7 +252,7 @@ export class Repair {
       let n = 0
       for (const end = Math.min(r.n, budget); n < end && bytes > 0; n++) bytes -= Math.max(0, s.store.length(r.firstMsgId + n))
       budget -= n
-      const header = { inc: this.host.inc, viewId, sender: r.sender }
+      const header = { inc: this.host.inc, viewId: d.viewId, sender: r.sender }
       const sent = packData(header, this.opts.maxDatagram, s.store, r.firstMsgId, n, (buf) => this.answer(buf, d.sender))
       this.counters.retransmitted += sent
       logRepair('serve %d: %d of %d messages of %d from msgId %d', d.sender, sent, r.n, r.sender, r.firstMsgId)

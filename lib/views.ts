@@ -88,6 +88,14 @@ export class Views {
     return this.pending.some((v) => v.excluded) || this.current?.excluded === true
   }
 
+  /**
+   * `have` reached the cut of a view that excludes this member: its stream is over (a leaver waiting for `released`).
+   * That view is never delivered, so it stays in `undelivered`, whatever later commits came.
+   */
+  get ended(): boolean {
+    return this.undelivered.some((v) => v.excluded)
+  }
+
   saw(viewId: number): void {
     if (viewId > this.seenViewId) this.seenViewId = viewId
   }

@@ -350,7 +350,11 @@ export function decode(buf: Uint8Array, inc: Incarnation): Datagram | Malformed 
   if (b[2] !== VERSION) return bad(`unsupported version ${b[2]}`)
   if (b[20] !== 0) return bad('flags set (authentication not supported)')
   if (b[21] !== 0 || b[22] !== 0 || b[23] !== 0) return bad('reserved bytes set')
-  if (b.readUInt32BE(4) !== inc.hi || b.readUInt32BE(8) !== inc.lo) return bad(FOREIGN)
+  const hi = b.readUInt32BE(4)
+  const lo = b.readUInt32BE(8)
+  // No group has incarnation 0; a member before its first commit compares with 0, and must match nothing.
+  if (hi === 0 && lo === 0) return bad('incarnation 0')
+  if (hi !== inc.hi || lo !== inc.lo) return bad(FOREIGN)
   const kind = b[3]!
   const h: Received = { viewId: b.readUInt32BE(12), sender: b.readUInt32BE(16) }
   let o = HEADER_SIZE

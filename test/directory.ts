@@ -5,6 +5,7 @@
 import t from 'tap'
 import createDebug from 'debug'
 import net from 'node:net'
+import { format } from 'node:util'
 import { spawn, spawnSync } from 'node:child_process'
 import { DirectoryCore, DEFAULT_DIRECTORY_OPTIONS, SEQ_WINDOW } from '../directory/core.js'
 import { DirectoryServer, queryStatus } from '../directory/server.js'
@@ -498,6 +499,39 @@ t.test('dir CLI: help, usage errors, unreachable daemon, serve, ls (--json), sho
   t.equal(code, 0, 'SIGTERM stops it cleanly')
 })
 
+t.test('dir CLI: --ping-ms sets the ping interval members are told in welcome; --heartbeat-ms is its old name', async (t) => {
+  const run = (...args: string[]) => spawnSync(process.execPath, [DIR_CLI, ...args], { encoding: 'utf8' })
+  const help = run('--help').stdout
+  t.match(help, /--ping-ms N/, 'help names --ping-ms')
+  t.match(help, /--heartbeat-ms N\s+the old name of --ping-ms/, 'and --heartbeat-ms as its alias')
+  const slow = run('serve', '--ping-ms', '500', '--timeout-ms', '500')
+  t.equal(slow.status, 2, 'a ping interval not below timeoutMs is a usage error')
+  t.match(slow.stderr, /pingMs/)
+  const both = run('serve', '--ping-ms', '100', '--heartbeat-ms', '200')
+  t.equal(both.status, 2, 'the two names with different values: a usage error')
+  t.match(both.stderr, /--ping-ms/)
+  for (const flag of ['--ping-ms', '--heartbeat-ms']) {
+    const port = await freePort()
+    const d = spawn(process.execPath, [DIR_CLI, '--port', String(port), flag, '123', '--rejoin-grace-ms', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    t.teardown(() => d.kill('SIGKILL'))
+    const up = await new Promise<boolean>((res) => {
+      d.stdout.on('data', (b: Buffer) => b.toString().includes('listening') && res(true))
+      d.on('exit', () => res(false))
+    })
+    if (!t.ok(up, `dir ${flag} 123 starts`)) continue
+    const s = net.connect(port, '127.0.0.1')
+    const dec = new FrameDecoder()
+    const welcome = new Promise<Frame>((res) => s.on('data', (b) => {
+      for (const f of dec.push(b)) if (f.t === 'welcome') res(f)
+    }))
+    s.write(encodeFrame({ t: 'join', proto: 1, group: 'g', member: 'a', addr: '127.0.0.1:9999' }))
+    t.match(await welcome, { t: 'welcome', heartbeatMs: 123, timeoutMs: 2000 }, `${flag} 123: welcome.heartbeatMs 123`)
+    s.destroy()
+    d.kill('SIGTERM')
+    await new Promise((res) => d.on('exit', res))
+  }
+})
+
 t.test('a flush timeout expels the participants that did not answer, and only them', async (t) => {
   const h = harness({ timeoutMs: 10_000, flushTimeoutMs: 2000 })
   h.three()
@@ -537,4 +571,32 @@ t.test('frames a released leaver sends after its group was deleted are ignored, 
   h.join(2, 'b')
   h.core.closed(2)
   t.equal(logged.filter((m) => /empty, deleted/.test(m)).length, 2, 'after a crash: deleted once more, logged once')
+})
+
+t.test('a view nobody would receive is not committed; a commit without participants logs where the stream restarts, no cut', async (t) => {
+  const logged: string[] = []
+  const was = { namespaces: createDebug.disable(), log: createDebug.log }
+  createDebug.enable('seqcast:dir')
+  createDebug.log = (...args: unknown[]) => logged.push(format(...args))
+  t.teardown(() => {
+    createDebug.log = was.log
+    createDebug.enable(was.namespaces)
+  })
+  const h = harness()
+  h.join(1, 'a')
+  t.match(logged.filter((m) => /commit view 1/.test(m)), [/no participants: stream restarts at 1$/], 'the first view: no cut')
+  t.notMatch(logged.join('\n'), /cut/, 'no cut in any line so far')
+  // a crashes while b's join is being flushed: b alone gets a commit without participants.
+  h.join(2, 'b')
+  h.core.closed(1)
+  const c = h.take(2, 'commit')
+  t.match(c, [{ viewId: 3, holder: 0, sources: [], cut: SEQ_WINDOW + 1, start: SEQ_WINDOW + 2 }], 'b gets a commit without participants')
+  t.match(logged.filter((m) => /commit view 3/.test(m)), [new RegExp(`no participants: stream restarts at ${SEQ_WINDOW + 2}$`)])
+  // b, the last member, crashes: nobody would receive a view without it, and none is committed.
+  h.core.frame(2, { t: 'installed', group: 'g', viewId: 3 })
+  logged.length = 0
+  h.core.closed(2)
+  t.same(logged.filter((m) => /commit view|prepare view/.test(m)), [], 'no commit, no prepare')
+  t.equal(logged.filter((m) => /empty, deleted/.test(m)).length, 1, 'the group is deleted')
+  t.same(h.core.status(), [])
 })

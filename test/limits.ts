@@ -309,7 +309,7 @@ t.test('simulated: 1 000 members join at once under 2% loss, all install the vie
 t.test('a directory that was stalled reads what its members sent meanwhile before it judges them silent', async (t) => {
   // A thousand members' commits can keep a directory's event loop (or its CPU) busy for a while; the pings that
   // arrived meanwhile wait in its sockets. Judging silence before reading them expelled innocent members.
-  const server = new DirectoryServer({ port: 0, heartbeatMs: 100, timeoutMs: 300, rejoinGraceMs: 0 })
+  const server = new DirectoryServer({ port: 0, pingMs: 100, timeoutMs: 300, rejoinGraceMs: 0 })
   const { port } = await server.listen()
   t.teardown(() => server.close())
   const s = net.connect(port, '127.0.0.1')

@@ -82,6 +82,22 @@ t.test('members that hear multicast are never taken for deaf, even at 30 % loss,
   }
 })
 
+t.test('an idle group whose heartbeatMs is above half the progress bound: nobody is taken for deaf', async (t) => {
+  // heartbeatMs 5 000 with timeoutMs 2 000 (bound B = 4 000): the unicast probes come every B/4, so the multicast
+  // heartbeat must come within the deaf window B/2 — every keepaliveMs = min(heartbeatMs, B/8), not heartbeatMs.
+  const sim = new Sim(7, { drop: 0, dup: 0, minDelay: 0.05, maxDelay: 0.5 }, 'g', 10, { transport: 'auto', timeoutMs: 2000 })
+  const ms = sim.startGroup(3, { heartbeatMs: 5000 })
+  const deaf: string[] = []
+  const toDirectory = sim.toDirectory.bind(sim)
+  sim.toDirectory = (m, f) => {
+    if (f.t === 'deaf') deaf.push(m.id)
+    toDirectory(m, f)
+  }
+  sim.run(sim.now + 12_000)
+  t.same(deaf, [], 'no member reported itself deaf')
+  t.same(ms.map(transportOf), ['multicast', 'multicast', 'multicast'], 'still on multicast')
+})
+
 t.test('unicast from the start: nothing is ever sent to a multicast address', async (t) => {
   const sim = new Sim(31, { drop: 0.1, dup: 0.05, minDelay: 0.05, maxDelay: 1 }, 'g', 10, { transport: 'unicast' })
   const ms = sim.startGroup(4)

@@ -19,6 +19,15 @@ t.test('incarnations travel as 16 hex digits, never all zero', async (t) => {
   }
 })
 
+t.test('a datagram of incarnation 0 is malformed, even to a member that knows no incarnation yet', async (t) => {
+  const zero = { hi: 0, lo: 0 }
+  const buf = encodeAck({ inc: zero, viewId: 1, sender: 3 }, 5, 5, 5)
+  // A member before its first commit decodes with incarnation 0: the datagram must not match it.
+  t.match(decode(buf, zero), { kind: 0, reason: 'incarnation 0' })
+  t.match(decode(buf, G), { kind: 0, reason: 'incarnation 0' }, 'not counted as another group\'s (foreign): it is no group\'s')
+  t.match(decode(encodeAck({ inc: { hi: 0, lo: 1 }, viewId: 1, sender: 3 }, 5, 5, 5), { hi: 0, lo: 1 }), { kind: Kind.ACK }, 'one half 0 is fine')
+})
+
 t.test('ACK layout, byte by byte', async (t) => {
   const buf = encodeAck(H, 0x010203040506, 0x0a0b0c0d0e0f, 0x111213141516)
   t.equal(buf.toString('hex'), '5343' + '03' + '03' + '0123abcd' + 'fedc0042' + '00000007' + '00000003' + '00000000' +
