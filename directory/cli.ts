@@ -39,8 +39,9 @@ serve options:
   --rejoin-grace-ms N  after start, a group this directory does not know waits this long for its members to
                        rejoin (a restart) before a join creates it anew (default ${DEFAULT_DIRECTORY_OPTIONS.rejoinGraceMs};
                        0 when no directory ran before)
-  --join-timeout-ms N  a connection that has not joined this long after it opened (or after its last ls) is
-                       closed (default ${DEFAULT_DIRECTORY_OPTIONS.joinTimeoutMs})
+  --unjoined-timeout-ms N  a connection that has not joined this long after it opened (or after its last ls)
+                       is closed (default ${DEFAULT_DIRECTORY_OPTIONS.unjoinedTimeoutMs})
+  --join-timeout-ms N  the old name of --unjoined-timeout-ms, still accepted
   --frame-timeout-ms N a frame not complete this long after its first byte closes its connection (default ${DEFAULT_FRAME_TIMEOUT_MS})
   --max-connections N  connections beyond this many are refused and logged (default ${DEFAULT_DIRECTORY_OPTIONS.maxConnections})
   --key-file F         the group key (\`dir keygen F\`): every group is then closed — members must join with the
@@ -61,6 +62,14 @@ function int(v: string | undefined, name: string, def: number, min = 1): number 
   const n = Number(v)
   if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer of at least ${min}, got ${v}`)
   return n
+}
+
+/** A renamed flag's value: its name or its old name, not both with different values. */
+function renamed(values: Record<string, unknown>, name: string, old: string, def: number): number {
+  const now = values[name] as string | undefined
+  const before = values[old] as string | undefined
+  if (now !== undefined && before !== undefined && now !== before) throw new UsageError(`--${name} and --${old} (its old name) differ: give one`)
+  return now !== undefined ? int(now, name, def) : int(before, old, def)
 }
 
 /** A key file's key; a bad file is a usage error naming the flag. */
@@ -93,7 +102,7 @@ async function main(argv: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' }, json: { type: 'boolean' }, dir: { type: 'string' },
       host: { type: 'string' }, port: { type: 'string' }, 'mcast-range': { type: 'string' }, 'mcast-port': { type: 'string' },
       'ping-ms': { type: 'string' }, 'heartbeat-ms': { type: 'string' }, 'timeout-ms': { type: 'string' }, 'flush-timeout-ms': { type: 'string' }, 'log-level': { type: 'string' },
-      'rejoin-grace-ms': { type: 'string' }, transport: { type: 'string' }, 'join-timeout-ms': { type: 'string' },
+      'rejoin-grace-ms': { type: 'string' }, transport: { type: 'string' }, 'join-timeout-ms': { type: 'string' }, 'unjoined-timeout-ms': { type: 'string' },
       'frame-timeout-ms': { type: 'string' }, 'max-connections': { type: 'string' },
       'key-file': { type: 'string' }, 'old-key-file': { type: 'string' },
     },
@@ -159,12 +168,9 @@ async function main(argv: string[]): Promise<number> {
   if (transport !== 'multicast' && transport !== 'unicast' && transport !== 'auto') {
     throw new UsageError(`--transport must be multicast, unicast or auto, got ${transport}`)
   }
-  // --heartbeat-ms is --ping-ms's old name (the member option heartbeatMs is another thing): either, not both.
-  const ping = values['ping-ms'] ?? values['heartbeat-ms']
-  if (values['ping-ms'] !== undefined && values['heartbeat-ms'] !== undefined && values['ping-ms'] !== values['heartbeat-ms']) {
-    throw new UsageError('--ping-ms and --heartbeat-ms (its old name) differ: give one')
-  }
-  const pingMs = int(ping, values['ping-ms'] === undefined ? 'heartbeat-ms' : 'ping-ms', DEFAULT_DIRECTORY_OPTIONS.pingMs)
+  // Old names of renamed flags (the member has options heartbeatMs and joinTimeoutMs that time other things).
+  const pingMs = renamed(values, 'ping-ms', 'heartbeat-ms', DEFAULT_DIRECTORY_OPTIONS.pingMs)
+  const unjoinedTimeoutMs = renamed(values, 'unjoined-timeout-ms', 'join-timeout-ms', DEFAULT_DIRECTORY_OPTIONS.unjoinedTimeoutMs)
   let server: DirectoryServer
   try {
     server = new DirectoryServer({
@@ -177,7 +183,7 @@ async function main(argv: string[]): Promise<number> {
       flushTimeoutMs: int(values['flush-timeout-ms'], 'flush-timeout-ms', DEFAULT_DIRECTORY_OPTIONS.flushTimeoutMs),
       rejoinGraceMs: int(values['rejoin-grace-ms'], 'rejoin-grace-ms', DEFAULT_DIRECTORY_OPTIONS.rejoinGraceMs, 0),
       transport,
-      joinTimeoutMs: int(values['join-timeout-ms'], 'join-timeout-ms', DEFAULT_DIRECTORY_OPTIONS.joinTimeoutMs),
+      unjoinedTimeoutMs,
       frameTimeoutMs: int(values['frame-timeout-ms'], 'frame-timeout-ms', DEFAULT_FRAME_TIMEOUT_MS),
       maxConnections: int(values['max-connections'], 'max-connections', DEFAULT_DIRECTORY_OPTIONS.maxConnections),
       key,

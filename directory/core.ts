@@ -69,7 +69,7 @@ export interface DirectoryOptions {
    * A connection that has not joined (or rejoined) is closed this long after it opened or after its last `ls`:
    * a stranger's connections are not kept for ever. A member is judged by its heartbeats (timeoutMs) instead.
    */
-  joinTimeoutMs: number
+  unjoinedTimeoutMs: number
   /** Connections beyond this many are refused (an `error` frame, then closed) and logged. */
   maxConnections: number
   /** The group key (32 bytes): links must authenticate with it, and the keys frames hand it out (§3.4, §3.5). */
@@ -84,7 +84,7 @@ export const DEFAULT_DIRECTORY_OPTIONS: DirectoryOptions = {
   flushTimeoutMs: 2000,
   rejoinGraceMs: 2500,
   transport: 'auto',
-  joinTimeoutMs: 10_000,
+  unjoinedTimeoutMs: 10_000,
   // Ten full groups with room for their members' reconnections; each costs a socket and a frame buffer.
   maxConnections: 10_000,
   key: null,
@@ -122,7 +122,7 @@ export class DirectoryCore {
       throw new Error(`pingMs (${ping}) and timeoutMs (${to}) must be integers with 1 <= pingMs < timeoutMs <= ${MAX_TIMEOUT_MS}`)
     }
     if (!TRANSPORT_MODES.includes(opts.transport)) throw new Error(`transport must be one of ${TRANSPORT_MODES.join(', ')}, got ${String(opts.transport)}`)
-    for (const k of ['joinTimeoutMs', 'maxConnections'] as const) {
+    for (const k of ['unjoinedTimeoutMs', 'maxConnections'] as const) {
       if (!Number.isInteger(opts[k]) || opts[k] < 1) throw new Error(`${k} must be an integer of at least 1, got ${opts[k]}`)
     }
     this.startedAt = hooks.now()
@@ -132,7 +132,7 @@ export class DirectoryCore {
       persist: (key) => hooks.persistKey?.(key),
       rotated: (conn) => {
         const c = this.conns.get(conn)
-        if (c && !c.member) c.joinBy = hooks.now() + opts.joinTimeoutMs
+        if (c && !c.member) c.joinBy = hooks.now() + opts.unjoinedTimeoutMs
       },
       now: () => hooks.now(),
       info: (message) => this.info(message),
@@ -160,7 +160,7 @@ export class DirectoryCore {
       this.hooks.close(conn, 'too many connections')
       return
     }
-    this.conns.set(conn, { lastSeen: now, joinBy: now + this.opts.joinTimeoutMs })
+    this.conns.set(conn, { lastSeen: now, joinBy: now + this.opts.unjoinedTimeoutMs })
   }
 
   /**
@@ -177,7 +177,7 @@ export class DirectoryCore {
         this.hooks.send(conn, { t: 'pong' })
         return
       case 'ls':
-        if (!c.member) c.joinBy = c.lastSeen + this.opts.joinTimeoutMs
+        if (!c.member) c.joinBy = c.lastSeen + this.opts.unjoinedTimeoutMs
         this.hooks.send(conn, statusPage(f, this.groups, (g) => this.groupStatus(g)))
         return
       case 'join':
@@ -242,7 +242,7 @@ export class DirectoryCore {
       if (c.member && now - c.lastSeen > this.opts.timeoutMs) this.expel(conn, `no heartbeat for ${this.opts.timeoutMs} ms`)
       else if (!c.member && now > c.joinBy) {
         this.conns.delete(conn)
-        this.hooks.close(conn, `no join within ${this.opts.joinTimeoutMs} ms`)
+        this.hooks.close(conn, `no join within ${this.opts.unjoinedTimeoutMs} ms`)
       }
     }
     this.keys?.tick()

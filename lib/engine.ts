@@ -476,7 +476,7 @@ export class Engine implements SequencerHost {
       }
       if (this.env.leaseValid()) this.role.watchProgress()
     }
-    // ACKs are not acknowledged: repeat ours every heartbeatMs (the last one may be lost, and silence would tell the
+    // ACKs are not acknowledged: repeat ours every keepaliveMs (the last one may be lost, and silence would tell the
     // sequencer that this member cannot be heard, §4.7) — every nackIntervalMs while what it acknowledged is not yet
     // stable: a lost ACK holds stability, and so every sender's window (§4.6).
     const acked = this.ackable()
@@ -632,7 +632,7 @@ export class Engine implements SequencerHost {
     this.senders.dropUnordered((no) => v.byNo.has(no))
     this.role = v.sequencer === this.me
       ? new SequencerRole(this, v.viewId, v.start, v.members.map((m) => m.no), {
-        boundMs: this.progressBoundMs, heartbeatMs: this.keepaliveMs, probeMs: v.transport === 'multicast' ? this.progressBoundMs / 4 : 0,
+        boundMs: this.progressBoundMs, keepaliveMs: this.keepaliveMs, probeMs: v.transport === 'multicast' ? this.progressBoundMs / 4 : 0,
       })
       : null
     if (this.lifecycle === 'joining') {

@@ -8,7 +8,7 @@
  * is never excluded.
  *
  * A member is *stuck* when a slot this sequencer ordered at least `boundMs` ago is still above its `have`, or when
- * no ACK came from it for `boundMs` (members ACK at least every `heartbeatMs`, so that silence means a broken path,
+ * no ACK came from it for `boundMs` (members ACK at least every `keepaliveMs`, so that silence means a broken path,
  * not an idle group). Lag is found with one mark per member: the top slot at the moment it was first seen behind,
  * and that moment; reaching the mark moves it to the then top. So a member is reported between `boundMs` and
  * `2 × boundMs` after the oldest slot it lacks was ordered, and never while it keeps reaching slots younger than
@@ -53,7 +53,7 @@ export class ProgressWatch {
    * @param start the view's own slot: the first top (a member that never installs the view lacks it)
    * @param initial what the sequencer assumes each member has until it ACKs (its own stable slot)
    * @param boundMs how long a slot may stay unacknowledged, or a member silent (twice the directory's timeoutMs)
-   * @param roundMs how often laggards are sent a heartbeat (heartbeatMs, at most boundMs / 8)
+   * @param roundMs how often laggards are sent a heartbeat (keepaliveMs: heartbeatMs, at most boundMs / 8)
    */
   constructor(
     readonly me: number,

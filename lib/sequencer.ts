@@ -67,10 +67,10 @@ export class SequencerRole {
     private readonly start: number,
     private readonly members: readonly number[],
     /** `probeMs`: while the group runs on multicast, every member gets a heartbeat by unicast this often (0: never). */
-    private readonly opts: { boundMs: number; heartbeatMs: number; probeMs: number },
+    private readonly opts: { boundMs: number; keepaliveMs: number; probeMs: number },
   ) {
     this.nextSlot = start + 1
-    this.watch = new ProgressWatch(host.me, members, start, host.stable, opts.boundMs, opts.heartbeatMs, host.now())
+    this.watch = new ProgressWatch(host.me, members, start, host.stable, opts.boundMs, opts.keepaliveMs, host.now())
     for (const no of members) {
       const s = host.sender(no)
       if (!s) continue

@@ -54,8 +54,8 @@ function harness(opts: Partial<DirectoryOptions> = {}) {
   return { core, take, join, answer, closed, infos, advance: (ms: number) => { now += ms; core.tick() }, get now() { return now } }
 }
 
-t.test('a connection that neither joins nor asks `ls` within joinTimeoutMs is closed; one that asks has as long again', async (t) => {
-  const h = harness({ joinTimeoutMs: 10_000 })
+t.test('a connection that neither joins nor asks `ls` within unjoinedTimeoutMs is closed; one that asks has as long again', async (t) => {
+  const h = harness({ unjoinedTimeoutMs: 10_000 })
   h.core.opened(1) // silent
   h.core.opened(2) // pings, never joins
   h.core.opened(3) // dir ls, paging slowly
@@ -97,7 +97,7 @@ t.test('connections beyond maxConnections are refused with an error, logged; roo
 })
 
 t.test('over TCP: a partial frame not completed within frameTimeoutMs closes that connection; a slow whole one does not', async (t) => {
-  const server = new DirectoryServer({ port: 0, rejoinGraceMs: 0, frameTimeoutMs: 400, joinTimeoutMs: 60_000 })
+  const server = new DirectoryServer({ port: 0, rejoinGraceMs: 0, frameTimeoutMs: 400, unjoinedTimeoutMs: 60_000 })
   const { port } = await server.listen()
   t.teardown(() => server.close())
   const open = async (): Promise<{ s: net.Socket; frames: Frame[]; closed: () => boolean }> => {
@@ -125,8 +125,8 @@ t.test('over TCP: a partial frame not completed within frameTimeoutMs closes tha
   slow.s.destroy()
 })
 
-t.test('over TCP: a connection that never joins is closed after joinTimeoutMs', async (t) => {
-  const server = new DirectoryServer({ port: 0, rejoinGraceMs: 0, joinTimeoutMs: 300 })
+t.test('over TCP: a connection that never joins is closed after unjoinedTimeoutMs', async (t) => {
+  const server = new DirectoryServer({ port: 0, rejoinGraceMs: 0, unjoinedTimeoutMs: 300 })
   const { port } = await server.listen()
   t.teardown(() => server.close())
   const s = net.connect(port, '127.0.0.1')

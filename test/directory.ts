@@ -532,6 +532,33 @@ t.test('dir CLI: --ping-ms sets the ping interval members are told in welcome; -
   }
 })
 
+t.test('dir CLI: --unjoined-timeout-ms closes a connection that never joins; --join-timeout-ms is its old name', async (t) => {
+  const run = (...args: string[]) => spawnSync(process.execPath, [DIR_CLI, ...args], { encoding: 'utf8' })
+  t.match(run('--help').stdout, /--join-timeout-ms N\s+the old name of --unjoined-timeout-ms/, 'help names both')
+  const both = run('serve', '--unjoined-timeout-ms', '100', '--join-timeout-ms', '200')
+  t.equal(both.status, 2, 'the two names with different values: a usage error')
+  for (const flag of ['--unjoined-timeout-ms', '--join-timeout-ms']) {
+    const port = await freePort()
+    const d = spawn(process.execPath, [DIR_CLI, '--port', String(port), flag, '200', '--rejoin-grace-ms', '0'], { stdio: ['ignore', 'pipe', 'pipe'] })
+    t.teardown(() => d.kill('SIGKILL'))
+    const up = await new Promise<boolean>((res) => {
+      d.stdout.on('data', (b: Buffer) => b.toString().includes('listening') && res(true))
+      d.on('exit', () => res(false))
+    })
+    if (!t.ok(up, `dir ${flag} 200 starts`)) continue
+    // The default is 10 s: closed well before that means the flag took.
+    const s = net.connect(port, '127.0.0.1')
+    const closed = await new Promise<boolean>((res) => {
+      const timer = setTimeout(() => res(false), 5000)
+      s.on('close', () => { clearTimeout(timer); res(true) })
+      s.on('error', () => {})
+    })
+    t.ok(closed, `${flag} 200: a connection that sends nothing is closed (not after the default 10 s)`)
+    d.kill('SIGTERM')
+    await new Promise((res) => d.on('exit', res))
+  }
+})
+
 t.test('a flush timeout expels the participants that did not answer, and only them', async (t) => {
   const h = harness({ timeoutMs: 10_000, flushTimeoutMs: 2000 })
   h.three()
