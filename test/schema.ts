@@ -688,3 +688,61 @@ t.test('FrameSplitter splits what lib/frame.ts encodes, however it is cut', asyn
   t.throws(() => new FrameSplitter().push(Buffer.from([0, 0, 0, 0])), 'a length of 0')
 })
 
+
+t.test('the constants the code keeps are the schema\'s', async (t) => {
+  const wire = await import('../lib/wire.js')
+  const frame = await import('../lib/frame.js')
+  const dirproto = await import('../lib/dirproto.js')
+  const seal = await import('../lib/seal.js')
+  const schema = await import('../lib/schema.js')
+  t.equal(HEADER.reduce((n, f) => n + { u8: 1, u16: 2, u24: 3, u32: 4, u48: 6, u64: 8 }[f.type], 0), wire.HEADER_SIZE, 'header size')
+  t.equal(HEADER.find((f) => f.name === 'magic')!.fixed, wire.MAGIC)
+  t.equal(HEADER.find((f) => f.name === 'version')!.fixed, wire.VERSION)
+  t.same(Object.fromEntries(DATAGRAMS.map((d) => [d.name, d.type])), wire.Kind, 'type numbers')
+  t.equal(schema.MAX_U48, wire.MAX_U48)
+  t.equal(schema.STATE_WINDOW, wire.STATE_WINDOW)
+  t.equal(schema.SCHEMA.constants.maxDatagram, wire.MAX_DATAGRAM)
+  t.equal(schema.MAX_GROUP_MEMBERS, frame.MAX_GROUP_MEMBERS)
+  t.equal(schema.FRAME_LIMITS.toDirectory, frame.MAX_FRAME_TO_DIRECTORY)
+  t.equal(schema.FRAME_LIMITS.fromDirectory, frame.MAX_FRAME_FROM_DIRECTORY)
+  t.same(schema.MEMBER_STATES, dirproto.MEMBER_STATES)
+  t.same(schema.GROUP_TRANSPORTS, dirproto.GROUP_TRANSPORTS)
+  t.same(schema.GROUP_STATES, dirproto.GROUP_STATES)
+  t.equal(FROM_DIRECTORY.find((x) => x.t === 'welcome')!.fields.find((x) => x.name === 'timeoutMs')!.max, dirproto.MAX_TIMEOUT_MS)
+  t.equal(TO_DIRECTORY.find((x) => x.t === 'rotate')!.fields[0]!.bytes, seal.KEY_BYTES)
+  const parts = schema.SEALED.parts
+  t.equal(parts.find((p) => p.name === 'nonce')!.bytes as number + (parts.find((p) => p.name === 'tag')!.bytes as number), seal.SEAL_OVERHEAD)
+  t.equal(schema.SEALED.minLength, wire.HEADER_SIZE + seal.SEAL_OVERHEAD)
+})
+
+t.test('a datagram lib/seal.ts seals opens with nothing but the schema\'s sealed layout', async (t) => {
+  const { SealedTransport, keyId, linkPsk } = await import('../lib/seal.js')
+  const { SEALED } = await import('../lib/schema.js')
+  const { createDecipheriv, hkdfSync } = await import('node:crypto')
+  const key = randomBytes(32)
+  const hkdf = (salt: Buffer, info: string, n: number) => Buffer.from(hkdfSync('sha256', key, salt, Buffer.from(info), n))
+  t.equal(hkdf(Buffer.alloc(0), SEALED.info.keyId, 8).toString('hex'), keyId(key), 'key id')
+  t.same(hkdf(Buffer.alloc(0), SEALED.info.linkPsk, 32), linkPsk(key), 'directory link key')
+  const plain = encodeAck(H, 9, 8, 7)
+  for (const [epoch, to] of [[0, null], [1, '127.0.0.1:4000']] as const) {
+    let out: Buffer | null = null
+    const inner = { toGroup: (b: Buffer) => void (out = b), toMember: (_a: string, b: Buffer) => void (out = b), onDatagram: () => {} }
+    const s = new SealedTransport(inner as never, key, epoch)
+    if (to) s.toMember(to, plain)
+    else s.toGroup(plain)
+    const sealed = out! as Buffer
+    const at = (name: string) => SEALED.parts.slice(0, SEALED.parts.findIndex((p) => p.name === name)).reduce((n, p) => n + (p.bytes === 'rest' ? sealed.length - 24 - 28 : p.bytes), 0)
+    const header = sealed.subarray(0, 24)
+    const flags = header[20]!
+    const bit = (name: string) => 1 << SEALED.flags.find((f) => f.name === name)!.bit
+    t.ok(flags & bit('AUTH'), 'AUTH set')
+    t.equal((flags & bit('KEY_PHASE')) !== 0, epoch % 2 === 1, 'KEY_PHASE = epoch mod 2')
+    t.equal((flags & bit('TO_MEMBER')) !== 0, to !== null, 'TO_MEMBER for one member')
+    t.same(header.subarray(0, 20), plain.subarray(0, 20), 'the rest of the header as sent')
+    const d = createDecipheriv('aes-256-gcm', hkdf(Buffer.from(header.subarray(4, 12)), SEALED.info.datagramKey, 32), sealed.subarray(at('nonce'), at('nonce') + 12))
+    d.setAAD(to ? Buffer.concat([header, Buffer.from(to)]) : header)
+    d.setAuthTag(sealed.subarray(at('tag')))
+    const body = Buffer.concat([d.update(sealed.subarray(24, at('nonce'))), d.final()])
+    t.same(body, plain.subarray(24), 'the body, opened')
+  }
+})
