@@ -172,8 +172,9 @@ class Fields {
   private checkInt(n: unknown, key: string, min: number, max: number, what: string): number {
     // A BigInt is an integer past 2^53 in a 64-bit format: of the right type, out of every range.
     if (typeof n === 'bigint') this.fail(this.range, key, `must be ${what}`)
-    if (typeof n !== 'number') this.fail(ErrorCodes.FRAME, key, `must be ${what}`)
-    if (!Number.isInteger(n) || n < min || n > max) this.fail(this.range, key, `must be ${what}`)
+    // A float that is not an integer (1.5, NaN, Infinity) is not an integer at all: the wrong type (§3 "Integers").
+    if (typeof n !== 'number' || !Number.isInteger(n)) this.fail(ErrorCodes.FRAME, key, `must be ${what}`)
+    if (n < min || n > max) this.fail(this.range, key, `must be ${what}`)
     return n
   }
 

@@ -117,15 +117,15 @@ const int = (name: string, type: UInt, doc: string, more: Partial<IntField> = {}
 
 /** The 24-byte header every datagram starts with. */
 export const HEADER: readonly IntField[] = [
-  int('magic', 'u16', '`0x53 0x43` ("SC")', { fixed: 0x5343 }),
-  int('version', 'u8', 'wire version, 3', { fixed: 3 }),
-  int('type', 'u8', 'the datagram type (below); another value is malformed', { min: 1, max: 6 }),
+  int('magic', 'u16', '"SC"; any other value is malformed', { fixed: 0x5343 }),
+  int('version', 'u8', 'the wire version; any other is malformed', { fixed: 3 }),
+  int('type', 'u8', 'the datagram type: 1 DATA, 2 ORDER, 3 ACK, 4 NACK, 5 STATEREQ, 6 STATE; any other is malformed', { min: 1, max: 6 }),
   int('inc', 'u64', "the group's incarnation (§1), from the member's commits", {
     sentinels: [{ value: 0, doc: 'never an incarnation', malformed: true }],
   }),
   int('viewId', 'u32', 'the view the datagram belongs to (per type, below)'),
   int('sender', 'u32', "member number of the datagram's author", { min: 1, sentinels: [{ value: 0, doc: 'nobody', malformed: true }] }),
-  int('flags', 'u8', 'bits of a sealed datagram (§2.7), cleared when opened; a datagram reaching the engine with any set is malformed', { fixed: 0 }),
+  int('flags', 'u8', 'a sealed datagram (§2.7) sets bit 0 AUTH, bit 1 KEY_PHASE, bit 2 TO_MEMBER; only a keyed member\'s transport opens it, and clears them. A datagram that reaches the engine with any bit set is malformed', { fixed: 0 }),
   int('reserved', 'u24', 'written 0; non-zero is malformed', { fixed: 0 }),
 ]
 export const HEADER_SIZE = 24
@@ -136,7 +136,7 @@ const member = (doc: string): Partial<IntField> => ({ min: 1, sentinels: [{ valu
 export const DATAGRAMS: readonly DatagramType[] = [
   {
     name: 'DATA', type: 1, doc: 'application payload, sender → group (multicast), or repair (unicast)',
-    viewId: "the sender's view when it sent the datagram (for repair: the repairer's current view)",
+    viewId: "the view its sender had installed when it sent it; a repair by another member: the NACK's viewId",
     sender: "the message's author, even when another member retransmits it",
     body: [
       int('count', 'u16', 'number of entries', { countOf: 'entries' }),
@@ -173,10 +173,10 @@ export const DATAGRAMS: readonly DatagramType[] = [
           int('firstMsgId', MSG_ID, 'msgId of the run\'s first message', member('no message')),
           int('count', 'u16', 'consecutive slots and msgIds', { min: 1, sentinels: [{ value: 0, doc: 'empty run', malformed: true }] }),
         ],
-        rules: [{ field: 'firstMsgId', expr: ['<=', ['+', 'firstMsgId', 'count'], MAX_U48 + 1], doc: 'msgIds end at or below 2^48 − 1' }],
+        rules: [{ field: 'firstMsgId', expr: ['<=', ['+', 'firstMsgId', 'count'], MAX_U48 + 1], doc: 'firstMsgId + count − 1 ≤ 2⁴⁸−1' }],
       },
     ],
-    rules: [{ field: 'runs', expr: ['<=', ['+', 'firstSlot', ['sum', 'runs', 'count']], MAX_U48 + 1], doc: 'slots end at or below 2^48 − 1' }],
+    rules: [{ field: 'runs', expr: ['<=', ['+', 'firstSlot', ['sum', 'runs', 'count']], MAX_U48 + 1], doc: 'firstSlot + (sum of the runs\' counts) − 1 ≤ 2⁴⁸−1' }],
   },
   {
     name: 'ACK', type: 3, doc: 'member → sequencer (unicast)',
@@ -236,7 +236,7 @@ export const DATAGRAMS: readonly DatagramType[] = [
     ],
     rules: [
       { field: 'flags', expr: ['implies', ['bit', 'flags', 2], ['and', ['==', 'flags', 2], ['==', 'offset', 0], ['==', ['len', 'bytes'], 0]]], doc: 'NONE comes alone: no LAST, offset 0, no bytes' },
-      { field: 'bytes', expr: ['<=', ['+', 'offset', ['len', 'bytes']], MAX_U48], doc: 'bytes end at or below 2^48 − 1' },
+      { field: 'bytes', expr: ['<=', ['+', 'offset', ['len', 'bytes']], MAX_U48], doc: 'offset + (bytes\' length) ≤ 2⁴⁸−1' },
     ],
   },
 ]
@@ -312,6 +312,8 @@ export interface FrameField {
   readonly minItems?: number
   readonly maxItems?: number
   readonly rules?: readonly Rule[]
+  /** A shared shape (`member`, `source`, `commit`): the spec describes it once and refers to it by name. */
+  readonly shape?: string
 }
 
 export interface FrameType {
@@ -344,7 +346,8 @@ export const GROUP_TRANSPORTS = ['multicast', 'unicast'] as const
 export const GROUP_STATES = ['stable', 'flushing', 'installing', 'recovering'] as const
 
 /** A member of a view: in commits, rejoins and status. */
-export const MEMBER_ENTRY: FrameField = f('', 'map', 'a member', {
+export const MEMBER_ENTRY: FrameField = f('', 'map', 'a member of a view', {
+  shape: 'member',
   fields: [
     memberNo('no', 'its member number'),
     name('id', 'its member id'),
@@ -353,7 +356,8 @@ export const MEMBER_ENTRY: FrameField = f('', 'map', 'a member', {
   ],
 })
 
-const SOURCE: FrameField = f('', 'map', 'a flush participant', {
+export const SOURCE: FrameField = f('', 'map', 'a flush participant, and the slots it holds', {
+  shape: 'source',
   fields: [memberNo('no', 'its member number'), slot('low', 'it freed every slot ≤ low'), slot('have', 'it holds every slot in (low, have]')],
 })
 
@@ -363,15 +367,17 @@ const members = (more: Partial<FrameField> = {}) => f('members', 'list', 'the vi
 const COMMIT_FIELDS: readonly FrameField[] = [
   group,
   viewId('viewId', 'the new view', { min: 1 }),
-  f('inc', 'string', "the group's incarnation; never changes", { form: 'inc' }),
+  f('inc', 'string', "the group's incarnation; a member fails with `EPROTOCOL` if it changes", { form: 'inc' }),
   f('mcast', 'string', "the group's multicast address", { form: 'multicast' }),
-  f('transport', 'string', "how the group's DATA and ORDER travel from this view on", { enum: GROUP_TRANSPORTS }),
-  f('sequencer', 'int', 'member number of the sequencer', { min: 0, max: MAX_U32, sentinels: [{ value: 0, doc: 'the view has no members' }] }),
-  slot('cut', 'the last slot of the old view', { sentinels: [{ value: 0, doc: 'the first view' }] }),
-  slot('start', "the view's own slot; above cut"),
-  f('holder', 'int', 'the source asked first', { min: 0, max: MAX_U32, sentinels: [{ value: 0, doc: 'no flush participant' }] }),
-  f('sources', 'list', 'flush participants whose ranges cover every slot held', { of: SOURCE, maxItems: MAX_GROUP_MEMBERS }),
-  f('nextNo', 'int', 'every member number given is below it', { min: 1, max: MAX_U32 + 1 }),
+  f('transport', 'string', "how the group's DATA and ORDER travel from this view on (§3.3)", { enum: GROUP_TRANSPORTS }),
+  f('sequencer', 'int', 'member number of the sequencer: the smallest of `members`', { min: 0, max: MAX_U32, sentinels: [{ value: 0, doc: 'the view has no members' }] }),
+  slot('cut', 'the old view ends at this slot', { sentinels: [{ value: 0, doc: "the group's first view" }] }),
+  slot('start', 'the slot the view itself takes; above `cut`'),
+  f('holder', 'int', 'the source a member asks first', { min: 0, max: MAX_U32, sentinels: [{ value: 0, doc: 'no flush participant (then `sources` is empty)' }] }),
+  f('sources', 'list',
+    'few flush participants whose ranges hold every slot any participant holds: each slot by up to three of them where that many hold it (three disjoint covers, each the fewest ranges), the holder first',
+    { of: SOURCE, maxItems: MAX_GROUP_MEMBERS }),
+  f('nextNo', 'int', 'every member number the group ever gave is below it', { min: 1, max: MAX_U32 + 1 }),
 ]
 
 /** What holds between a commit's fields once its members are known. */
@@ -387,97 +393,143 @@ const COMMIT_RULES: readonly Rule[] = [
 
 const whenFull = (r: Rule): Rule => (r.field === 'start' ? r : { ...r, expr: ['implies', ['has', 'members'], r.expr] })
 const delta: Expr = ['not', ['has', 'members']]
-const proto = f('proto', 'int', 'frame protocol version, 1 (not the datagram version)', { min: 1, max: 1 })
+const proto = f('proto', 'int', 'the version of this frame protocol, 1 (not the datagram version)', { min: 1, max: 1 })
+const addr = f('addr', 'string', "the member's unicast UDP address", { form: 'unicast' })
 
 export const TO_DIRECTORY: readonly FrameType[] = [
   {
-    t: 'join', doc: 'ask to join; answered by `welcome`, then a `commit` that includes the member, or `error`',
-    fields: [proto, group, name('member', 'the member id'), f('addr', 'string', "the member's unicast UDP address", { form: 'unicast' }),
-      f('state', 'bool', 'true: the member has state hooks (§8.1)', { optional: true })],
+    t: 'join', doc: 'ask to join; the answer is `welcome` then, once the view is installed, a `commit` that includes the member; or `error`',
+    fields: [proto, group, name('member', 'the member id'), addr,
+      f('state', 'bool', 'true: the member has state hooks and takes part in state transfer (§8.1); absent or false: it does not', { optional: true })],
   },
-  { t: 'leave', doc: 'ask to leave; answered by a `commit` that excludes the member, then `released`', fields: [group] },
+  { t: 'leave', doc: 'ask to leave; answered by a `commit` that excludes the member and, once it may go, `released`', fields: [group] },
   {
-    t: 'prepared', doc: 'answer to `prepare`: the member holds slots (low, have]',
-    fields: [group, viewId('viewId', 'the view being prepared'), slot('have', "the member's have, frozen from now on"),
-      slot('low', 'the highest slot it freed, or the cut of its first commit')],
+    t: 'prepared',
+    doc: 'answer to `prepare`: this member holds slots (low, have]. A `have` above what any member can hold expels the member that sent it (§5)',
+    fields: [group, viewId('viewId', 'the view of the `prepare` answered'), slot('have', "the member's have (§1), frozen from now on"),
+      slot('low', 'the highest slot it freed (it frees only what it delivered), or the cut of its first commit if it freed none')],
     rules: [{ field: 'low', expr: ['<=', 'low', 'have'], doc: 'low ≤ have' }],
   },
-  { t: 'installed', doc: 'the member delivered the view', fields: [group, viewId('viewId', 'the view installed')] },
-  { t: 'deaf', doc: "the member hears the sequencer of view viewId by unicast but not the group's multicast", fields: [group, viewId('viewId', 'the view')] },
   {
-    t: 'suspect', doc: 'from the sequencer of view viewId: member no makes no progress',
+    t: 'installed', doc: 'the member installed the view: it holds every slot up to the cut (§5.1 I3, I4). A leaver sends none for the view that excludes it (nor any later one): it waits for `released`',
+    fields: [group, viewId('viewId', 'the view installed')],
+  },
+  {
+    t: 'deaf',
+    doc: "this member hears the sequencer of view viewId by unicast but not the group's multicast; handled by the directory's transport mode (§3.3). Ignored when viewId is not the group's current view (stale)",
+    fields: [group, viewId('viewId', 'the view whose sequencer it hears')],
+  },
+  {
+    t: 'suspect',
+    doc: 'from the sequencer of view viewId: member no (possibly itself) makes no progress (§4.7). The directory expels no like a member that stopped pinging (`expelled` with the reason, connection closed, view change) — only if the sender is the sequencer of the current view, viewId is that view, no is a connected member of it, and no flush is running; otherwise the frame is stale and ignored',
     fields: [group, viewId('viewId', "the sender's view"), memberNo('no', 'the member suspected'),
-      f('reason', 'string', 'for logs and the expelled member; cut to 200 characters', { optional: true })],
+      f('reason', 'string', 'for logs and the expelled member; the directory cuts it to 200 characters', { optional: true })],
   },
-  { t: 'ping', doc: 'heartbeat; answered by `pong`', fields: [] },
   {
-    t: 'ls', doc: 'status request; answered by `status`',
-    fields: [name('after', 'list groups named after this one', { optional: true }), name('group', 'list only this group', { optional: true })],
+    t: 'ping',
+    doc: 'heartbeat, every `pingMs` (`welcome.heartbeatMs`) — and at once when a frame from the directory or a datagram finds one due, so a member whose event loop is busy with I/O does not fall silent; answered by `pong`',
+    fields: [],
   },
-  { t: 'ready', doc: "the member restored the group's state (§8.1)", fields: [group] },
   {
-    t: 'rejoin', doc: 'after losing the directory connection: "I am member no; this is the latest commit I received"',
-    fields: [proto, group, name('member', 'the member id'), memberNo('no', 'its member number'),
-      f('addr', 'string', "the member's unicast UDP address", { form: 'unicast' }),
+    t: 'ls', doc: 'status request (`dir ls`); answered by `status`. A connection that sends `ls` need not join',
+    fields: [name('after', 'list the groups named after this one (by name)', { optional: true }), name('group', 'list only this group', { optional: true })],
+  },
+  {
+    t: 'ready',
+    doc: 'this member restored the group\'s state (§8.2): the directory marks it `"holds"` from the next commit on, without starting a view change. Ignored unless the member\'s entry in the latest commit is marked `"needs"` (§8.1)',
+    fields: [group],
+  },
+  {
+    t: 'rejoin',
+    doc: 'after losing the directory connection (not expelled): "I am member no; this is the latest commit I received (installed or not), the highest view id I saw in a `prepare` or `commit`, and whether I asked to leave". Then checked against this directory and the group (§7). Answered by `welcome` (same no) or `expelled` (§7)',
+    fields: [proto, group, name('member', 'the member id'), memberNo('no', 'its member number'), addr,
       viewId('seenViewId', 'the highest view id it saw in a `prepare` or `commit`'),
-      f('leaving', 'bool', 'it asked to leave', { optional: true }),
-      f('commit', 'map', 'the latest commit it received, whole', { fields: [...COMMIT_FIELDS, members()], rules: COMMIT_RULES })],
+      f('leaving', 'bool', 'true: it asked to leave', { optional: true }),
+      f('commit', 'map', 'the latest commit it received, whole (`members`, with their `state` flags), checked as a member checks a commit', {
+        shape: 'commit', fields: [...COMMIT_FIELDS, members()], rules: COMMIT_RULES,
+      })],
     rules: [
       { field: 'commit.members', expr: ['<', 0, ['len', 'commit.members']], doc: 'the commit lists members' },
       { field: 'commit.group', expr: ['==', 'commit.group', 'group'], doc: 'the commit is of the group rejoined' },
       { field: 'seenViewId', expr: ['<=', 'commit.viewId', 'seenViewId'], doc: "seenViewId ≥ the commit's viewId" },
     ],
   },
-  { t: 'keyed', doc: 'the member applies the `keys` frame seq (and every earlier one)', fields: [f('seq', 'int', 'the `keys` frame', { min: 1, max: MAX_U32 })] },
-  { t: 'rotate', doc: 'start a key rotation (keyed directories)', fields: [keyBytes] },
+  {
+    t: 'keyed', doc: 'the member applies the `keys` frame seq (and every earlier one); keyed directories (§3.5)',
+    fields: [f('seq', 'int', 'the `keys` frame applied', { min: 1, max: MAX_U32 })],
+  },
+  {
+    t: 'rotate', doc: 'from `dir rotate-key`: start a rotation to this key; answered by `rotated` when the old key is gone, or `error` (§3.5)',
+    fields: [{ ...keyBytes, doc: 'the new group key' }],
+  },
 ]
 
 export const FROM_DIRECTORY: readonly FrameType[] = [
   {
-    t: 'welcome', doc: "the member's number and the liveness contract",
-    fields: [memberNo('no', "the member's number"), ms('heartbeatMs', 'ping every this many ms (pingMs)'), ms('timeoutMs', 'silence after which a member is expelled')],
+    t: 'welcome', doc: "the member's number, and the liveness contract (2 × timeoutMs is also the progress bound B of §4.7)",
+    fields: [memberNo('no', "the member's number"), ms('heartbeatMs', 'the member pings every this many ms: the directory\'s `pingMs` (§6)'), ms('timeoutMs', 'a member silent this long is expelled')],
     rules: [{ field: 'timeoutMs', expr: ['<', 'heartbeatMs', 'timeoutMs'], doc: 'heartbeatMs < timeoutMs' }],
   },
   { t: 'pong', doc: 'heartbeat answer', fields: [] },
-  { t: 'prepare', doc: 'a view change starts: answer `prepared`', fields: [group, viewId('viewId', 'the view being prepared')] },
   {
-    t: 'commit', doc: 'the new view; whole (members), or as a change from the last commit sent (base, added, removed)',
-    fields: [...COMMIT_FIELDS, members({ optional: true }),
-      viewId('base', 'delta: the view of the last commit sent on this connection', { when: delta }),
-      f('added', 'list', 'delta: new or changed members', { of: MEMBER_ENTRY, maxItems: MAX_GROUP_MEMBERS, when: delta }),
-      f('removed', 'list', 'delta: numbers of members gone', { of: memberNo('', 'a member number'), maxItems: MAX_GROUP_MEMBERS, when: delta })],
+    t: 'prepare', doc: 'a view change starts: stop sending and ordering, answer `prepared`',
+    fields: [group, viewId('viewId', 'the view being prepared')],
+  },
+  {
+    t: 'commit',
+    doc: 'the new view: the old view ends at slot cut, the view itself takes slot start; fetch each missing slot ≤ cut from a source whose (low, have] covers it, the holder first, then each other covering source in turn (§4.7). Whole (`members`), or, to a member that got the commit of view base (the previous one sent on its connection), only what changed (`base`, `added`, `removed`). A member ignores a commit whose viewId is not above the last one it applied',
+    fields: [...COMMIT_FIELDS, members({ optional: true, doc: "the view's members by increasing number; absent: a change from `base`" }),
+      viewId('base', 'the view of the previous commit sent on this connection; members = its members less `removed`, plus `added`, by number', { when: delta }),
+      f('added', 'list', 'new members, and members whose id, address or `state` flag changed', { of: MEMBER_ENTRY, maxItems: MAX_GROUP_MEMBERS, when: delta }),
+      f('removed', 'list', 'member numbers of the members gone', { of: memberNo('', 'a member number'), maxItems: MAX_GROUP_MEMBERS, when: delta })],
     rules: COMMIT_RULES.map(whenFull),
   },
-  { t: 'released', doc: 'the leaver may close', fields: [group] },
-  { t: 'expelled', doc: 'the directory removed this member; the connection closes', fields: [group, f('reason', 'string', 'why')] },
-  { t: 'error', doc: 'a refused request; the connection closes', fields: [f('code', 'string', 'an error code (docs/API.md)'), f('message', 'string', 'for people')] },
   {
-    t: 'status', doc: 'answer to `ls`: one page of groups',
+    t: 'released',
+    doc: 'every member has installed the view that excluded this leaver (so holds its whole stream): it may close; a `safe` leaver delivers the end of its stream first (§4.4)',
+    fields: [group],
+  },
+  {
+    t: 'expelled', doc: 'the directory removed this member (timeout, failed flush, no progress); then it closes the connection',
+    fields: [group, f('reason', 'string', 'why, for people')],
+  },
+  {
+    t: 'error', doc: 'a refused request; the connection closes',
+    fields: [f('code', 'string', 'an error code of docs/API.md, e.g. `EDUPLICATE_MEMBER`, `EGROUP_FULL`, `EBAD_REQUEST`'), f('message', 'string', 'for people')],
+  },
+  {
+    t: 'status',
+    doc: 'answer to `ls`: as many groups as fit in one frame (at least one: a group of 1 024 members with 64-byte ids and a `state` flag each is 122 KB)',
     fields: [
-      f('groups', 'list', 'the groups of this page', {
+      f('groups', 'list', 'the groups of this page, by name', {
         of: f('', 'map', 'a group', {
           fields: [name('name', 'the group'), viewId('viewId', 'its latest commit', { sentinels: [{ value: 0, doc: 'no commit yet' }] }),
-            members(), f('sequencer', 'string', "the sequencer's member id", { sentinels: [{ value: '', doc: 'no members, or no commit yet' }] }),
+            members({ doc: 'as in its latest commit, `state` flags included' }),
+            f('sequencer', 'string', "the sequencer's member id", { sentinels: [{ value: '', doc: 'no members, or no commit yet' }] }),
             f('mcast', 'string', 'its multicast address', { form: 'multicast' }),
-            f('transport', 'string', 'as in its latest commit', { enum: GROUP_TRANSPORTS }),
-            f('state', 'string', 'stable, flushing (prepare sent), installing (commit sent), recovering (§7)', { enum: GROUP_STATES })],
+            f('transport', 'string', 'as in its latest commit: what its members use', { enum: GROUP_TRANSPORTS }),
+            f('state', 'string', '`stable` (no change under way), `flushing` (`prepare` sent), `installing` (`commit` sent, not every member installed), `recovering` (rebuilding after a restart, §7)', { enum: GROUP_STATES })],
         }),
       }),
-      name('next', 'more follow: ask again with after = next', { optional: true }),
+      name('next', 'more groups follow: ask again with `after` = next', { optional: true }),
     ],
   },
   {
-    t: 'keys', doc: 'the keys to open datagrams with, and the one to seal with (§3.5)',
-    fields: [f('seq', 'int', 'increases with every `keys` frame', { min: 1, max: MAX_U32 }),
-      f('keys', 'list', '1 or 2 keys of consecutive epochs', { of: f('', 'map', 'a key', { fields: [epoch('epoch', 'its epoch'), keyBytes] }), minItems: 1, maxItems: 2 }),
-      epoch('use', 'the epoch to seal with')],
+    t: 'keys',
+    doc: 'the keys this member opens datagrams with and the one it seals with; sent right before `welcome` (the state as it is) and at every step of a rotation (§3.5)',
+    fields: [f('seq', 'int', 'increases with every `keys` frame of this directory', { min: 1, max: MAX_U32 }),
+      f('keys', 'list', '1 or 2 keys, of consecutive epochs', { of: f('', 'map', 'a key', { fields: [epoch('epoch', "the key's epoch"), keyBytes] }), minItems: 1, maxItems: 2 }),
+      epoch('use', 'the epoch of the key to seal with')],
     rules: [
       { field: 'keys.1.epoch', expr: ['implies', ['==', ['len', 'keys'], 2], ['==', 'keys.1.epoch', ['+', 'keys.0.epoch', 1]]], doc: 'epochs consecutive' },
       { field: 'use', expr: ['some', 'keys', ['==', 'epoch', '^use']], doc: 'use is the epoch of one of the keys' },
     ],
   },
-  { t: 'rotated', doc: 'the rotation is done: only the key of epoch opens anything', fields: [epoch('epoch', 'the key left')] },
+  { t: 'rotated', doc: 'answer to `rotate`: the old key is gone', fields: [epoch('epoch', 'the epoch of the only key left')] },
 ]
+
+/** Shapes described once (§3): the entries of `members`, `added` and `sources`. */
+export const SHAPES: readonly FrameField[] = [MEMBER_ENTRY, SOURCE]
 
 /** Everything above, as docs/protocol-schema.json carries it. */
 export const SCHEMA = {
@@ -489,5 +541,5 @@ export const SCHEMA = {
   headerSize: HEADER_SIZE,
   datagrams: DATAGRAMS,
   sealed: SEALED,
-  frames: { limits: FRAME_LIMITS, forms: FORMS, toDirectory: TO_DIRECTORY, fromDirectory: FROM_DIRECTORY },
+  frames: { limits: FRAME_LIMITS, forms: FORMS, shapes: SHAPES, toDirectory: TO_DIRECTORY, fromDirectory: FROM_DIRECTORY },
 } as const

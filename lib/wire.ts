@@ -357,6 +357,8 @@ export function decode(buf: Uint8Array, inc: Incarnation): Datagram | Malformed 
   if (hi !== inc.hi || lo !== inc.lo) return bad(FOREIGN)
   const kind = b[3]!
   const h: Received = { viewId: b.readUInt32BE(12), sender: b.readUInt32BE(16) }
+  // Member numbers start at 1 (PROTOCOL.md §1): 0 names nobody, wherever it appears.
+  if (h.sender === 0) return bad('sender 0')
   let o = HEADER_SIZE
   switch (kind) {
     case Kind.DATA: {
@@ -392,6 +394,7 @@ export function decode(buf: Uint8Array, inc: Incarnation): Datagram | Malformed 
       for (let i = 0; i < n; i++) {
         const r = { sender: b.readUInt32BE(o), firstMsgId: b.readUIntBE(o + 4, 6), count: b.readUInt16BE(o + 10) }
         if (r.count === 0 || r.firstMsgId === 0) return bad('empty run')
+        if (r.sender === 0) return bad('sender 0')
         // Slots and msgIds are 48-bit: a run past 2^48 − 1 names numbers no datagram could carry back.
         last += r.count
         if (r.firstMsgId + r.count - 1 > MAX_U48 || last > MAX_U48) return bad('run past 2^48')
@@ -418,7 +421,9 @@ export function decode(buf: Uint8Array, inc: Incarnation): Datagram | Malformed 
           o += NACK_SLOTS_SIZE
         } else if (b[o] === 2) {
           if (len < o + NACK_DATA_SIZE) return bad('truncated NACK')
-          data.push({ sender: b.readUInt32BE(o + 1), firstMsgId: b.readUIntBE(o + 5, 6), n: b.readUInt16BE(o + 11) })
+          const sender = b.readUInt32BE(o + 1)
+          if (sender === 0) return bad('sender 0')
+          data.push({ sender, firstMsgId: b.readUIntBE(o + 5, 6), n: b.readUInt16BE(o + 11) })
           o += NACK_DATA_SIZE
         } else {
           return bad('unknown NACK item')

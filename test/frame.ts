@@ -124,3 +124,11 @@ t.test('an integer in any MessagePack format is read as its value, by the direct
   const [neg] = new FrameDecoder().push(mapWith({ t: 'prepared', group: 'g', viewId: 3, have: -1, low: 0 }, 'i64'))
   t.throws(() => parseToDirectory(neg!), { code: ErrorCodes.BAD_REQUEST })
 })
+
+t.test('a float that is not an integer is a field of the wrong type (EFRAME), as PROTOCOL.md §3 says', async (t) => {
+  const { parseToDirectory } = await import('../lib/dirproto.js')
+  for (const have of [1.5, -0.5, Infinity, NaN]) {
+    const [f] = new FrameDecoder().push(mapWith({ t: 'prepared', group: 'g', viewId: 3, have, low: 0 }, 'f64'))
+    t.throws(() => parseToDirectory(f!), { code: ErrorCodes.FRAME }, `have ${have}`)
+  }
+})

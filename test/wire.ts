@@ -146,6 +146,16 @@ t.test('STATE layout, LAST, NONE, gathered parts', async (t) => {
   for (let n = 0; n < STATE_OVERHEAD; n++) t.equal(decode(buf.subarray(0, n), G).kind, 0, `truncated to ${n}`)
 })
 
+t.test('incarnation 0 and member number 0 are malformed wherever they appear (a member before its first commit has incarnation 0)', async (t) => {
+  const none = { hi: 0, lo: 0 }
+  const zero = encodeAck({ inc: none, viewId: 7, sender: 3 }, 1, 1, 1)
+  t.equal((decode(zero, none) as { reason: string }).reason, 'incarnation 0')
+  t.equal((decode(encodeAck({ ...H, sender: 0 }, 1, 1, 1), G) as { reason: string }).reason, 'sender 0', 'header sender 0')
+  t.equal((decode(encodeOrder(H, 5, 4, [{ sender: 0, firstMsgId: 1, count: 2 }]), G) as { reason: string }).reason, 'sender 0', 'a run of sender 0')
+  t.equal((decode(encodeNack(H, [], [{ sender: 0, firstMsgId: 1, n: 2 }]), G) as { reason: string }).reason, 'sender 0', 'a NACK item of sender 0')
+  t.equal(decode(encodeOrder(H, 5, 4, [{ sender: 0xffffffff, firstMsgId: 1, count: 2 }]), G).kind, 2, 'every other number is a member number')
+})
+
 t.test('rejects, never throws: foreign, truncated, trailing, garbage', async (t) => {
   const good = encodeOrder(H, 5, 4, [{ sender: 1, firstMsgId: 1, count: 2 }])
   t.equal((decode(good, { ...G, lo: G.lo + 1 }) as { reason: string }).reason, FOREIGN, 'another incarnation (low half)')
