@@ -46,7 +46,7 @@ t.test('[Q2, A3] ORDER from a member that is not the sequencer: dropped and coun
   const before = [a.g.stats().dropped, b.g.stats().dropped]
   const next = p.top + 1
   const forged = p.dgram('ORDER', { firstSlot: next, stable: 0, runs: [{ sender: p.noOf('b'), firstMsgId: 6, count: 1 }, { sender: p.no, firstMsgId: 1, count: 1 }] })
-  p.toGroup(forged)
+  p.toMcast(forged)
   p.to(p.noOf('a'), forged)
   p.to(p.noOf('b'), forged)
   await until(() => a.g.stats().dropped >= before[0]! + 2 && b.g.stats().dropped >= before[1]! + 2, 3000, 'the forged ORDERs counted')
@@ -60,7 +60,7 @@ t.test('[E3, A1] DATA under another member\'s number from its own address: forei
   const { a, b, p } = await setup(t, 'spoof', PORT + 2)
   const before = b.g.stats().foreign
   const forged = p.dgram('DATA', { entries: [whole(6, 'forged'), whole(7, 'forged')] }, { sender: p.noOf('a') })
-  p.toGroup(forged)
+  p.toMcast(forged)
   p.to(p.noOf('b'), forged)
   await until(() => b.g.stats().foreign >= before + 2, 3000, 'the forged DATA counted at b')
   t.pass('foreign at b')
@@ -72,11 +72,11 @@ t.test('[E3, A1] DATA under another member\'s number from its own address: forei
 t.test('[A1, A3] replayed DATA and reused msgIds: each message delivered once, the first text', async (t) => {
   const { a, b, p } = await setup(t, 'replay', PORT + 3)
   const one = p.dgram('DATA', { entries: [whole(1, 'p-1')] })
-  p.toGroup(one)
+  p.toMcast(one)
   await until(() => [a, b].every((m) => texts(m).includes('p:p-1')), 3000, 'p-1 delivered')
-  p.toGroup(one)
-  p.toGroup(p.dgram('DATA', { entries: [whole(1, 'p-1-again')] }))
-  p.toGroup(p.dgram('DATA', { entries: [whole(2, 'p-2'), whole(2, 'p-2-twice'), whole(1, 'p-1-third')] }))
+  p.toMcast(one)
+  p.toMcast(p.dgram('DATA', { entries: [whole(1, 'p-1-again')] }))
+  p.toMcast(p.dgram('DATA', { entries: [whole(2, 'p-2'), whole(2, 'p-2-twice'), whole(1, 'p-1-third')] }))
   p.to(p.noOf('a'), one) // as a resend to the sequencer
   await until(() => [a, b].every((m) => texts(m).includes('p:p-2')), 3000, 'p-2 delivered')
   await traffic([a, b], [a, b], 5, 'after')
@@ -112,7 +112,7 @@ t.test('[L2] a leaver that sends DATA after the commit excluding it: never deliv
   const nv = p.excludedBy!.viewId
   for (const viewId of [old, nv]) {
     const d = p.dgram('DATA', { entries: [whole(1, `late-${viewId}`), whole(2, `late2-${viewId}`)] }, { viewId })
-    p.toGroup(d)
+    p.toMcast(d)
     p.to(p.noOf('a'), d)
   }
   await p.until(() => p.frame('released') !== undefined, 5000, 'released')
@@ -166,7 +166,7 @@ t.test('[E3] malformed datagrams of every type: dropped and counted, the group u
 
 t.test('[Q5, A2] a sender that skips msgIds and never answers the sequencer\'s NACK: nothing of it delivered, the others go on', async (t) => {
   const { a, b, p } = await setup(t, 'gap', PORT + 7)
-  p.toGroup(p.dgram('DATA', { entries: [whole(2, 'p-2'), whole(3, 'p-3')] }))
+  p.toMcast(p.dgram('DATA', { entries: [whole(2, 'p-2'), whole(3, 'p-3')] }))
   await p.until(() => p.datagrams.some((d) => d.ok && d.type === 'NACK' && d.header.sender === p.noOf('a')), 3000, 'the sequencer\'s NACK for msgId 1')
   t.pass('the sequencer asks p for its missing message')
   await traffic([a, b], [a, b], 5, 'after')
