@@ -225,9 +225,11 @@ export class Engine implements SequencerHost {
     // messages its log names above `have` (PROTOCOL.md §4.1). A repair source puts nothing else in anyone's name.
     let entries = d.entries
     if (repair) {
+      // The slots asked for are the lowest missing ones: the scan ends as soon as every entry is found.
+      const wanted = new Set(entries.map((e) => e.msgId))
       const named = new Set<number>()
-      for (let s = this.have + 1, end = Math.min(this.knownTop, this.have + NACK_SCAN); s <= end; s++) {
-        if (this.log.has(s) && this.log.sender(s) === d.sender) named.add(this.log.msgId(s))
+      for (let s = this.have + 1, end = Math.min(this.knownTop, this.have + NACK_SCAN); s <= end && named.size < wanted.size; s++) {
+        if (this.log.has(s) && this.log.sender(s) === d.sender && wanted.has(this.log.msgId(s))) named.add(this.log.msgId(s))
       }
       entries = entries.filter((e) => named.has(e.msgId))
       if (entries.length === 0) return void this.stats.dropped++
