@@ -14,7 +14,7 @@
 import { decode, encodeAck, FOREIGN, Kind, parseIncarnation, SEQ_WINDOW, type Datagram, type Incarnation } from './wire.js'
 import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
 import { Outbox } from './outbox.js'
-import { NACK_REORDER_MS, Repair } from './repair.js'
+import { NACK_REORDER_MS, NACK_SCAN, Repair } from './repair.js'
 import { VoidSlots } from './voids.js'
 import { Senders, unorderedBound } from './senders.js'
 import { viewOf, Views, type ViewRec } from './views.js'
@@ -206,7 +206,7 @@ export class Engine implements SequencerHost {
     this.hearing.heard(via, src === this.views.current?.sequencer)
     if (this.views.ended && d.kind !== Kind.NACK) return // a leaver past its last slot only serves repairs
     switch (d.kind) {
-      case Kind.DATA: this.onData(d); break
+      case Kind.DATA: this.onData(d, src !== d.sender); break
       case Kind.ORDER: this.onOrder(d); break
       case Kind.ACK: this.onAck(d); break
       case Kind.NACK: this.serveNack(d); break
@@ -215,18 +215,31 @@ export class Engine implements SequencerHost {
     this.env.scheduleFlush()
   }
 
-  private onData(d: Extract<Datagram, { kind: 1 }>): void {
+  private onData(d: Extract<Datagram, { kind: 1 }>, repair: boolean): void {
     // A view whose slots may still be in the log, and an author in one of them: a repair names the NACK's view, and
     // its author may have left or crashed since.
     if (!this.views.byId(d.viewId) || this.views.addrOf(d.sender) === undefined) {
       this.stats.foreign++
       return
     }
+    // From another member than its author, DATA is a repair: only what this member can have asked for is taken,
+    // messages its log names above `have` (PROTOCOL.md §4.1). A repair source puts nothing else in anyone's name.
+    let entries = d.entries
+    if (repair) {
+      // The slots asked for are the lowest missing ones: the scan ends as soon as every entry is found.
+      const wanted = new Set(entries.map((e) => e.msgId))
+      const named = new Set<number>()
+      for (let s = this.have + 1, end = Math.min(this.knownTop, this.have + NACK_SCAN); s <= end && named.size < wanted.size; s++) {
+        if (this.log.has(s) && this.log.sender(s) === d.sender && wanted.has(this.log.msgId(s))) named.add(this.log.msgId(s))
+      }
+      entries = entries.filter((e) => named.has(e.msgId))
+      if (entries.length === 0) return void this.stats.dropped++
+    }
     // The message this member needs next of this sender: the one at the slot after `have`, or the one after `ordered`.
     const s = this.have + 1
     const st = this.senders.get(d.sender)
     const next = this.log.has(s) && this.log.sender(s) === d.sender ? this.log.msgId(s) : st ? st.ordered + 1 : 0
-    this.senders.store(d.sender, d.entries, next)
+    this.senders.store(d.sender, entries, next)
     this.role?.dataArrived(d.sender)
   }
 

@@ -1,6 +1,6 @@
 /**
  * The reverse of the conformance suite (issue 15), directory side: a scripted raw peer (test/fixtures/breakpeer.ts,
- * raw TCP and UDP, nothing from lib/) joins a real group beside real members and breaks one duty of
+ * the raw member of rawpeer.ts with switches; nothing from lib/) joins a real group beside real members and breaks one duty of
  * docs/PROTOCOL.md §5.1 per test; each test checks what §5.2 says the real directory and members do about it.
  * Titles name the duties broken. Bounds on time are generous: what is asserted is the outcome.
  */
@@ -29,15 +29,15 @@ t.test('[J1, D1] join with proto 2 or an address that is no unicast address: EBA
     { addr: '127.0.0.1:70000' },
   ]
   for (const extra of bad) {
-    const p = await w.peer()
-    p.send({ t: 'join', proto: 1, group: 'j', member: 'p', addr: p.addr, ...extra })
+    const p = await w.peer('j', 'p')
+    p.tell({ t: 'join', proto: 1, group: 'j', member: 'p', addr: p.addr, ...extra })
     await closedWith(p, 'error', 'EBAD_REQUEST')
     t.pass(`join ${JSON.stringify(extra)}: EBAD_REQUEST, closed`)
   }
   const more: Array<[Record<string, unknown>, string]> = [[{ proto: '1' }, 'EFRAME'], [{ member: 'a' }, 'EDUPLICATE_MEMBER']]
   for (const [extra, code] of more) {
-    const p = await w.peer()
-    p.send({ t: 'join', proto: 1, group: 'j', member: 'p', addr: p.addr, ...extra })
+    const p = await w.peer('j', 'p')
+    p.tell({ t: 'join', proto: 1, group: 'j', member: 'p', addr: p.addr, ...extra })
     await closedWith(p, 'error', code)
     t.pass(`join ${JSON.stringify(extra)}: ${code}, closed`)
   }
@@ -56,17 +56,17 @@ t.test('[D1] frames before join, a second join: error EBAD_REQUEST, closed; a bo
     { t: 'deaf', group: 'fb', viewId: 1 },
     { t: 'ready', group: 'fb' },
   ]) {
-    const p = await w.peer()
-    p.send(f)
+    const p = await w.peer('fb', 'p')
+    p.tell(f)
     await closedWith(p, 'error', 'EBAD_REQUEST')
     t.pass(`${f.t} before join: EBAD_REQUEST, closed`)
   }
-  const twice = await w.peer()
-  await twice.join('fb', 'p')
-  twice.send({ t: 'join', proto: 1, group: 'fb', member: 'q', addr: twice.addr })
+  const twice = await w.peer('fb', 'p')
+  await twice.join()
+  twice.tell({ t: 'join', proto: 1, group: 'fb', member: 'q', addr: twice.addr })
   await closedWith(twice, 'error', 'EBAD_REQUEST')
   t.pass('a second join: EBAD_REQUEST, closed')
-  const raw = await w.peer()
+  const raw = await w.peer('fb', 'r')
   const notMap = Buffer.from([0, 0, 0, 1, 0x2a]) // one MessagePack byte: the integer 42
   raw.sendRaw(notMap)
   await raw.until(() => raw.closed, 5000, 'close')
@@ -77,8 +77,8 @@ t.test('[E1, D2] stops pinging: expelled after timeoutMs, the others go on witho
   const w = await world(t, { mcastPort: PORT + 2 })
   const a = await w.member('ping', 'a')
   const b = await w.member('ping', 'b')
-  const p = await w.peer()
-  await p.join('ping', 'p')
+  const p = await w.peer('ping', 'p')
+  await p.join()
   await until(() => lastView(a)?.length === 3 && lastView(b)?.length === 3, 5000, 'the view with p')
   p.pinging = false
   const stopped = Date.now()
@@ -96,9 +96,9 @@ t.test('[F1, D3] never answers prepare: expelled after flushTimeoutMs, the view 
   const w = await world(t, { mcastPort: PORT + 3 })
   const a = await w.member('flush', 'a')
   const b = await w.member('flush', 'b')
-  const p = await w.peer()
-  await p.join('flush', 'p')
-  p.onPrepare = () => null
+  const p = await w.peer('flush', 'p')
+  await p.join()
+  p.prepared = () => null
   await traffic([a, b], [a, b], 5, 'before')
   const t0 = Date.now()
   const c = await w.member('flush', 'c') // its join starts the flush p does not answer
@@ -116,9 +116,9 @@ t.test('[F1, D3] prepared with a have above anything ordered: expelled, the view
   const w = await world(t, { mcastPort: PORT + 4 })
   const a = await w.member('liar', 'a')
   const b = await w.member('liar', 'b')
-  const p = await w.peer()
-  await p.join('liar', 'p')
-  p.onPrepare = (f) => ({ t: 'prepared', group: 'liar', viewId: f.viewId, have: 2 ** 40, low: 0 })
+  const p = await w.peer('liar', 'p')
+  await p.join()
+  p.prepared = (f) => ({ t: 'prepared', group: 'liar', viewId: f.viewId, have: 2 ** 40, low: 0 })
   await traffic([a, b], [a, b], 5, 'before')
   const c = await w.member('liar', 'c')
   await p.until(() => p.closed, 5000, 'expulsion')
@@ -135,9 +135,9 @@ t.test('[F1, D1] prepared with low > have: error EBAD_REQUEST, closed; the view 
   const w = await world(t, { mcastPort: PORT + 5 })
   const a = await w.member('low', 'a')
   const b = await w.member('low', 'b')
-  const p = await w.peer()
-  await p.join('low', 'p')
-  p.onPrepare = (f) => ({ t: 'prepared', group: 'low', viewId: f.viewId, have: p.latest!.start, low: p.latest!.start + 5 })
+  const p = await w.peer('low', 'p')
+  await p.join()
+  p.prepared = (f) => ({ t: 'prepared', group: 'low', viewId: f.viewId, have: p.latest!.start, low: p.latest!.start + 5 })
   const c = await w.member('low', 'c')
   await closedWith(p, 'error', 'EBAD_REQUEST')
   t.pass('EBAD_REQUEST, closed')
@@ -149,12 +149,12 @@ t.test('[I4, D4] installed for another view than the commit under way: ignored, 
   const w = await world(t, { mcastPort: PORT + 6 })
   const a = await w.member('inst', 'a')
   const b = await w.member('inst', 'b')
-  const p = await w.peer()
-  p.onCommit = (v) => [
+  const p = await w.peer('inst', 'p')
+  p.installedAs = (v) => [
     { t: 'installed', group: 'inst', viewId: v.viewId + 5 },
     { t: 'installed', group: 'inst', viewId: v.viewId - 1 },
   ]
-  await p.join('inst', 'p')
+  await p.join()
   const t0 = Date.now()
   await p.until(() => p.closed, B + 5000, 'expulsion')
   const took = Date.now() - t0
@@ -171,13 +171,13 @@ t.test('[R1, I2, D4] the holder of a commit claims slots it never serves: the me
   const a = await w.member('holder', 'a') // the sequencer, to crash
   const b = await w.member('holder', 'b')
   const c = await w.member('holder', 'c')
-  const p = await w.peer()
-  await p.join('holder', 'p')
+  const p = await w.peer('holder', 'p')
+  await p.join()
   await traffic([a, b, c], [a, b, c], 5, 'before')
   // With the sequencer gone, a have up to start + SEQ_WINDOW is believable (§5): p claims 100 slots past the
   // stream, with low 0, so it is the holder and the only source of those slots.
   let claim = 0
-  p.onPrepare = (f) => ({ t: 'prepared', group: 'holder', viewId: f.viewId, have: (claim = p.top + 100), low: 0 })
+  p.prepared = (f) => ({ t: 'prepared', group: 'holder', viewId: f.viewId, have: (claim = p.top + 100), low: 0 })
   const aNo = p.noOf('a')
   a.g.close()
   await p.until(() => p.latest!.holder === p.no && !p.latest!.members.has(aNo), 5000, 'a commit naming p the holder')
@@ -196,11 +196,11 @@ t.test('[D5] suspect from a member that is not the sequencer: ignored, the membe
   const w = await world(t, { mcastPort: PORT + 8 })
   const a = await w.member('sus', 'a')
   const b = await w.member('sus', 'b')
-  const p = await w.peer()
-  await p.join('sus', 'p')
-  p.send({ t: 'suspect', group: 'sus', viewId: p.latest!.viewId, no: p.noOf('b'), reason: 'a lie' })
-  p.send({ t: 'suspect', group: 'sus', viewId: p.latest!.viewId, no: p.noOf('a') })
-  p.send({ t: 'deaf', group: 'sus', viewId: p.latest!.viewId - 1 })
+  const p = await w.peer('sus', 'p')
+  await p.join()
+  p.tell({ t: 'suspect', group: 'sus', viewId: p.latest!.viewId, no: p.noOf('b'), reason: 'a lie' })
+  p.tell({ t: 'suspect', group: 'sus', viewId: p.latest!.viewId, no: p.noOf('a') })
+  p.tell({ t: 'deaf', group: 'sus', viewId: p.latest!.viewId - 1 })
   await sleep(300)
   await traffic([a, b], [a, b], 5, 'after')
   t.same([a.errors, b.errors], [[], []], 'nobody expelled')
