@@ -97,7 +97,7 @@ export function layout(buf: Buffer): Line[] {
   const int = (f: IntField, path: string): number => {
     const b = take(WIDTH[f.type])
     const v = f.type === 'u64' ? NaN : b.readUIntBE(0, b.length)
-    const value = f.type === 'u64' ? b.toString('hex') : f.fixed !== undefined && f.fixed > 0xff ? `0x${v.toString(16)}` : `${v}${f.name === 'type' && path === 'type' ? ` (${TYPE_NAMES.get(v)})` : flagNames(f, v)}`
+    const value = f.type === 'u64' ? b.toString('hex') : f.fixed !== undefined && f.fixed > 0xff ? `0x${v.toString(16)}` : `${v}${path === 'header.type' ? ` (${TYPE_NAMES.get(v)})` : flagNames(f, v)}`
     lines.push({ hex: b.toString('hex'), name: path, value })
     return v
   }
@@ -120,7 +120,7 @@ export function layout(buf: Buffer): Line[] {
       }
     }
   }
-  fields(HEADER, '')
+  fields(HEADER, 'header.') // named apart from body fields of the same name (STATE's flags)
   const d = DATAGRAMS.find((x) => x.type === buf[3])!
   fields(d.body, '')
   if (o !== buf.length) throw new Error('vector longer than its layout')

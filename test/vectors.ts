@@ -74,7 +74,7 @@ t.test('every datagram type has a vector, and each printed one decodes to its va
 
 t.test("each datagram's per-field lines are its bytes in order", async (t) => {
   // The lines of a field block, concatenated, are the whole datagram: nothing skipped, nothing reordered.
-  const blocks = [...section.matchAll(/```\n(5343[0-9a-f]* +magic[\s\S]*?)```/g)].map((m) => m[1]!)
+  const blocks = [...section.matchAll(/```\n(5343[0-9a-f]* +header\.magic[\s\S]*?)```/g)].map((m) => m[1]!)
   t.equal(blocks.length, datagramVectors().length)
   blocks.forEach((b, i) => {
     const hex = b.split('\n').map((l) => l.match(/^([0-9a-f]*)/)![1]).join('')
