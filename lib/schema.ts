@@ -36,12 +36,34 @@ export interface FlagBit {
 /**
  * A condition between fields, as data: a number, a field path (dotted, list indices as numbers: `keys.1.epoch`;
  * `^x` is field x of the object enclosing the list being walked), or an operator applied to expressions:
- * `+ - < <= == and or not implies` as usual; `has p` (p is present); `len p` (list entries or bytes); `sum list f`
- * (the sum of f over a list); `every list e` / `some list e` (e for each entry, paths relative to it);
- * `ascending list f` (f strictly increases along the list); `bit p mask` (p & mask is not 0).
+ * each operator as OPERATORS says (docs/protocol-schema.json carries it, for readers of the rules in other languages).
  */
 export type Expr = number | string | readonly [Op, ...Expr[]]
 export type Op = '+' | '-' | '<' | '<=' | '==' | 'and' | 'or' | 'not' | 'implies' | 'has' | 'len' | 'sum' | 'every' | 'some' | 'ascending' | 'bit'
+
+/** How a rule's expression reads (OPERATORS: its operators). */
+export const EXPRESSIONS =
+  'A rule holds when its expression is true. An expression is a number (itself), a string (the value of the field at that path: dotted names, list indices as numbers, e.g. keys.1.epoch; ^x is field x of the object holding the list being walked), or an array [op, operand, …] whose operands are expressions, read as operators says. Datagram rules see the body\'s fields, count and length fields excluded; frame rules see the map.'
+
+/** What each operator of a rule means: `[op, a, b, …]` applied to the values of its operands. */
+export const OPERATORS: Readonly<Record<Op, string>> = {
+  '+': '[+, a, b, …]: the sum of its operands (integers; no operand overflows, sums are exact up to 2⁵³)',
+  '-': '[-, a, b]: a minus b',
+  '<': '[<, a, b]: a is less than b',
+  '<=': '[<=, a, b]: a is less than or equal to b',
+  '==': '[==, a, b]: a equals b (numbers or strings)',
+  and: '[and, e, …]: every e holds',
+  or: '[or, e, …]: at least one e holds',
+  not: '[not, e]: e does not hold',
+  implies: '[implies, a, b]: a does not hold, or b holds',
+  has: '[has, p]: field p is present (its key is in the map; for a frame field only)',
+  len: '[len, p]: the number of entries of list p, or of bytes of bytes field p; 0 if p is absent',
+  sum: '[sum, list, f]: the sum of field f over the entries of list',
+  every: '[every, list, e]: e holds for each entry of list (paths in e relative to the entry; ^x is field x of the object holding list); true for an empty list',
+  some: '[some, list, e]: e holds for at least one entry of list (paths as in every); false for an empty list',
+  ascending: '[ascending, list, f]: field f strictly increases from each entry of list to the next',
+  bit: '[bit, p, i]: bit i of integer p is set, i a bit index (0 = the least significant bit, value 1), not a mask: [bit, flags, 1] tests the value 2',
+}
 
 /** A condition that must hold; `field` is the path named when it does not. */
 export interface Rule {
@@ -235,7 +257,7 @@ export const DATAGRAMS: readonly DatagramType[] = [
       { kind: 'bytes', name: 'bytes', doc: 'state bytes, to the end of the datagram' },
     ],
     rules: [
-      { field: 'flags', expr: ['implies', ['bit', 'flags', 2], ['and', ['==', 'flags', 2], ['==', 'offset', 0], ['==', ['len', 'bytes'], 0]]], doc: 'NONE comes alone: no LAST, offset 0, no bytes' },
+      { field: 'flags', expr: ['implies', ['bit', 'flags', 1], ['and', ['==', 'flags', 2], ['==', 'offset', 0], ['==', ['len', 'bytes'], 0]]], doc: 'NONE comes alone: no LAST, offset 0, no bytes' },
       { field: 'bytes', expr: ['<=', ['+', 'offset', ['len', 'bytes']], MAX_U48], doc: 'offset + (bytes\' length) ≤ 2⁴⁸−1' },
     ],
   },
@@ -541,5 +563,7 @@ export const SCHEMA = {
   headerSize: HEADER_SIZE,
   datagrams: DATAGRAMS,
   sealed: SEALED,
+  expressions: EXPRESSIONS,
+  operators: OPERATORS,
   frames: { limits: FRAME_LIMITS, forms: FORMS, shapes: SHAPES, toDirectory: TO_DIRECTORY, fromDirectory: FROM_DIRECTORY },
 } as const

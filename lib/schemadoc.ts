@@ -7,6 +7,7 @@ import {
   DATAGRAMS, FORMS, FROM_DIRECTORY, HEADER, MAX_U32, MAX_U48, SCHEMA, SHAPES, TO_DIRECTORY, WIDTH,
   type DgField, type FrameField, type FrameType, type IntField, type Rule, type Sentinel, type UInt,
 } from './schema.js'
+import { renderVectors } from './specvectors.js'
 
 const TYPE_MAX: Record<UInt, number> = { u8: 0xff, u16: 0xffff, u24: 0xffffff, u32: MAX_U32, u48: MAX_U48, u64: Infinity }
 
@@ -153,6 +154,7 @@ export function renderBlocks(): Record<string, string> {
     toDirectory: renderFrames(TO_DIRECTORY),
     fromDirectory: renderFrames(FROM_DIRECTORY),
     shapes: renderShapes(),
+    vectors: renderVectors(),
   }
   for (const d of DATAGRAMS) out[d.name] = renderDatagram(d.name)
   return out
