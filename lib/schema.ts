@@ -142,7 +142,7 @@ export const HEADER: readonly IntField[] = [
   int('magic', 'u16', '"SC"; any other value is malformed', { fixed: 0x5343 }),
   int('version', 'u8', 'the wire version; any other is malformed', { fixed: 3 }),
   int('type', 'u8', 'the datagram type: 1 DATA, 2 ORDER, 3 ACK, 4 NACK, 5 STATEREQ, 6 STATE; any other is malformed', { min: 1, max: 6 }),
-  int('inc', 'u64', "the group's incarnation (§1), from the member's commits", {
+  int('inc', 'u64', "the group's incarnation (§1): the 16 hex digits of the commits' `inc` read as one big-endian 64-bit number", {
     sentinels: [{ value: 0, doc: 'never an incarnation', malformed: true }],
   }),
   int('viewId', 'u32', 'the view the datagram belongs to (per type, below)'),
