@@ -93,6 +93,21 @@ interface Band {
   tries: number
 }
 
+/**
+ * After this many askings of a band, a slot whose ordering is held but whose data still has not come is asked for
+ * with its ordering too: the ordering held may be a forgery (spoofed from the sequencer's address, or served by a
+ * lying repair source) naming a message nobody has, and asking for the data alone would never end; the real
+ * assignment replaces it (PROTOCOL.md §4.1, §4.6). An honest loss costs one ORDER more.
+ */
+export const REASK_ORDER_AFTER = 3
+
+/** Adds slot `s` to a NACK's slot items, extending the last range when `s` follows it. */
+function askSlot(slots: SlotRange[], s: number): void {
+  const last = slots[slots.length - 1]
+  if (last && last.firstSlot + last.n === s && last.n < 0xffff) last.n++
+  else slots.push({ firstSlot: s, n: 1 })
+}
+
 export class Repair {
   /** Slots asked for, in bands from `have` up; a band below `have` is over. */
   private bands: Band[] = []
@@ -148,7 +163,7 @@ export class Repair {
       lo = band.top
       if (now - band.at < interval) continue
       // A band with nothing missing (what came late) is looked at again only when it would be repeated.
-      if (this.collect(requests, from, Math.min(band.top, scanTo), repairSource(gap.change, gap.sequencer, band.tries), skip) > 0) {
+      if (this.collect(requests, from, Math.min(band.top, scanTo), repairSource(gap.change, gap.sequencer, band.tries), skip, band.tries >= REASK_ORDER_AFTER) > 0) {
         if (band.tries === 0) band.askedAt = now
         band.tries++
       }
@@ -187,8 +202,11 @@ export class Repair {
     return this.pending ? this.pending.at + NACK_REORDER_MS : Infinity
   }
 
-  /** Adds what is missing at slots first … last to the NACKs, by repair source; returns how many items it added. */
-  private collect(requests: Map<number, { slots: SlotRange[]; data: DataRange[] }>, first: number, last: number, source: (slot: number) => number | undefined, skip: (slot: number) => boolean): number {
+  /**
+   * Adds what is missing at slots first … last to the NACKs, by repair source; returns how many items it added.
+   * `reorder`: a slot whose data is still missing is asked for with its ordering too (see REASK_ORDER_AFTER).
+   */
+  private collect(requests: Map<number, { slots: SlotRange[]; data: DataRange[] }>, first: number, last: number, source: (slot: number) => number | undefined, skip: (slot: number) => boolean, reorder: boolean): number {
     const h = this.host
     let items = 0
     for (let s = first; s <= last; s++) {
@@ -198,15 +216,14 @@ export class Repair {
       if (!req) requests.set(from, (req = { slots: [], data: [] }))
       if (!h.log.has(s)) {
         items++
-        const last = req.slots[req.slots.length - 1]
-        if (last && last.firstSlot + last.n === s && last.n < 0xffff) last.n++
-        else req.slots.push({ firstSlot: s, n: 1 })
+        askSlot(req.slots, s)
         continue
       }
       const author = h.log.sender(s)
       const m = h.log.msgId(s)
       if (h.sender(author)?.store.has(m)) continue
       items++
+      if (reorder) askSlot(req.slots, s)
       const last = req.data[req.data.length - 1]
       if (last && last.sender === author && last.firstMsgId + last.n === m && last.n < 0xffff) last.n++
       else req.data.push({ sender: author, firstMsgId: m, n: 1 })

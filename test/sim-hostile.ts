@@ -9,9 +9,9 @@
  * (the last tests).
  */
 import t, { type Test } from 'tap'
-import { Sim, type SimMember } from './fixtures/sim.js'
+import { datagramKind, Sim, type SimMember } from './fixtures/sim.js'
 import { check } from './fixtures/checker.js'
-import { encodeAck, encodeNack, encodeOrder, DataPacker, nackItemsPerDatagram, runsPerDatagram, type Run } from '../lib/wire.js'
+import { encodeAck, encodeNack, encodeOrder, DataPacker, Kind, nackItemsPerDatagram, runsPerDatagram, type Run } from '../lib/wire.js'
 import { MessageStore } from '../lib/msgstore.js'
 import { SlotLog } from '../lib/slotlog.js'
 
@@ -273,4 +273,31 @@ t.test('spoofed: an ORDER in the sequencer\'s name, from its address, at a slot 
   // Only the key tells this forgery from the real thing; but the sequencer's real ORDER for that slot comes later
   // and stands: the member waits for nobody's message only until the group's next message is ordered.
   await plausibleOrder(t, 154, (ms, buf) => ms[1]!.transport.onDatagram(...spoofed(ms, buf, 'group')))
+})
+
+t.test('spoofed: an ORDER in the sequencer\'s name for a slot a member lost, naming a message never sent, stalls it only until it asks for the slot again', async (t) => {
+  // The member holds that ORDER and asks for the DATA, which nobody has: before, it asked for that DATA for ever, and
+  // was excluded for lack of progress (B to 2B). A slot whose DATA stays unanswered is asked for again (its ORDER),
+  // and the sequencer's real assignment replaces the forgery (PROTOCOL.md §4.6).
+  const { sim, ms } = group(157)
+  const [m1, m2, m3] = ms as [SimMember, SimMember, SimMember]
+  let dropped = false
+  sim.filter = (from, to, buf) => {
+    if (dropped || from !== m1 || to !== m3 || datagramKind(buf) !== Kind.ORDER || buf.readUInt16BE(24 + 12) === 0) return true
+    dropped = true // m1's next ORDER with runs never reaches m3
+    return false
+  }
+  const s = m3.engine.have + 1
+  m1.send(1)
+  sim.run(sim.now + 1)
+  t.ok(dropped && m3.engine.have < s, 'm3 lost the ORDER of the next slot')
+  // m2 sent msgIds 1 … 20: 21 is a message nobody has.
+  const forged = encodeOrder(header(m1, no(m1)), s, 0, [{ sender: no(m2), firstMsgId: 21, count: 1 }])
+  m3.transport.onDatagram(...spoofed(ms, forged, 'group'))
+  sim.filter = null
+  t.ok(sim.runUntil(() => m3.engine.have >= m1.engine.have, 1000), `m3 gets past the slot (have ${m3.engine.have}, m1's ${m1.engine.have})`)
+  for (const m of ms) m.send(5)
+  t.ok(sim.runUntil(() => sim.settled(), 10_000), 'the group settles')
+  t.equal(sim.active().length, 3, 'nobody was excluded')
+  t.same(check(sim.logs()), [], 'guarantees hold')
 })
