@@ -7,7 +7,8 @@
  *
  * Reading guide: ordering lives in sequencer.ts, this member's own messages (window, transmission, resend) in
  * outbox.ts, what to ask for and whom when something is missing (and answering such requests) in repair.ts, the
- * views this member knows in views.ts, each sender's messages it holds in senders.ts; here,
+ * views this member knows in views.ts, each sender's messages it holds in senders.ts, whether the sequencer orders
+ * this member's messages in seqwatch.ts; here,
  * `advance()` is the hold-back queue (what may be delivered), `onCommit()`/`install()` when a view is taken on
  * (slots it declares void: voids.ts), `gc()` stability, `nack()`/`serveNack()` when repair may ask or answer.
  */
