@@ -409,21 +409,30 @@ export class DirectoryCore {
   // ---------------------------------------------------------------- failures
 
   /**
-   * The sequencer reports a member that makes no progress (PROTOCOL.md §4.7): it is expelled like a member that
-   * stopped pinging. Heeded only from the sequencer of the current view, about a member of it, outside a flush:
-   * a report from an older view, or one that crossed a view change, is stale and dropped (the new sequencer
-   * judges afresh).
+   * A member that makes no progress is reported (PROTOCOL.md §4.7): it is expelled like a member that stopped
+   * pinging. Heeded from the sequencer of the current view about any member of it (itself included), and from any
+   * other member of the current view about the sequencer only (it orders none of that member's messages, §4.7, 5) —
+   * one member's word is enough: it could force a view change anyway, by leaving and joining again. Only outside a
+   * flush: a report from an older view, or one that crossed a view change, is stale and dropped (the new sequencer
+   * judges afresh, and is watched afresh).
    */
   private onSuspect(g: Group, from: Member, f: ToDirectoryOf<'suspect'>): void {
     const { viewId, no } = f
     const reason = f.reason?.slice(0, 200) ?? 'no progress'
     const target = g.members.find((x) => x.no === no && !x.dead)
-    if (viewId !== g.viewId || from.no !== g.sequencer || g.flush || !target || target.conn === null) {
-      log('%s: stale suspicion of %d by %s in view %d (current view %d) ignored', g.name, no, from.id, viewId, g.viewId)
+    const bySequencer = from.no === g.sequencer
+    const byMember = !bySequencer && no === g.sequencer && g.members.some((x) => x.no === from.no && !x.dead)
+    if (viewId !== g.viewId || !(bySequencer || byMember) || g.flush || !target || target.conn === null) {
+      log('%s: stale or unauthorised suspicion of %d by %s in view %d (current view %d) ignored', g.name, no, from.id, viewId, g.viewId)
       return
     }
-    log('%s: sequencer %s reports %s (no %d): %s', g.name, from.id, target.id, no, reason)
-    this.expel(target.conn, `excluded for lack of progress: ${reason}`)
+    if (bySequencer) {
+      log('%s: sequencer %s reports %s (no %d): %s', g.name, from.id, target.id, no, reason)
+      this.expel(target.conn, `excluded for lack of progress: ${reason}`)
+    } else {
+      log('%s: %s (no %d) reports the sequencer %s (no %d): %s', g.name, from.id, from.no, target.id, no, reason)
+      this.expel(target.conn, `excluded for lack of progress: member ${from.id} reports: ${reason}`)
+    }
   }
 
   /**

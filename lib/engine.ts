@@ -7,7 +7,8 @@
  *
  * Reading guide: ordering lives in sequencer.ts, this member's own messages (window, transmission, resend) in
  * outbox.ts, what to ask for and whom when something is missing (and answering such requests) in repair.ts, the
- * views this member knows in views.ts, each sender's messages it holds in senders.ts; here,
+ * views this member knows in views.ts, each sender's messages it holds in senders.ts, whether the sequencer orders
+ * this member's messages in seqwatch.ts; here,
  * `advance()` is the hold-back queue (what may be delivered), `onCommit()`/`install()` when a view is taken on
  * (slots it declares void: voids.ts), `gc()` stability, `nack()`/`serveNack()` when repair may ask or answer.
  */
@@ -20,6 +21,7 @@ import { Senders, unorderedBound } from './senders.js'
 import { viewOf, Views, type ViewRec } from './views.js'
 import { Reassembly } from './reassembly.js'
 import { MulticastHearing } from './hearing.js'
+import { SequencerWatch } from './seqwatch.js'
 import { SequencerRole, type SenderState, type SequencerHost } from './sequencer.js'
 import type { EngineOptions } from './options.js'
 import type { CommitFrame, FromDirectory, GroupTransport, ToDirectoryOf } from './dirproto.js'
@@ -89,6 +91,8 @@ export class Engine implements SequencerHost {
   private progressBoundMs = 4000
   /** Whether this member hears the group's multicast: judged over half the progress bound (§4.8). */
   private hearing = new MulticastHearing(this.progressBoundMs / 2)
+  /** Whether the sequencer orders nothing of this member's (§4.7, 5). */
+  private seqWatch = new SequencerWatch(this.progressBoundMs)
 
   constructor(
     readonly group: string,
@@ -501,6 +505,10 @@ export class Engine implements SequencerHost {
       logView('view %d: the sequencer reaches this member by unicast, the group\'s multicast does not', v.viewId)
       this.env.toDirectory({ t: 'deaf', group: this.group, viewId: v.viewId })
     }
+    if (v && this.viewState === 'active' && !this.role) {
+      const why = this.seqWatch.check(now, this.outbox.waiting, this.outbox.seenOrdered, this.stable, Math.max(this.knownTop, this.have))
+      if (why) this.suspect(v.viewId, v.sequencer, why)
+    }
     this.flush()
   }
 
@@ -555,6 +563,7 @@ export class Engine implements SequencerHost {
         this.me = f.no
         this.progressBoundMs = 2 * f.timeoutMs
         this.hearing = new MulticastHearing(this.progressBoundMs / 2)
+        this.seqWatch = new SequencerWatch(this.progressBoundMs)
         break
       case 'prepare':
         this.views.saw(f.viewId)
@@ -623,6 +632,7 @@ export class Engine implements SequencerHost {
     this.env.transport.channel(f.mcast as string, v.transport)
     this.viewState = 'installing'
     this.role = null
+    this.seqWatch.watch(false)
     logView('commit view %d: members %o, sequencer %d, cut %d, start %d, holder %d', v.viewId, v.members.map((m) => m.id), v.sequencer, v.cut, v.start, v.holder)
   }
 
@@ -638,6 +648,7 @@ export class Engine implements SequencerHost {
     this.env.toDirectory({ t: 'installed', group: this.group, viewId: v.viewId })
     this.env.transport.peers(v.members.filter((m) => m.no !== this.me).map((m) => m.addr))
     this.hearing.watch(v.transport === 'multicast', v.sequencer === this.me, this.env.now())
+    this.seqWatch.watch(v.sequencer !== this.me)
     this.lastAckSent = this.lastHaveAcked = this.have
     this.repair.forgetAsked()
     this.outbox.setMembers(v.members.length)

@@ -91,6 +91,16 @@ export class Outbox {
     return this.transmitted < this.nextMsgId - 1
   }
 
+  /** The highest own msgId seen in an accepted ORDER entry (PROTOCOL.md §4.7, 5: a change is progress). */
+  get seenOrdered(): number {
+    return this.announced
+  }
+
+  /** Some own message was multicast and not yet seen ordered. */
+  get waiting(): boolean {
+    return this.announced < this.transmitted
+  }
+
   /** Every own message submitted is stable (a leave may be asked). */
   get allStable(): boolean {
     return this.stableOwn >= this.nextMsgId - 1

@@ -443,7 +443,7 @@ export const TO_DIRECTORY: readonly FrameType[] = [
   },
   {
     t: 'suspect',
-    doc: 'from the sequencer of view viewId: member no (possibly itself) makes no progress (§4.7). The directory expels no like a member that stopped pinging (`expelled` with the reason, connection closed, view change) — only if the sender is the sequencer of the current view, viewId is that view, no is a connected member of it, and no flush is running; otherwise the frame is stale and ignored',
+    doc: "member no of view viewId makes no progress (§4.7): from that view's sequencer, about any member of it (possibly itself, §4.7, 2–3); from any other member of it, about the sequencer only (it orders none of the sender's messages, §4.7, 5). The directory expels no like a member that stopped pinging (`expelled` with the reason, connection closed, view change) — only if viewId is the current view, the sender is its sequencer or (naming the sequencer) a member of it, no is a connected member of it, and no flush is running; otherwise the frame is stale or unauthorised and ignored",
     fields: [group, viewId('viewId', "the sender's view"), memberNo('no', 'the member suspected'),
       f('reason', 'string', 'for logs and the expelled member; the directory cuts it to 200 characters', { optional: true })],
   },

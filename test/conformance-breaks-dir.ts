@@ -192,14 +192,14 @@ t.test('[R1, I2, D4] the holder of a commit claims slots it never serves: the me
   t.ok(texts(b).filter((x) => x.startsWith('a:')).length === 5, 'a\'s messages delivered by the survivors')
 })
 
-t.test('[D5] suspect from a member that is not the sequencer: ignored, the member named stays', async (t) => {
+t.test('[D5] suspect from a member that is not the sequencer: naming another member, or of an older view, ignored; naming the sequencer, it is expelled', async (t) => {
   const w = await world(t, { mcastPort: PORT + 8 })
   const a = await w.member('sus', 'a')
   const b = await w.member('sus', 'b')
   const p = await w.peer('sus', 'p')
   await p.join()
   p.tell({ t: 'suspect', group: 'sus', viewId: p.latest!.viewId, no: p.noOf('b'), reason: 'a lie' })
-  p.tell({ t: 'suspect', group: 'sus', viewId: p.latest!.viewId, no: p.noOf('a') })
+  p.tell({ t: 'suspect', group: 'sus', viewId: p.latest!.viewId - 1, no: p.noOf('a') })
   p.tell({ t: 'deaf', group: 'sus', viewId: p.latest!.viewId - 1 })
   await sleep(300)
   await traffic([a, b], [a, b], 5, 'after')
@@ -207,4 +207,11 @@ t.test('[D5] suspect from a member that is not the sequencer: ignored, the membe
   t.notOk(p.closed, 'the peer is not closed either')
   t.equal(w.server.core.status()[0]!.transport, 'multicast', 'a stale deaf moves nothing')
   t.equal(lastView(a)?.join(), 'a,b,p', 'no view change')
+  // §4.7, 5: any member of the current view may suspect its sequencer (a is the sequencer: it joined first).
+  p.tell({ t: 'suspect', group: 'sus', viewId: p.latest!.viewId, no: p.noOf('a'), reason: 'ordered none of my messages' })
+  await until(() => a.errors.length > 0, 3000, 'the sequencer expelled')
+  t.match(a.errors[0]?.message, /excluded for lack of progress: member p reports: ordered none of my messages/, 'a is told who and why')
+  await until(() => lastView(b)?.join() === 'b,p', 5000, 'the view without a')
+  await traffic([b], [b], 3, 'after a')
+  t.same(b.errors, [], 'b goes on')
 })

@@ -159,6 +159,31 @@ t.test('a suspicion from the sequencer of the current view expels that member; a
   t.throws(() => h.core.frame(1, { t: 'suspect', group: 'g', viewId: 3 }), { code: ErrorCodes.FRAME }, 'one without a member number is malformed')
 })
 
+t.test('[D5] any member of the current view may suspect its sequencer: expelled; naming another member, or of another view: ignored', async (t) => {
+  const h = harness()
+  h.three() // view 3: a (conn 1, no 1) is the sequencer
+  for (const c of [1, 2, 3]) h.take(c)
+  const suspect = (from: number, viewId: number, no: number): void =>
+    h.core.frame(from, { t: 'suspect', group: 'g', viewId, no, reason: 'ordered none of this member\'s messages for 8000 ms' })
+  suspect(2, 3, 3) // another member, not the sequencer: only the sequencer judges members
+  suspect(3, 2, 1) // the sequencer, but of an older view
+  t.same([h.take(1, 'expelled'), h.take(3, 'expelled'), h.closed], [[], [], []], 'both ignored')
+  suspect(3, 3, 1)
+  t.match(h.take(1, 'expelled'), [{ group: 'g', reason: /lack of progress: member c reports: ordered none of this member's messages/ }], 'the sequencer is told who and why')
+  t.same(h.closed, [1])
+  const [p] = h.take(2, 'prepare')
+  t.match(p, { viewId: 4 }, 'a view change without it starts')
+  suspect(2, 3, 1)
+  suspect(2, 4, 2)
+  t.same([h.take(2, 'expelled'), h.take(3, 'expelled')], [[], []], 'during the flush, nothing is suspected')
+  for (const c of [2, 3]) h.core.frame(c, { t: 'prepared', group: 'g', viewId: p!.viewId, have: 5, low: 0 })
+  t.match(h.take(2, 'commit'), [{ viewId: 4, members: [{ id: 'b' }, { id: 'c' }], sequencer: 2 }], 'b is the next sequencer')
+  suspect(3, 3, 2)
+  t.same([h.take(2, 'expelled'), h.closed], [[], [1]], 'a suspicion of the old view does not reach the new sequencer')
+  suspect(3, 4, 2)
+  t.match(h.take(2, 'expelled'), [{ reason: /member c reports/ }], 'one of the new view does')
+})
+
 t.test('a sequencer may suspect itself: it is expelled and the others get a view without it', async (t) => {
   const h = harness()
   h.three()
