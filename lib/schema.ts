@@ -499,7 +499,7 @@ export const FROM_DIRECTORY: readonly FrameType[] = [
   },
   {
     t: 'commit',
-    doc: 'the new view: the old view ends at slot cut, the view itself takes slot start; fetch each missing slot ≤ cut from a source whose (low, have] covers it, the holder first, then each other covering source in turn (§4.7). Whole (`members`), or, to a member that got the commit of view base (the previous one sent on its connection), only what changed (`base`, `added`, `removed`). A member ignores a commit whose viewId is not above the last one it applied',
+    doc: 'the new view: the old view ends at slot cut, the view itself takes slot start; fetch each missing slot ≤ cut from a source whose (low, have] covers it, the holder first, then each other covering source in turn (§4.6, §5.1 I2). Whole (`members`), or, to a member that got the commit of view base (the previous one sent on its connection), only what changed (`base`, `added`, `removed`). A member ignores a commit whose viewId is not above the last one it applied',
     fields: [...COMMIT_FIELDS, members({ optional: true, doc: "the view's members by increasing number; absent: a change from `base`" }),
       viewId('base', 'the view of the previous commit sent on this connection; members = its members less `removed`, plus `added`, by number', { when: delta }),
       f('added', 'list', 'new members, and members whose id, address or `state` flag changed', { of: MEMBER_ENTRY, maxItems: MAX_GROUP_MEMBERS, when: delta }),
