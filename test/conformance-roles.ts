@@ -7,7 +7,7 @@ import t from 'tap'
 import { check } from './fixtures/checker.js'
 import { MemberProc } from './fixtures/procs.js'
 import { RawPeer, type Frame } from './fixtures/rawpeer.js'
-import { body, directory, peerLog, real, stream, until, viewsOf } from './fixtures/conform.js'
+import { body, directory, peerLog, real, stream, trio, until, viewsOf } from './fixtures/conform.js'
 
 t.test('[J1,J2,J3,J4,I1,I3,I4,A1,A4,A6] joiner: the peer joins a running group and delivers its stream from its view on', async (t) => {
   const { server, addr } = await directory()
@@ -47,18 +47,8 @@ t.test('[J1,J2,J3,J4,I1,I3,I4,A1,A4,A6] joiner: the peer joins a running group a
 
 t.test('[L1,L2,L3,L4,F1,F2,I1,I2,E4,D3,D4] leaver: the peer leaves mid-stream, is released, its stream is a prefix of the others\'', async (t) => {
   const { server, addr } = await directory()
-  const a = await real(addr, 'conf-leave', 'a')
   const out: Frame[] = []
-  const p = new RawPeer({ directory: addr, group: 'conf-leave', id: 'p', lossIn: 0.1, seed: 5, hooks: { frameOut: (f) => void out.push(f) } })
-  await p.join()
-  const b = await real(addr, 'conf-leave', 'b')
-  t.teardown(async () => {
-    p.close()
-    a.g.close()
-    b.g.close()
-    await server.close()
-  })
-  await until(() => p.deliveries.some((d) => d.type === 'view' && d.members.length === 3), 10_000)
+  const { a, p, b } = await trio(t, server, addr, 'conf-leave', { lossIn: 0.1, seed: 5, hooks: { frameOut: (f) => void out.push(f) } })
   const N = 600
   const M = 200
   for (let k = 1; k <= M; k++) p.send(body('p', k))

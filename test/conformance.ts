@@ -6,25 +6,14 @@
  */
 import t from 'tap'
 import { check } from './fixtures/checker.js'
-import { RawPeer } from './fixtures/rawpeer.js'
-import { body, canNft, directory, peerLog, portOf, PortLoss, real, stream, until, viewsOf } from './fixtures/conform.js'
+import { body, canNft, directory, peerLog, portOf, PortLoss, real, stream, trio, until, viewsOf } from './fixtures/conform.js'
 
 const N = 300
 const BIG = new Set([50, 150]) // fragmented messages (5 000 bytes in 1 400-byte datagrams)
 
 t.test('[E1,E2,E3,J1,J2,J3,I1,I3,I4,A1,A2,A3,A4,A5,A6,A7] member: everyone sends, 20 % loss at the peer; its stream equals every real member\'s', async (t) => {
   const { server, addr } = await directory()
-  const a = await real(addr, 'conf-member', 'a')
-  const p = new RawPeer({ directory: addr, group: 'conf-member', id: 'p', lossIn: 0.2, lossOut: 0.05, seed: 7 })
-  await p.join()
-  const b = await real(addr, 'conf-member', 'b')
-  t.teardown(async () => {
-    p.close()
-    a.g.close()
-    b.g.close()
-    await server.close()
-  })
-  await until(() => p.deliveries.some((d) => d.type === 'view' && d.members.length === 3), 10_000)
+  const { a, p, b } = await trio(t, server, addr, 'conf-member', { lossIn: 0.2, lossOut: 0.05, seed: 7 })
   for (let k = 1; k <= N; k++) p.send(body('p', k, BIG.has(k) ? 5000 : 0))
   await Promise.all([a.sendAll(N, { big: BIG }), b.sendAll(N, { big: BIG })])
   const all = 3 * N
@@ -47,18 +36,7 @@ t.test('[E1,E2,E3,J1,J2,J3,I1,I3,I4,A1,A2,A3,A4,A5,A6,A7] member: everyone sends
 t.test('[R1,R2,R3,E4,I1,I2,A6] repair source: real members fetch from the peer (holder at a view change, unicast fan-out, loss at b)', { skip: canNft() }, async (t) => {
   const { server, addr } = await directory({ transport: 'unicast' })
   const loss = new PortLoss()
-  const a = await real(addr, 'conf-repair', 'a')
-  const p = new RawPeer({ directory: addr, group: 'conf-repair', id: 'p', seed: 3 })
-  await p.join()
-  const b = await real(addr, 'conf-repair', 'b')
-  t.teardown(async () => {
-    loss.destroy()
-    p.close()
-    a.g.close()
-    b.g.close()
-    await server.close()
-  })
-  await until(() => p.deliveries.some((d) => d.type === 'view' && d.members.length === 3), 10_000)
+  const { a, p, b } = await trio(t, server, addr, 'conf-repair', { seed: 3 }, () => loss.destroy())
   loss.drop(portOf(b.g), 100) // b hears nothing for a while: the view change below finds it behind
   for (let k = 1; k <= N; k++) p.send(body('p', k))
   const sends = Promise.all([a.sendAll(N, { big: BIG, pauseEvery: 20 }), b.sendAll(N, { pauseEvery: 20 })])
