@@ -116,6 +116,11 @@ export class DirectoryCore {
 
   constructor(readonly opts: DirectoryOptions, private readonly hooks: DirectoryHooks) {
     this.range = parseRange(opts.mcastRange)
+    // Renamed options (one name per timer, PROTOCOL.md §6): a program still passing an old name would otherwise run
+    // with the default, silently.
+    for (const [old, now] of [['heartbeatMs', 'pingMs'], ['joinTimeoutMs', 'unjoinedTimeoutMs']] as const) {
+      if (old in opts) throw new Error(`the directory option ${old} is now called ${now}`)
+    }
     // What every `welcome` announces: members refuse one they could not keep (lib/dirproto.ts).
     const { pingMs: ping, timeoutMs: to } = opts
     if (!Number.isInteger(ping) || !Number.isInteger(to) || ping < 1 || to <= ping || to > MAX_TIMEOUT_MS) {

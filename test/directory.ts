@@ -525,6 +525,14 @@ t.test('dir CLI: help, usage errors, unreachable daemon, serve, ls (--json), sho
   t.equal(code, 0, 'SIGTERM stops it cleanly')
 })
 
+t.test('a directory given a renamed option by its old name refuses to start, naming the new one', async (t) => {
+  const hooks = { now: () => 0, send: () => {}, close: () => {} }
+  for (const [old, now] of [['heartbeatMs', 'pingMs'], ['joinTimeoutMs', 'unjoinedTimeoutMs']]) {
+    const opts = { ...DEFAULT_DIRECTORY_OPTIONS, [old!]: 100 }
+    t.throws(() => new DirectoryCore(opts, hooks), { message: new RegExp(`${old} is now called ${now}`) }, `${old}: use ${now}`)
+  }
+})
+
 t.test('dir CLI: --ping-ms sets the ping interval members are told in welcome; --heartbeat-ms is its old name', async (t) => {
   const run = (...args: string[]) => spawnSync(process.execPath, [DIR_CLI, ...args], { encoding: 'utf8' })
   const help = run('--help').stdout
