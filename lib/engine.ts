@@ -15,7 +15,7 @@
 import { decode, encodeAck, FOREIGN, Kind, parseIncarnation, SEQ_WINDOW, type Datagram, type Incarnation } from './wire.js'
 import { SlotLog, VIEW_SENDER, VOID_SENDER } from './slotlog.js'
 import { Outbox } from './outbox.js'
-import { NACK_REORDER_MS, NACK_SCAN, Repair } from './repair.js'
+import { NACK_REORDER_MS, Repair } from './repair.js'
 import { VoidSlots } from './voids.js'
 import { Senders, unorderedBound } from './senders.js'
 import { viewOf, Views, type ViewRec } from './views.js'
@@ -226,19 +226,9 @@ export class Engine implements SequencerHost {
       this.stats.foreign++
       return
     }
-    // From another member than its author, DATA is a repair: only what this member can have asked for is taken,
-    // messages its log names above `have` (PROTOCOL.md §4.1). A repair source puts nothing else in anyone's name.
-    let entries = d.entries
-    if (repair) {
-      // The slots asked for are the lowest missing ones: the scan ends as soon as every entry is found.
-      const wanted = new Set(entries.map((e) => e.msgId))
-      const named = new Set<number>()
-      for (let s = this.have + 1, end = Math.min(this.knownTop, this.have + NACK_SCAN); s <= end && named.size < wanted.size; s++) {
-        if (this.log.has(s) && this.log.sender(s) === d.sender && wanted.has(this.log.msgId(s))) named.add(this.log.msgId(s))
-      }
-      entries = entries.filter((e) => named.has(e.msgId))
-      if (entries.length === 0) return void this.stats.dropped++
-    }
+    // From another member than its author, DATA is a repair: only what this member can have asked for is taken.
+    const entries = repair ? this.repair.askedFor(d.sender, d.entries) : d.entries
+    if (repair && entries.length === 0) return void this.stats.dropped++
     // The message this member needs next of this sender: the one at the slot after `have`, or the one after `ordered`.
     const s = this.have + 1
     const st = this.senders.get(d.sender)

@@ -231,6 +231,21 @@ export class Repair {
     return items
   }
 
+  /**
+   * Of a repair's DATA entries (sent by another member than their `author`), those this member can have asked for:
+   * messages its log names at a slot in (have, have + NACK_SCAN] (PROTOCOL.md §4.1). A repair source puts nothing
+   * else in anyone's name. The slots asked for are the lowest missing ones: the scan ends when every entry is found.
+   */
+  askedFor<E extends { msgId: number }>(author: number, entries: E[]): E[] {
+    const log = this.host.log
+    const wanted = new Set(entries.map((e) => e.msgId))
+    const named = new Set<number>()
+    for (let s = this.host.have + 1, end = this.host.have + NACK_SCAN; s <= end && named.size < wanted.size; s++) {
+      if (log.has(s) && log.sender(s) === author && wanted.has(log.msgId(s))) named.add(log.msgId(s))
+    }
+    return entries.filter((e) => named.has(e.msgId))
+  }
+
   /** Whether member `no` was sent a NACK since the current view was installed. */
   asked(no: number): boolean {
     return this.askedOf.has(no)
