@@ -2,7 +2,7 @@
  * The protocol's machine-readable schema (docs/PROTOCOL.md §2, §3, §8.3): every datagram's bytes and every
  * directory frame's fields, with widths, ranges, sentinels and one short doc string each. Pure data: lib/wire.ts and
  * lib/dirproto.ts are checked against it (test/schema.ts), the spec's field tables are rendered from it
- * (lib/schemadoc.ts), and docs/protocol-schema.json is this file as JSON, for implementers in other languages.
+ * (scripts/schemadoc.ts), and docs/protocol-schema.json is this file as JSON, for implementers in other languages.
  *
  * Doc strings are the spec's table cells: short, exact, enough to implement from.
  */

@@ -5,7 +5,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { applyBlocks, schemaJson } from '../lib/schemadoc.js'
+import { applyBlocks, schemaJson } from './schemadoc.js'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 const protocol = path.join(root, 'docs', 'PROTOCOL.md')

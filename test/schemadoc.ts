@@ -1,10 +1,10 @@
 /**
- * The spec's field tables are lib/schema.ts rendered (lib/schemadoc.ts): docs/PROTOCOL.md holds each block exactly as
+ * The spec's field tables are lib/schema.ts rendered (scripts/schemadoc.ts): docs/PROTOCOL.md holds each block exactly as
  * rendered, and docs/protocol-schema.json is the schema as it is. Run `npm run spec:gen` after changing the schema.
  */
 import t from 'tap'
 import fs from 'node:fs'
-import { applyBlocks, blockNames, renderBlocks, schemaJson } from '../lib/schemadoc.js'
+import { applyBlocks, blockNames, renderBlocks, schemaJson } from '../scripts/schemadoc.js'
 import { DATAGRAMS } from '../lib/schema.js'
 
 const protocol = fs.readFileSync(new URL('../docs/PROTOCOL.md', import.meta.url), 'utf8')

@@ -1,15 +1,15 @@
 /**
- * docs/PROTOCOL.md §9's test vectors (lib/specvectors.ts): the block is exactly as rendered, and every vector printed
+ * docs/PROTOCOL.md §9's test vectors (scripts/specvectors.ts): the block is exactly as rendered, and every vector printed
  * there decodes — with seqcast's own decoders and with test/fixtures/schemacodec.ts, which knows only lib/schema.ts —
  * to the values printed beside it; the sealed ones, computed with node:crypto from §2.7, open with lib/seal.ts and
  * are what lib/seal.ts seals. Also the rule operators of docs/protocol-schema.json.
  */
 import t from 'tap'
 import fs from 'node:fs'
-import { renderBlocks } from '../lib/schemadoc.js'
+import { renderBlocks } from '../scripts/schemadoc.js'
 import {
   datagramVectors, frameVectors, sealedVectors, uint64Prepared, VECTOR_GROUP_KEY, VECTOR_INC, type DatagramVector,
-} from '../lib/specvectors.js'
+} from '../scripts/specvectors.js'
 import { decode, parseIncarnation, Kind, type Datagram } from '../lib/wire.js'
 import { FrameDecoder, MAX_FRAME_FROM_DIRECTORY } from '../lib/frame.js'
 import { DirectoryReader, parseToDirectory } from '../lib/dirproto.js'

@@ -6,7 +6,7 @@
 import {
   DATAGRAMS, FORMS, FROM_DIRECTORY, HEADER, MAX_U32, MAX_U48, SCHEMA, SHAPES, TO_DIRECTORY, WIDTH,
   type DgField, type FrameField, type FrameType, type IntField, type Rule, type Sentinel, type UInt,
-} from './schema.js'
+} from '../lib/schema.js'
 import { renderVectors } from './specvectors.js'
 
 const TYPE_MAX: Record<UInt, number> = { u8: 0xff, u16: 0xffff, u24: 0xffffff, u32: MAX_U32, u48: MAX_U48, u64: Infinity }

@@ -1,18 +1,18 @@
 /**
  * docs/PROTOCOL.md §9, test vectors: one example of every datagram type, two sealed datagrams and the main directory
  * frames, as bytes. The bytes come from the code's own encoders (lib/wire.ts, lib/frame.ts; the sealed ones from
- * node:crypto exactly as §2.7 says), the byte layout per field from lib/schema.ts. lib/schemadoc.ts puts the block
+ * node:crypto exactly as §2.7 says), the byte layout per field from lib/schema.ts. scripts/schemadoc.ts puts the block
  * in PROTOCOL.md; test/vectors.ts decodes every printed vector with the code and with the schema-only codec, and
  * opens the sealed ones with lib/seal.ts, so the examples cannot drift from what members send.
  */
 import { createCipheriv, hkdfSync } from 'node:crypto'
 import { Packr } from 'msgpackr'
-import { DATAGRAMS, HEADER, SEALED, WIDTH, type DgField, type IntField } from './schema.js'
+import { DATAGRAMS, HEADER, SEALED, WIDTH, type DgField, type IntField } from '../lib/schema.js'
 import {
   DataPacker, encodeAck, encodeNack, encodeOrder, encodeState, encodeStateNone, encodeStateReq, parseIncarnation,
   MAX_DATAGRAM, type Header,
-} from './wire.js'
-import { encodeFrame, MAX_FRAME_FROM_DIRECTORY, type Frame } from './frame.js'
+} from '../lib/wire.js'
+import { encodeFrame, MAX_FRAME_FROM_DIRECTORY, type Frame } from '../lib/frame.js'
 
 /** The incarnation every vector uses (as in §2.7's key derivation vectors). */
 export const VECTOR_INC = '0102030405060708'
