@@ -473,8 +473,9 @@ function outOfRange(r: Rand, f: FrameField): unknown[] {
       if (f.enum) return ['other', '', f.enum[0]!.toUpperCase()]
       switch (f.form) {
         case 'name': return ['', 'x'.repeat(65), 'é'.repeat(33)]
-        case 'unicast': return ['0.1.2.3:5', '224.0.0.1:5', '240.0.0.1:5', '255.255.255.255:5', '1.2.3.4:0', '1.2.3.4:65536', '01.2.3.4:5', '1.2.3.4', 'nonsense', '1.2.3.256:5', ' 1.2.3.4:5']
-        case 'multicast': return ['223.1.1.1:5', '240.0.0.1:5', '239.1.1.1:0', '239.1.1.1:070', '239.1.1.1']
+        // Never sent anywhere: strings the checks must refuse (only loopback, 10.x and multicast forms in tests).
+        case 'unicast': return ['0.0.0.0:5', '224.0.0.1:5', '255.255.255.255:5', '10.1.2.3:0', '10.1.2.3:65536', '10.01.2.3:5', '10.1.2.3', 'nonsense', '10.1.2.256:5', ' 10.1.2.3:5']
+        case 'multicast': return ['10.1.1.1:5', '127.0.0.1:5', '255.255.255.255:5', '239.1.1.1:0', '239.1.1.1:070', '239.1.1.1']
         case 'inc': return ['0'.repeat(16), 'ABCDEF0123456789', '0123456789abcde', '0123456789abcdef0', 'g123456789abcdef']
         default: return []
       }
