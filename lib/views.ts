@@ -56,6 +56,11 @@ export class Views {
   private pending: ViewRec[] = []
   /** Views whose boundary `delivered` has not yet passed. */
   private readonly undelivered: ViewRec[] = []
+  /**
+   * `have` reached the cut of a view that excludes this member: its stream is over (a leaver waiting for `released`).
+   * Set once, where it happens (the engine reads it for every datagram): that view is never delivered, so stays.
+   */
+  private over = false
   /** Every view whose slots may still be in the log. */
   private known: ViewRec[] = []
   /** Every member number ever in a view, with its id (numbers are never reused within a group). */
@@ -88,12 +93,8 @@ export class Views {
     return this.pending.some((v) => v.excluded) || this.current?.excluded === true
   }
 
-  /**
-   * `have` reached the cut of a view that excludes this member: its stream is over (a leaver waiting for `released`).
-   * That view is never delivered, so it stays in `undelivered`, whatever later commits came.
-   */
   get ended(): boolean {
-    return this.undelivered.some((v) => v.excluded)
+    return this.over
   }
 
   saw(viewId: number): void {
@@ -124,6 +125,7 @@ export class Views {
   install(v: ViewRec): boolean {
     this.pending.shift()
     this.undelivered.push(v)
+    if (v.excluded) this.over = true
     if (this.pending.length > 0) return false
     this.current = v
     return true
